@@ -1,0 +1,99 @@
+//! Command-line flags of every subcommand, in one place.
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand};
+
+use crate::spec::Arch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, verify and analyse AWS Lambda layers that carry their own CPython",
+    version
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build a layer zip from a spec: runtime, locked wheels, layout, package, report.
+    Layer(Layer),
+    /// Regenerate the lock file of a spec for every architecture (uses uv).
+    Lock(Lock),
+    /// Write a python-build-standalone-shaped archive built from local parts.
+    ///
+    /// FOR TESTS AND OFFLINE DEMOS ONLY: the real layer uses the pinned
+    /// python-build-standalone download. x86_64 takes this machine's own
+    /// CPython 3.11; arm64 assembles Debian's arm64 CPython 3.11 packages.
+    FixtureRuntime(FixtureRuntime),
+    /// Report what this machine has and lacks for each command.
+    Doctor(Doctor),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SpecArgs {
+    /// The layer spec.
+    #[arg(long, default_value = "layer/layer.toml", env = "LAYER_SPEC")]
+    pub spec: Utf8PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct Layer {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Target architecture (default: the spec's `default-arch`).
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Output folder (default: target/layer/<arch>/).
+    #[arg(long)]
+    pub out: Option<Utf8PathBuf>,
+    /// Use this CPython archive (path or URL) instead of the spec's pinned download.
+    #[arg(long, requires = "python_sha256")]
+    pub python_archive: Option<String>,
+    /// The sha256 that `--python-archive` must have.
+    #[arg(long)]
+    pub python_sha256: Option<String>,
+    /// For a cross build: the build machine's CPython archive of the same release
+    /// (path or URL), used to compile bytecode. Default: the spec's pinned download.
+    #[arg(long, requires = "host_python_sha256")]
+    pub host_python_archive: Option<String>,
+    /// The sha256 that `--host-python-archive` must have.
+    #[arg(long)]
+    pub host_python_sha256: Option<String>,
+    /// Never touch the network: everything must already be in the cache.
+    #[arg(long)]
+    pub offline: bool,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Lock {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FixtureRuntime {
+    /// Architecture of the interpreter to package.
+    #[arg(long)]
+    pub arch: Arch,
+    /// Archive to write (`.tar.gz` or `.tar.zst`).
+    #[arg(long)]
+    pub out: Utf8PathBuf,
+    /// Layout of the archive.
+    #[arg(long, value_enum, default_value = "install_only")]
+    pub flavour: crate::fixture::Flavour,
+}
+
+#[derive(Args, Debug)]
+pub struct Doctor {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,35 @@
+//! `cargo xtask`: build, verify and analyse AWS Lambda layers that carry their own CPython.
+//!
+//! This file only parses flags and dispatches; each subcommand lives in its own module.
+
+mod download;
+mod fixture;
+mod flags;
+mod layer;
+mod lock;
+mod package;
+mod progress;
+mod report;
+mod runtime;
+mod spec;
+mod util;
+mod wheels;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = flags::Cli::parse();
+    let result = match cli.command {
+        flags::Command::Layer(cmd) => cmd.run(),
+        flags::Command::Lock(cmd) => cmd.run(),
+        flags::Command::FixtureRuntime(cmd) => cmd.run(),
+        flags::Command::Doctor(cmd) => cmd.run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The layer spec, `layer/layer.toml`: what a layer holds and for which target.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A Lambda architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    #[serde(rename = "x86_64")]
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
+
+    /// The name Lambda and this tool use: `x86_64`, `arm64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// The machine name in wheel platform tags and `platform.machine()`.
+    pub fn machine(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
+    /// The target triple in python-build-standalone asset names.
+    pub fn triple(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Arm64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// `e_machine` of this architecture's ELF files.
+    pub fn elf_machine(self) -> u16 {
+        match self {
+            Arch::X86_64 => goblin::elf::header::EM_X86_64,
+            Arch::Arm64 => goblin::elf::header::EM_AARCH64,
+        }
+    }
+
+    /// The architecture of the machine running this tool, if it is one Lambda has.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "x86_64" | "amd64" | "x86-64" => Ok(Arch::X86_64),
+            "arm64" | "aarch64" => Ok(Arch::Arm64),
+            other => Err(format!("unknown architecture `{other}`: expected `x86_64` or `arm64`")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Arch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl clap::ValueEnum for Arch {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Arch::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()).alias(self.machine()))
+    }
+}
+
+/// A sha256 written as 64 lower-case hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Sha256Hex(String);
+
+impl Sha256Hex {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sha256Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Sha256Hex {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Sha256Hex(s.to_ascii_lowercase()))
+        } else {
+            Err(format!("`{s}` is not a sha256 (64 hex digits)"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A glibc version such as `2.34`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Glibc {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for Glibc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl FromStr for Glibc {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a glibc version such as `2.34`");
+        let (major, minor) = s.trim().split_once('.').ok_or_else(bad)?;
+        Ok(Glibc { major: major.parse().map_err(|_| bad())?, minor: minor.parse().map_err(|_| bad())? })
+    }
+}
+
+impl<'de> Deserialize<'de> for Glibc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Lambda base image, which fixes the glibc every ELF file must run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Runtime {
+    /// Amazon Linux 2: glibc 2.26 (nodejs18.x, python3.8 to 3.11, provided.al2).
+    #[serde(rename = "al2")]
+    Al2,
+    /// Amazon Linux 2023: glibc 2.34 (nodejs20.x and later, python3.12 and later, provided.al2023).
+    #[serde(rename = "al2023")]
+    Al2023,
+}
+
+impl Runtime {
+    pub fn glibc(self) -> Glibc {
+        match self {
+            Runtime::Al2 => Glibc { major: 2, minor: 26 },
+            Runtime::Al2023 => Glibc { major: 2, minor: 34 },
+        }
+    }
+}
+
+/// `layer/layer.toml`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Spec {
+    pub layer: LayerSection,
+    pub python: PythonSection,
+    pub target: TargetSection,
+    pub requirements: RequirementsSection,
+    /// Environment defaults that `sitecustomize.py` applies unless the caller set them.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub budget: BudgetSection,
+
+    /// The file this spec was read from.
+    #[serde(skip)]
+    pub path: Utf8PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LayerSection {
+    /// Artifacts are `<name>-<arch>.zip`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default = "default_arch")]
+    pub default_arch: Arch,
+}
+
+fn default_name() -> String {
+    "python-litellm".to_owned()
+}
+
+fn default_arch() -> Arch {
+    Arch::Arm64
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PythonSection {
+    /// Full CPython version, e.g. `3.11.16`.
+    pub version: String,
+    /// python-build-standalone release tag, e.g. `20260814`.
+    pub release: String,
+    /// `install_only`, `install_only_stripped` or `full`.
+    pub flavour: Flavour,
+    /// Where releases are downloaded from; `LAYER_PYTHON_MIRROR` replaces it.
+    #[serde(default = "default_url_prefix")]
+    pub url_prefix: String,
+    /// The archive's sha256 for each architecture.
+    pub sha256: BTreeMap<Arch, Sha256Hex>,
+}
+
+fn default_url_prefix() -> String {
+    "https://github.com/astral-sh/python-build-standalone/releases/download".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Flavour {
+    #[serde(rename = "install_only")]
+    InstallOnly,
+    #[serde(rename = "install_only_stripped")]
+    InstallOnlyStripped,
+    #[serde(rename = "full")]
+    Full,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TargetSection {
+    /// The Lambda base image; sets `glibc` unless that is given.
+    #[serde(default)]
+    pub runtime: Option<Runtime>,
+    /// The newest glibc any ELF file may need.
+    #[serde(default)]
+    pub glibc: Option<Glibc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RequirementsSection {
+    /// Top-level requirements, PEP 508 strings, pinned with `==`.
+    pub packages: Vec<String>,
+    /// The lock file, relative to the spec (PEP 751 `pylock.toml`).
+    #[serde(default = "default_lock")]
+    pub lock: Utf8PathBuf,
+}
+
+fn default_lock() -> Utf8PathBuf {
+    Utf8PathBuf::from("pylock.toml")
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BudgetSection {
+    /// Largest acceptable zip, in bytes.
+    pub zip_bytes: Option<u64>,
+    /// Largest acceptable unpacked layer, in bytes.
+    pub unpacked_bytes: Option<u64>,
+}
+
+impl Spec {
+    /// Reads and checks a spec; errors name the file, the line and what is wrong.
+    pub fn load(path: &Utf8Path) -> Result<Spec> {
+        let text = fs_err::read_to_string(path).context("reading the layer spec")?;
+        let mut spec = Spec::parse(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        spec.path = path.to_owned();
+        Ok(spec)
+    }
+
+    /// Parses spec text; the error carries the line and column.
+    pub fn parse(text: &str) -> Result<Spec, String> {
+        let spec: Spec = toml::from_str(text).map_err(|e| format_toml_error(text, &e))?;
+        spec.check().map_err(|e| format!("{e:#}"))?;
+        Ok(spec)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.layer.name.is_empty()
+            || !self.layer.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("[layer] name `{}` must be letters, digits, `-` or `_`", self.layer.name);
+        }
+        if self.python_minor().is_none() {
+            bail!("[python] version `{}` is not a CPython version such as `3.11.16`", self.python.version);
+        }
+        if self.target.runtime.is_none() && self.target.glibc.is_none() {
+            bail!("[target] needs `runtime` (\"al2023\" or \"al2\") or `glibc`");
+        }
+        if self.requirements.packages.is_empty() {
+            bail!("[requirements] packages is empty");
+        }
+        Ok(())
+    }
+
+    /// `3.11` of `3.11.16`.
+    pub fn python_minor(&self) -> Option<String> {
+        let mut parts = self.python.version.split('.');
+        let major: u32 = parts.next()?.parse().ok()?;
+        let minor: u32 = parts.next()?.parse().ok()?;
+        Some(format!("{major}.{minor}"))
+    }
+
+    /// `3.11`, for paths such as `lib/python3.11`.
+    pub fn python_xy(&self) -> String {
+        self.python_minor().unwrap_or_else(|| self.python.version.clone())
+    }
+
+    /// The newest glibc the target offers.
+    pub fn glibc(&self) -> Glibc {
+        self.target
+            .glibc
+            .or(self.target.runtime.map(Runtime::glibc))
+            .unwrap_or(Runtime::Al2023.glibc())
+    }
+
+    /// The folder of the spec file: relative paths in the spec are relative to it.
+    pub fn dir(&self) -> Utf8PathBuf {
+        self.path.parent().map(Utf8Path::to_owned).unwrap_or_default()
+    }
+
+    pub fn lock_path(&self) -> Utf8PathBuf {
+        self.dir().join(&self.requirements.lock)
+    }
+
+    /// The file name of the python-build-standalone asset for `arch`.
+    pub fn python_asset(&self, arch: Arch) -> String {
+        let p = &self.python;
+        match p.flavour {
+            Flavour::InstallOnly => {
+                format!("cpython-{}+{}-{}-install_only.tar.gz", p.version, p.release, arch.triple())
+            }
+            Flavour::InstallOnlyStripped => {
+                format!("cpython-{}+{}-{}-install_only_stripped.tar.gz", p.version, p.release, arch.triple())
+            }
+            Flavour::Full => format!("cpython-{}+{}-{}-pgo+lto-full.tar.zst", p.version, p.release, arch.triple()),
+        }
+    }
+
+    /// The download URL of the runtime for `arch`; `mirror` replaces the URL prefix.
+    pub fn python_url(&self, arch: Arch, mirror: Option<&str>) -> String {
+        let prefix = mirror.unwrap_or(&self.python.url_prefix).trim_end_matches('/');
+        let asset = self.python_asset(arch).replace('+', "%2B");
+        if prefix.starts_with("file://") || prefix.starts_with('/') {
+            // A local mirror is a plain folder of assets; `%2B` is for URLs only.
+            format!("{prefix}/{}", self.python_asset(arch))
+        } else {
+            format!("{prefix}/{}/{asset}", self.python.release)
+        }
+    }
+
+    pub fn python_sha256(&self, arch: Arch) -> Result<&Sha256Hex> {
+        self.python
+            .sha256
+            .get(&arch)
+            .with_context(|| format!("{}: [python.sha256] has no entry for {arch}", self.path))
+    }
+}
+
+/// Formats a TOML error as `line L, column C: message`.
+pub(crate) fn format_toml_error(text: &str, err: &toml::de::Error) -> String {
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", err.message())
+        }
+        None => err.message().to_owned(),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[layer]
+name = "python-litellm"
+default-arch = "arm64"
+
+[python]
+version = "3.11.16"
+release = "20260814"
+flavour = "install_only_stripped"
+sha256.x86_64 = "3b437f08720d3ddd9c1904532476ec9fb373e800d1598c72c907dd6d5f29b79b"
+sha256.arm64 = "6a250f5c9326eebaa528d5d132cd66ebd1d7540cf45ac703f19e13f41d1be9b6"
+
+[target]
+runtime = "al2023"
+
+[requirements]
+packages = ["litellm==1.78.7"]
+"#;
+
+    #[test]
+    fn parses_the_default_shape() {
+        let spec = Spec::parse(GOOD).expect("valid spec");
+        assert_eq!(spec.layer.name, "python-litellm");
+        assert_eq!(spec.layer.default_arch, Arch::Arm64);
+        assert_eq!(spec.glibc(), Glibc { major: 2, minor: 34 });
+        assert_eq!(spec.python_xy(), "3.11");
+        assert_eq!(
+            spec.python_url(Arch::X86_64, None),
+            "https://github.com/astral-sh/python-build-standalone/releases/download/20260814/\
+             cpython-3.11.16%2B20260814-x86_64-unknown-linux-gnu-install_only_stripped.tar.gz"
+        );
+        assert_eq!(
+            spec.python_url(Arch::Arm64, Some("http://127.0.0.1:9/mirror/")),
+            "http://127.0.0.1:9/mirror/20260814/cpython-3.11.16%2B20260814-aarch64-unknown-linux-gnu-install_only_stripped.tar.gz"
+        );
+    }
+
+    #[test]
+    fn the_repository_spec_is_valid() {
+        let path = crate::util::project_root().join("layer/layer.toml");
+        let spec = Spec::load(&path).expect("layer/layer.toml parses");
+        assert_eq!(spec.layer.name, "python-litellm");
+        assert_eq!(spec.glibc().to_string(), "2.34");
+        assert!(spec.requirements.packages.iter().any(|p| p == "litellm==1.78.7"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let bad_hash = GOOD.replace("3b437f08720d3ddd", "zz");
+        let err = Spec::parse(&bad_hash).unwrap_err();
+        assert!(err.starts_with("line 10,"), "{err}");
+        assert!(err.contains("not a sha256"), "{err}");
+
+        let bad_arch = GOOD.replace("default-arch = \"arm64\"", "default-arch = \"riscv\"");
+        let err = Spec::parse(&bad_arch).unwrap_err();
+        assert!(err.starts_with("line 4,") && err.contains("riscv"), "{err}");
+
+        let unknown = GOOD.replace("[target]", "[target]\nglibcc = \"2.34\"");
+        let err = Spec::parse(&unknown).unwrap_err();
+        assert!(err.contains("line 15") && err.contains("glibcc"), "{err}");
+
+        let not_toml = GOOD.replace("[requirements]", "[requirements");
+        assert!(Spec::parse(&not_toml).unwrap_err().starts_with("line 17,"));
+    }
+}

@@ -1,0 +1,156 @@
+//! Small helpers shared by every subcommand: where things live, hashing, atomic writes.
+
+use std::io::{self, Read, Write};
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use sha2::{Digest, Sha256};
+
+/// The workspace root, found from this crate's manifest directory.
+pub fn project_root() -> Utf8PathBuf {
+    let dir = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().unwrap_or(dir).to_owned()
+}
+
+/// The cargo target directory (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> Utf8PathBuf {
+    match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) if !dir.is_empty() => {
+            let dir = Utf8PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                project_root().join(dir)
+            }
+        }
+        _ => project_root().join("target"),
+    }
+}
+
+/// Where downloads are cached, by content hash: `$LAYER_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/lambda-python-layer`, else `~/.cache/lambda-python-layer`.
+pub fn cache_dir() -> Utf8PathBuf {
+    if let Ok(dir) = std::env::var("LAYER_CACHE_DIR") {
+        if !dir.is_empty() {
+            return Utf8PathBuf::from(dir);
+        }
+    }
+    let base = std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(Utf8PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".to_owned());
+            Utf8PathBuf::from(home).join(".cache")
+        });
+    base.join("lambda-python-layer")
+}
+
+/// True when output should be plain lines: in CI, or when stderr is not a terminal.
+pub fn plain_output() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+        || !io::stderr().is_terminal()
+}
+
+/// Lower-case hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Lower-case hex sha256 of a file's content.
+pub fn sha256_file(path: &Utf8Path) -> Result<String> {
+    let mut file = fs_err::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {path}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Writes `path` through a temporary file in the same folder and a rename, so that
+/// a reader never sees a half-written file and a failure leaves the old one in place.
+pub fn write_atomic(path: &Utf8Path, write: impl FnOnce(&mut fs_err::File) -> Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_str().is_empty()).unwrap_or(Utf8Path::new("."));
+    fs_err::create_dir_all(dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", path.file_name().unwrap_or("out")))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {dir}"))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut file = fs_err::File::from_parts(file, tmp_path.to_path_buf());
+    write(&mut file)?;
+    file.flush()?;
+    file.sync_all()?;
+    drop(file);
+    tmp_path
+        .persist(path)
+        .with_context(|| format!("renaming the finished file into {path}"))?;
+    Ok(())
+}
+
+/// Writes bytes to `path` atomically.
+pub fn write_bytes_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |f| {
+        f.write_all(bytes)?;
+        Ok(())
+    })
+}
+
+/// Converts a std path into a UTF-8 path, naming it in the error.
+pub fn utf8(path: std::path::PathBuf) -> Result<Utf8PathBuf> {
+    Utf8PathBuf::from_path_buf(path).map_err(|p| anyhow::anyhow!("path is not UTF-8: {}", p.display()))
+}
+
+/// Total size in bytes of the regular files under `dir` (links are not followed).
+pub fn tree_bytes(dir: &Utf8Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in walk(dir)? {
+        if entry.file_type.is_file() {
+            total += entry.len;
+        }
+    }
+    Ok(total)
+}
+
+/// One entry of a directory walk.
+#[derive(Debug, Clone)]
+pub struct WalkEntry {
+    /// Path relative to the walked root, `/`-separated.
+    pub rel: Utf8PathBuf,
+    pub file_type: std::fs::FileType,
+    pub len: u64,
+    pub mode: u32,
+}
+
+/// Every entry under `root` (not `root` itself), sorted by relative path, links not followed.
+pub fn walk(root: &Utf8Path) -> Result<Vec<WalkEntry>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![Utf8PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for entry in fs_err::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|n| anyhow::anyhow!("file name is not UTF-8 in {dir}: {n:?}"))?;
+            let child = rel.join(name);
+            let meta = fs_err::symlink_metadata(root.join(&child))?;
+            let file_type = meta.file_type();
+            if file_type.is_dir() {
+                stack.push(child.clone());
+            }
+            out.push(WalkEntry { rel: child, file_type, len: meta.len(), mode: meta.permissions().mode() });
+        }
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
+}
