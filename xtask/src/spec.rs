@@ -459,6 +459,7 @@ packages = ["litellm==1.78.7"]
         assert!(err.starts_with("line 14,") && err.contains("glibcc"), "{err}");
 
         let not_toml = GOOD.replace("[requirements]", "[requirements");
-        assert!(Spec::parse(&not_toml).unwrap_err().starts_with("line 17,"));
+        let err = Spec::parse(&not_toml).unwrap_err();
+        assert!(err.starts_with("line 16,"), "{err}");
     }
 }
