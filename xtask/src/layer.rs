@@ -1,17 +1,227 @@
-//! layer
+//! `cargo xtask layer`: the build pipeline. A plan of stages, each in its own module:
+//! runtime -> wheels -> layout -> (prune, bytecode, strip) -> package -> report.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::download::Fetcher;
+use crate::lock::{marker, PyLock};
+use crate::progress::Progress;
+use crate::report::Owners;
+use crate::spec::{Arch, Sha256Hex, Spec};
+use crate::wheels::{self, Target};
+
+/// Everything a build needs, resolved from the flags and the spec.
+pub struct BuildRequest {
+    pub spec: Spec,
+    pub arch: Arch,
+    pub out: Utf8PathBuf,
+    pub python_archive: Option<(String, Sha256Hex)>,
+    pub offline: bool,
+}
+
+/// What a finished build produced.
+pub struct Built {
+    pub report: crate::report::Report,
+    /// The unpacked layer (holds `python/`), kept for verify and analyze.
+    pub tree: Utf8PathBuf,
+}
 
 impl crate::flags::Layer {
     pub fn run(self) -> Result<ExitCode> {
-        anyhow::bail!("layer: not implemented yet")
+        let spec = Spec::load(&self.spec.spec)?;
+        let arch = self.arch.unwrap_or(spec.layer.default_arch);
+        let out = self.out.unwrap_or_else(|| default_out_dir(arch));
+        let python_archive = match (self.python_archive, self.python_sha256) {
+            (Some(a), Some(h)) => Some((a, h.parse().map_err(|e: String| anyhow::anyhow!("--python-sha256: {e}"))?)),
+            _ => None,
+        };
+        let request = BuildRequest { spec, arch, out, python_archive, offline: self.offline };
+        let built = build(&request)?;
+        let report = &built.report;
+        if self.json {
+            println!("{}", serde_json::to_string(report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        if report.over_budget.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("error: the layer does not fit: {}", report.over_budget.join("; "));
+            Ok(ExitCode::from(3))
+        }
     }
 }
 
-impl crate::flags::Doctor {
-    pub fn run(self) -> Result<ExitCode> {
-        anyhow::bail!("doctor: not implemented yet")
+/// `target/layer/<arch>/`.
+pub fn default_out_dir(arch: Arch) -> Utf8PathBuf {
+    crate::util::target_dir().join("layer").join(arch.as_str())
+}
+
+/// Runs the whole pipeline.
+pub fn build(req: &BuildRequest) -> Result<Built> {
+    let spec = &req.spec;
+    let arch = req.arch;
+    let progress = Progress::new();
+    let lock_path = spec.lock_path();
+    let lock = PyLock::load(&lock_path)?;
+    lock.check_fresh(spec, &lock_path)?;
+    fs_err::create_dir_all(&req.out)?;
+    let fetcher = Fetcher::new(req.offline, progress.clone())?;
+
+    // 1. Runtime.
+    let (source, sha) = match &req.python_archive {
+        Some((source, sha)) => (source.clone(), sha.clone()),
+        None => {
+            let mirror = std::env::var("LAYER_PYTHON_MIRROR").ok().filter(|m| !m.is_empty());
+            (spec.python_url(arch, mirror.as_deref()), spec.python_sha256(arch)?.clone())
+        }
+    };
+    let file_name = source.rsplit('/').next().unwrap_or("python.tar.gz").replace("%2B", "+");
+    progress.line(format!("runtime: {source}"));
+    let archive = fetcher
+        .fetch(&source, &file_name, &sha, "python")
+        .with_context(|| format!("fetching the CPython runtime for {arch}"))?;
+
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(&req.out)
+        .with_context(|| format!("creating a staging folder in {}", req.out))?;
+    let stage = crate::util::utf8(staging.path().to_path_buf())?;
+    let runtime = crate::runtime::extract(&archive, &stage, arch)?;
+    if Some(runtime.xy.clone()) != spec.python_minor() {
+        bail!(
+            "the runtime archive holds Python {} but the spec asks for {}: pass an archive of the same minor version",
+            runtime.version,
+            spec.python.version
+        );
     }
+    let site_rel = Utf8PathBuf::from(format!("python/lib/python{}/site-packages", runtime.xy));
+    let site_packages = stage.join(&site_rel);
+    fs_err::create_dir_all(&site_packages)?;
+
+    // 2. Dependencies.
+    let py_minor: u32 = runtime.xy.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(11);
+    let target = Target { arch, glibc: spec.glibc(), py_minor };
+    let env = marker::Env {
+        machine: arch.machine().to_owned(),
+        python_version: runtime.xy.clone(),
+        python_full_version: runtime.version.clone(),
+    };
+    let chosen = choose_wheels(&lock, &env, &target, &lock_path)?;
+    let downloaded = download_wheels(&fetcher, &chosen, &progress)?;
+    let mut owners = Owners::new(site_rel.clone());
+    let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
+    for (wheel, path) in chosen.iter().zip(&downloaded) {
+        let installed = wheels::install_wheel(path, &site_packages)
+            .with_context(|| format!("installing {} {} from {}", wheel.package, wheel.version, wheel.file))?;
+        owners.add(&installed.name, &installed.version, &installed.wheel, &installed.files);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    progress.line(format!("installed {} distributions into {site_rel}", chosen.len()));
+
+    // 3. Layout.
+    write_sitecustomize(spec, &stage.join(format!("python/lib/python{}", runtime.xy)))?;
+
+    // 4. Package.
+    let zip_path = req.out.join(format!("{}-{}.zip", spec.layer.name, arch));
+    progress.line(format!("packaging {zip_path}"));
+    let stats = crate::package::write_zip(&stage, &zip_path, 9)?;
+
+    // 5. Report.
+    let report = crate::report::build(spec, arch, &runtime.version, &zip_path, &stats, &owners);
+    report.write(&req.out)?;
+
+    // Keep the unpacked tree for `verify` and `analyze`.
+    let tree = req.out.join("tree");
+    if tree.exists() {
+        fs_err::remove_dir_all(&tree)?;
+    }
+    let stage_path = staging.keep();
+    fs_err::rename(&stage_path, &tree)?;
+    Ok(Built { report, tree })
+}
+
+/// One wheel chosen for the target.
+pub struct Chosen {
+    pub package: String,
+    pub version: String,
+    pub file: String,
+    pub url: String,
+    pub sha256: Sha256Hex,
+}
+
+/// Picks a wheel for every locked package; names every package that has none.
+fn choose_wheels(lock: &PyLock, env: &marker::Env, target: &Target, lock_path: &Utf8Path) -> Result<Vec<Chosen>> {
+    let mut chosen = Vec::new();
+    let mut missing = Vec::new();
+    for pkg in lock.packages_for(env)? {
+        let files: Vec<String> = pkg.wheels.iter().filter_map(|w| w.file_name()).collect();
+        let Some(file) = wheels::select_wheel(&files, target) else {
+            let tags: Vec<String> =
+                files.iter().filter_map(|f| wheels::WheelName::parse(f)).flat_map(|w| w.tags()).collect();
+            missing.push(format!(
+                "{} {}: no wheel for CPython 3.{} on manylinux {} glibc <= {} (the lock has: {})",
+                pkg.name,
+                pkg.version.as_deref().unwrap_or("?"),
+                target.py_minor,
+                target.arch.machine(),
+                target.glibc,
+                if tags.is_empty() { "no wheels".to_owned() } else { tags.join(", ") }
+            ));
+            continue;
+        };
+        let wheel = pkg.wheels.iter().find(|w| w.file_name().as_ref() == Some(file)).context("wheel vanished")?;
+        chosen.push(Chosen {
+            package: pkg.name.clone(),
+            version: pkg.version.clone().unwrap_or_default(),
+            file: file.clone(),
+            url: wheel.url.clone().with_context(|| format!("{lock_path}: wheel {file} has no url"))?,
+            sha256: wheel.sha256().with_context(|| format!("{lock_path}: wheel {file} has no sha256"))?,
+        });
+    }
+    if !missing.is_empty() {
+        bail!("{} package(s) cannot be installed for {}:\n  {}", missing.len(), target.arch, missing.join("\n  "));
+    }
+    Ok(chosen)
+}
+
+/// Downloads the chosen wheels in parallel into the cache; returns their paths in order.
+fn download_wheels(fetcher: &Fetcher, chosen: &[Chosen], progress: &Progress) -> Result<Vec<Utf8PathBuf>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Utf8PathBuf>>>> = Mutex::new((0..chosen.len()).map(|_| None).collect());
+    let bar = progress.bar(chosen.len() as u64, "fetching wheels", false);
+    std::thread::scope(|s| {
+        for _ in 0..4.min(chosen.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(wheel) = chosen.get(i) else { break };
+                let result = fetcher
+                    .fetch(&wheel.url, &wheel.file, &wheel.sha256, "wheels")
+                    .with_context(|| format!("fetching {} {} ({})", wheel.package, wheel.version, wheel.file));
+                bar.inc(1);
+                if let Ok(mut r) = results.lock() {
+                    r[i] = Some(result);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let results = results.into_inner().map_err(|_| anyhow::anyhow!("a download thread panicked"))?;
+    results.into_iter().map(|r| r.unwrap_or_else(|| bail!("a download did not run"))).collect()
+}
+
+/// Writes `sitecustomize.py` (from `layer/sitecustomize.py`) with the spec's environment defaults.
+fn write_sitecustomize(spec: &Spec, stdlib: &Utf8Path) -> Result<()> {
+    let template_path = spec.dir().join("sitecustomize.py");
+    let template = fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
+    let env = serde_json::to_string(&spec.env)?;
+    let text = template.replace("__LAYER_ENV__", &env);
+    fs_err::write(stdlib.join("sitecustomize.py"), text)?;
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //!
 //! This file only parses flags and dispatches; each subcommand lives in its own module.
 
+mod doctor;
 mod download;
 mod fixture;
 mod flags;

@@ -1,1 +1,290 @@
-//! report
+//! The size report written beside every layer: `report.json` for machines,
+//! `layer-size-report.txt` for people.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::package::ZipStats;
+
+/// Lambda's limits: 50 MB for a zip uploaded directly, 250 MB unpacked for function plus layers.
+pub const LAMBDA_ZIP_LIMIT: u64 = 52_428_800;
+pub const LAMBDA_UNPACKED_LIMIT: u64 = 262_144_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub name: String,
+    pub arch: String,
+    pub zip_path: Utf8PathBuf,
+    pub zip_bytes: u64,
+    pub unpacked_bytes: u64,
+    pub python_version: String,
+    pub glibc: String,
+    /// The interpreter and standard library: everything outside site-packages.
+    pub runtime: Part,
+    pub packages: Vec<PackageReport>,
+    pub limits: Limits,
+    pub budget: Limits,
+    /// Each limit or budget the layer exceeds, in words; empty when it fits.
+    pub over_budget: Vec<String>,
+    /// What pruning removed, per rule.
+    #[serde(default)]
+    pub removed: Vec<Removed>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Part {
+    pub bytes: u64,
+    pub compressed_bytes: u64,
+    pub files: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackageReport {
+    pub name: String,
+    pub version: String,
+    pub wheel: String,
+    pub bytes: u64,
+    pub compressed_bytes: u64,
+    pub files: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Limits {
+    pub zip_bytes: Option<u64>,
+    pub unpacked_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Removed {
+    pub rule: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Which distribution each site-packages file belongs to.
+pub struct Owners {
+    /// `python/lib/python3.X/site-packages/`, relative to the layer root.
+    pub site_packages: Utf8PathBuf,
+    /// Path relative to site-packages -> index into `dists`.
+    pub files: BTreeMap<Utf8PathBuf, usize>,
+    pub dists: Vec<(String, String, String)>,
+}
+
+impl Owners {
+    pub fn new(site_packages: Utf8PathBuf) -> Owners {
+        Owners { site_packages, files: BTreeMap::new(), dists: Vec::new() }
+    }
+
+    pub fn add(&mut self, name: &str, version: &str, wheel: &str, files: &[Utf8PathBuf]) {
+        let index = self.dists.len();
+        self.dists.push((name.to_owned(), version.to_owned(), wheel.to_owned()));
+        for f in files {
+            self.files.insert(f.clone(), index);
+        }
+    }
+
+    /// The distribution owning a layer path, `None` for the runtime.
+    fn owner(&self, layer_path: &Utf8Path) -> Option<usize> {
+        let rel = layer_path.strip_prefix(&self.site_packages).ok()?;
+        if let Some(i) = self.files.get(rel) {
+            return Some(*i);
+        }
+        // Bytecode that was compiled after install belongs to its source's distribution.
+        let rel_str = rel.as_str();
+        if rel_str.ends_with(".pyc") {
+            let source = source_of_pyc(rel)?;
+            return self.files.get(&source).copied();
+        }
+        None
+    }
+}
+
+/// `pkg/__pycache__/mod.cpython-311.pyc` and `pkg/mod.pyc` both belong to `pkg/mod.py`.
+fn source_of_pyc(rel: &Utf8Path) -> Option<Utf8PathBuf> {
+    let file = rel.file_name()?;
+    let parent = rel.parent().unwrap_or(Utf8Path::new(""));
+    if parent.file_name() == Some("__pycache__") {
+        let stem = file.split('.').next()?;
+        Some(parent.parent().unwrap_or(Utf8Path::new("")).join(format!("{stem}.py")))
+    } else {
+        Some(parent.join(format!("{}.py", file.strip_suffix(".pyc")?)))
+    }
+}
+
+/// Builds the report from the zip's entries.
+pub fn build(
+    spec: &crate::spec::Spec,
+    arch: crate::spec::Arch,
+    python_version: &str,
+    zip_path: &Utf8Path,
+    stats: &ZipStats,
+    owners: &Owners,
+) -> Report {
+    let mut runtime = Part::default();
+    let mut per_dist: Vec<Part> = vec![Part::default(); owners.dists.len()];
+    let mut unpacked = 0;
+    for e in &stats.entries {
+        if e.path.as_str().ends_with('/') {
+            continue;
+        }
+        unpacked += e.uncompressed;
+        let part = match owners.owner(&e.path) {
+            Some(i) => &mut per_dist[i],
+            None => &mut runtime,
+        };
+        part.bytes += e.uncompressed;
+        part.compressed_bytes += e.compressed;
+        part.files += 1;
+    }
+    let mut packages: Vec<PackageReport> = owners
+        .dists
+        .iter()
+        .zip(per_dist)
+        .map(|((name, version, wheel), part)| PackageReport {
+            name: name.clone(),
+            version: version.clone(),
+            wheel: wheel.clone(),
+            bytes: part.bytes,
+            compressed_bytes: part.compressed_bytes,
+            files: part.files,
+        })
+        .collect();
+    packages.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+
+    let limits = Limits { zip_bytes: Some(LAMBDA_ZIP_LIMIT), unpacked_bytes: Some(LAMBDA_UNPACKED_LIMIT) };
+    let budget = Limits { zip_bytes: spec.budget.zip_bytes, unpacked_bytes: spec.budget.unpacked_bytes };
+    let mut over = Vec::new();
+    let mut check = |what: &str, value: u64, limit: Option<u64>, whose: &str| {
+        if let Some(limit) = limit {
+            if value > limit {
+                over.push(format!("{what} {} is over {whose} {}", mb(value), mb(limit)));
+            }
+        }
+    };
+    check("zip", stats.zip_bytes, limits.zip_bytes, "Lambda's direct-upload limit of");
+    check("unpacked", unpacked, limits.unpacked_bytes, "Lambda's unpacked limit of");
+    check("zip", stats.zip_bytes, budget.zip_bytes, "the spec's budget of");
+    check("unpacked", unpacked, budget.unpacked_bytes, "the spec's budget of");
+
+    Report {
+        name: spec.layer.name.clone(),
+        arch: arch.to_string(),
+        zip_path: zip_path.to_owned(),
+        zip_bytes: stats.zip_bytes,
+        unpacked_bytes: unpacked,
+        python_version: python_version.to_owned(),
+        glibc: spec.glibc().to_string(),
+        runtime,
+        packages,
+        limits,
+        budget,
+        over_budget: over,
+        removed: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+/// `12.3 MB` (decimal megabytes, as Lambda's documentation counts).
+pub fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+}
+
+impl Report {
+    /// The report for people.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "layer   {} ({}, Python {}, glibc <= {})", self.zip_path, self.arch, self.python_version, self.glibc);
+        let _ = writeln!(
+            s,
+            "zip     {:>10}  {:>4} of Lambda's 50 MB direct upload",
+            mb(self.zip_bytes),
+            pct(self.zip_bytes, LAMBDA_ZIP_LIMIT)
+        );
+        let _ = writeln!(
+            s,
+            "unzip   {:>10}  {:>4} of Lambda's 250 MB for function + layers",
+            mb(self.unpacked_bytes),
+            pct(self.unpacked_bytes, LAMBDA_UNPACKED_LIMIT)
+        );
+        if let Some(b) = self.budget.zip_bytes {
+            let _ = writeln!(s, "budget  zip {} ({})", mb(b), pct(self.zip_bytes, b));
+        }
+        if let Some(b) = self.budget.unpacked_bytes {
+            let _ = writeln!(s, "budget  unpacked {} ({})", mb(b), pct(self.unpacked_bytes, b));
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "{:<32} {:>12} {:>10} {:>12} {:>7}", "part", "version", "files", "unpacked", "zipped");
+        let _ = writeln!(
+            s,
+            "{:<32} {:>12} {:>10} {:>12} {:>7}",
+            "(runtime: CPython)",
+            self.python_version,
+            self.runtime.files,
+            mb(self.runtime.bytes),
+            mb(self.runtime.compressed_bytes)
+        );
+        for p in &self.packages {
+            let _ = writeln!(
+                s,
+                "{:<32} {:>12} {:>10} {:>12} {:>7}",
+                p.name,
+                p.version,
+                p.files,
+                mb(p.bytes),
+                mb(p.compressed_bytes)
+            );
+        }
+        if !self.removed.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "{:<40} {:>8} {:>12}", "removed by rule", "files", "bytes");
+            for r in &self.removed {
+                let _ = writeln!(s, "{:<40} {:>8} {:>12}", r.rule, r.files, mb(r.bytes));
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(s, "note: {note}");
+        }
+        if self.over_budget.is_empty() {
+            let _ = writeln!(s, "\nfits: within Lambda's limits and the spec's budget");
+        } else {
+            let _ = writeln!(s);
+            for o in &self.over_budget {
+                let _ = writeln!(s, "OVER: {o}");
+            }
+        }
+        s
+    }
+
+    /// Writes `report.json` and `layer-size-report.txt` into `dir`.
+    pub fn write(&self, dir: &Utf8Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)? + "\n";
+        crate::util::write_bytes_atomic(&dir.join("report.json"), json.as_bytes())?;
+        crate::util::write_bytes_atomic(&dir.join("layer-size-report.txt"), self.to_text().as_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytecode_belongs_to_its_source() {
+        assert_eq!(source_of_pyc("a/__pycache__/b.cpython-311.pyc".into()).unwrap(), "a/b.py");
+        assert_eq!(source_of_pyc("a/b.pyc".into()).unwrap(), "a/b.py");
+        assert_eq!(source_of_pyc("__pycache__/six.cpython-311.opt-1.pyc".into()).unwrap(), "six.py");
+    }
+}

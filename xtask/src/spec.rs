@@ -263,6 +263,9 @@ pub struct TargetSection {
 pub struct RequirementsSection {
     /// Top-level requirements, PEP 508 strings, pinned with `==`.
     pub packages: Vec<String>,
+    /// Upper or exact bounds for transitive dependencies, given to the resolver (`openai<3`).
+    #[serde(default)]
+    pub constraints: Vec<String>,
     /// The lock file, relative to the spec (PEP 751 `pylock.toml`).
     #[serde(default = "default_lock")]
     pub lock: Utf8PathBuf,
