@@ -19,7 +19,9 @@ struct Finding {
 
 fn on_path(tool: &str) -> Option<String> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':').map(|d| format!("{d}/{tool}")).find(|p| std::path::Path::new(p).is_file())
+    path.split(':')
+        .map(|d| format!("{d}/{tool}"))
+        .find(|p| std::path::Path::new(p).is_file())
 }
 
 fn tool(what: &str, names: &[&str], needed_for: &str) -> Finding {
@@ -36,13 +38,18 @@ fn reachable(url: &str) -> (bool, String) {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(8)))
         .tls_config(
-            ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build(),
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .build(),
         )
         .http_status_as_error(false)
         .build();
     let agent: ureq::Agent = config.into();
     match agent.head(url).call() {
-        Ok(resp) => (resp.status().as_u16() < 500, format!("HTTP {}", resp.status().as_u16())),
+        Ok(resp) => (
+            resp.status().as_u16() < 500,
+            format!("HTTP {}", resp.status().as_u16()),
+        ),
         Err(e) => (false, e.to_string()),
     }
 }
@@ -51,16 +58,41 @@ impl crate::flags::Doctor {
     pub fn run(self) -> Result<ExitCode> {
         let spec = Spec::load(&self.spec.spec).ok();
         let mut findings = vec![
-            tool("uv", &["uv"], "`cargo xtask lock` (resolving the requirements)"),
-            tool("bubblewrap", &["bwrap"], "`cargo xtask verify` in a Lambda-like sandbox (falls back to a plain folder)"),
-            tool("qemu-aarch64-static", &["qemu-aarch64-static", "qemu-aarch64"], "running arm64 layers on this machine (verify, arm64 fixture)"),
+            tool(
+                "uv",
+                &["uv"],
+                "`cargo xtask lock` (resolving the requirements)",
+            ),
+            tool(
+                "bubblewrap",
+                &["bwrap"],
+                "`cargo xtask verify` in a Lambda-like sandbox (falls back to a plain folder)",
+            ),
+            tool(
+                "qemu-aarch64-static",
+                &["qemu-aarch64-static", "qemu-aarch64"],
+                "running arm64 layers on this machine (verify, arm64 fixture)",
+            ),
             tool("strip", &["strip"], "stripping x86_64 native code"),
-            tool("aarch64-linux-gnu-strip", &["aarch64-linux-gnu-strip"], "stripping arm64 native code on an x86_64 machine"),
+            tool(
+                "aarch64-linux-gnu-strip",
+                &["aarch64-linux-gnu-strip"],
+                "stripping arm64 native code on an x86_64 machine",
+            ),
             tool("patchelf", &["patchelf"], "`cargo xtask fixture-runtime`"),
-            tool("apt-get", &["apt-get"], "`cargo xtask fixture-runtime --arch arm64` (Debian's arm64 packages)"),
-            tool("chromium", &["chromium", "chromium-browser"], "the browser test of `cargo xtask analyze --html`"),
+            tool(
+                "apt-get",
+                &["apt-get"],
+                "`cargo xtask fixture-runtime --arch arm64` (Debian's arm64 packages)",
+            ),
+            tool(
+                "chromium",
+                &["chromium", "chromium-browser"],
+                "the browser test of `cargo xtask analyze --html`",
+            ),
         ];
-        let index = std::env::var("PIP_INDEX_URL").unwrap_or_else(|_| "https://pypi.org/simple/".to_owned());
+        let index = std::env::var("PIP_INDEX_URL")
+            .unwrap_or_else(|_| "https://pypi.org/simple/".to_owned());
         let (ok, detail) = reachable(&index);
         findings.push(Finding {
             what: "package index".into(),
@@ -69,9 +101,15 @@ impl crate::flags::Doctor {
             needed_for: "`cargo xtask lock` and the first build (wheels are cached after)".into(),
         });
         if let Some(spec) = &spec {
-            let mirror = std::env::var("LAYER_PYTHON_MIRROR").ok().filter(|m| !m.is_empty());
+            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
+                .ok()
+                .filter(|m| !m.is_empty());
             let url = spec.python_url(Arch::X86_64, mirror.as_deref());
-            let (ok, detail) = if url.starts_with("http") { reachable(&url) } else { (true, "local mirror".into()) };
+            let (ok, detail) = if url.starts_with("http") {
+                reachable(&url)
+            } else {
+                (true, "local mirror".into())
+            };
             findings.push(Finding {
                 what: "CPython download host".into(),
                 ok,

@@ -16,13 +16,23 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(offline: bool, progress: Progress) -> Result<Fetcher> {
-        Ok(Fetcher { cache: crate::util::cache_dir(), offline, progress })
+        Ok(Fetcher {
+            cache: crate::util::cache_dir(),
+            offline,
+            progress,
+        })
     }
 
     /// Returns the path of a cached file named `file_name` whose sha256 is `expected`,
     /// fetching it from `source` (URL or path) when the cache lacks it or holds bad bytes.
     /// `kind` is the cache subfolder (`python`, `wheels`).
-    pub fn fetch(&self, source: &str, file_name: &str, expected: &Sha256Hex, kind: &str) -> Result<Utf8PathBuf> {
+    pub fn fetch(
+        &self,
+        source: &str,
+        file_name: &str,
+        expected: &Sha256Hex,
+        kind: &str,
+    ) -> Result<Utf8PathBuf> {
         let _ = (source, file_name, expected, kind);
         anyhow::bail!("download: not implemented yet")
     }

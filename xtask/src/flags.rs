@@ -65,6 +65,10 @@ pub struct Layer {
     /// Never touch the network: everything must already be in the cache.
     #[arg(long)]
     pub offline: bool,
+    /// Named set of pruning, bytecode and stripping choices (see layer/profiles.toml);
+    /// default: the spec's `profile`.
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,

@@ -21,6 +21,9 @@ pub struct BuildRequest {
     pub arch: Arch,
     pub out: Utf8PathBuf,
     pub python_archive: Option<(String, Sha256Hex)>,
+    /// For a cross build: the build machine's CPython archive, to compile bytecode.
+    pub host_python_archive: Option<(String, Sha256Hex)>,
+    pub profile: Option<String>,
     pub offline: bool,
 }
 
@@ -37,10 +40,30 @@ impl crate::flags::Layer {
         let arch = self.arch.unwrap_or(spec.layer.default_arch);
         let out = self.out.unwrap_or_else(|| default_out_dir(arch));
         let python_archive = match (self.python_archive, self.python_sha256) {
-            (Some(a), Some(h)) => Some((a, h.parse().map_err(|e: String| anyhow::anyhow!("--python-sha256: {e}"))?)),
+            (Some(a), Some(h)) => Some((
+                a,
+                h.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--python-sha256: {e}"))?,
+            )),
             _ => None,
         };
-        let request = BuildRequest { spec, arch, out, python_archive, offline: self.offline };
+        let host_python_archive = match (self.host_python_archive, self.host_python_sha256) {
+            (Some(a), Some(h)) => Some((
+                a,
+                h.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--host-python-sha256: {e}"))?,
+            )),
+            _ => None,
+        };
+        let request = BuildRequest {
+            spec,
+            arch,
+            out,
+            python_archive,
+            host_python_archive,
+            profile: self.profile,
+            offline: self.offline,
+        };
         let built = build(&request)?;
         let report = &built.report;
         if self.json {
@@ -51,7 +74,10 @@ impl crate::flags::Layer {
         if report.over_budget.is_empty() {
             Ok(ExitCode::SUCCESS)
         } else {
-            eprintln!("error: the layer does not fit: {}", report.over_budget.join("; "));
+            eprintln!(
+                "error: the layer does not fit: {}",
+                report.over_budget.join("; ")
+            );
             Ok(ExitCode::from(3))
         }
     }
@@ -77,11 +103,20 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     let (source, sha) = match &req.python_archive {
         Some((source, sha)) => (source.clone(), sha.clone()),
         None => {
-            let mirror = std::env::var("LAYER_PYTHON_MIRROR").ok().filter(|m| !m.is_empty());
-            (spec.python_url(arch, mirror.as_deref()), spec.python_sha256(arch)?.clone())
+            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
+                .ok()
+                .filter(|m| !m.is_empty());
+            (
+                spec.python_url(arch, mirror.as_deref()),
+                spec.python_sha256(arch)?.clone(),
+            )
         }
     };
-    let file_name = source.rsplit('/').next().unwrap_or("python.tar.gz").replace("%2B", "+");
+    let file_name = source
+        .rsplit('/')
+        .next()
+        .unwrap_or("python.tar.gz")
+        .replace("%2B", "+");
     progress.line(format!("runtime: {source}"));
     let archive = fetcher
         .fetch(&source, &file_name, &sha, "python")
@@ -105,8 +140,17 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     fs_err::create_dir_all(&site_packages)?;
 
     // 2. Dependencies.
-    let py_minor: u32 = runtime.xy.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap_or(11);
-    let target = Target { arch, glibc: spec.glibc(), py_minor };
+    let py_minor: u32 = runtime
+        .xy
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(11);
+    let target = Target {
+        arch,
+        glibc: spec.glibc(),
+        py_minor,
+    };
     let env = marker::Env {
         machine: arch.machine().to_owned(),
         python_version: runtime.xy.clone(),
@@ -117,24 +161,54 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     let mut owners = Owners::new(site_rel.clone());
     let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
     for (wheel, path) in chosen.iter().zip(&downloaded) {
-        let installed = wheels::install_wheel(path, &site_packages)
-            .with_context(|| format!("installing {} {} from {}", wheel.package, wheel.version, wheel.file))?;
-        owners.add(&installed.name, &installed.version, &installed.wheel, &installed.files);
+        let installed = wheels::install_wheel(path, &site_packages).with_context(|| {
+            format!(
+                "installing {} {} from {}",
+                wheel.package, wheel.version, wheel.file
+            )
+        })?;
+        owners.add(
+            &installed.name,
+            &installed.version,
+            &installed.wheel,
+            &installed.files,
+        );
         bar.inc(1);
     }
     bar.finish_and_clear();
-    progress.line(format!("installed {} distributions into {site_rel}", chosen.len()));
+    progress.line(format!(
+        "installed {} distributions into {site_rel}",
+        chosen.len()
+    ));
 
     // 3. Layout.
-    write_sitecustomize(spec, &stage.join(format!("python/lib/python{}", runtime.xy)))?;
+    write_sitecustomize(
+        spec,
+        &stage.join(format!("python/lib/python{}", runtime.xy)),
+    )?;
 
-    // 4. Package.
+    // 4. Slim: pruning, bytecode, stripping, site-packages.zip, as the profile says.
+    let slimmed = crate::slim::apply(&crate::slim::SlimContext {
+        spec,
+        arch,
+        profile: req.profile.as_deref(),
+        stage: &stage,
+        runtime: &runtime,
+        site_packages: &site_rel,
+        owners: &owners,
+        host_python: &|| host_python(req, &fetcher, &runtime, &stage),
+        progress: &progress,
+    })?;
+
+    // 5. Package.
     let zip_path = req.out.join(format!("{}-{}.zip", spec.layer.name, arch));
     progress.line(format!("packaging {zip_path}"));
     let stats = crate::package::write_zip(&stage, &zip_path, 9)?;
 
-    // 5. Report.
-    let report = crate::report::build(spec, arch, &runtime.version, &zip_path, &stats, &owners);
+    // 6. Report.
+    let mut report = crate::report::build(spec, arch, &runtime.version, &zip_path, &stats, &owners);
+    report.removed = slimmed.removed;
+    report.notes.extend(slimmed.notes);
     report.write(&req.out)?;
 
     // Keep the unpacked tree for `verify` and `analyze`.
@@ -147,6 +221,75 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     Ok(Built { report, tree })
 }
 
+/// An interpreter that runs on this machine and has the target's minor version, to compile
+/// bytecode: the target runtime itself when the architectures match, else the host-architecture
+/// archive of the same release (from `--host-python-archive` or the spec), unpacked in the cache.
+fn host_python(
+    req: &BuildRequest,
+    fetcher: &Fetcher,
+    runtime: &crate::runtime::RuntimeInfo,
+    stage: &Utf8Path,
+) -> Result<Utf8PathBuf> {
+    let host = Arch::host()
+        .context("this machine is neither x86_64 nor aarch64: cannot compile bytecode")?;
+    if host == req.arch {
+        return Ok(stage.join("python").join(&runtime.exe));
+    }
+    let (source, sha) = match &req.host_python_archive {
+        Some((source, sha)) => (source.clone(), sha.clone()),
+        None => {
+            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
+                .ok()
+                .filter(|m| !m.is_empty());
+            (
+                req.spec.python_url(host, mirror.as_deref()),
+                req.spec.python_sha256(host)?.clone(),
+            )
+        }
+    };
+    let file_name = source
+        .rsplit('/')
+        .next()
+        .unwrap_or("python.tar.gz")
+        .replace("%2B", "+");
+    let archive = fetcher
+        .fetch(&source, &file_name, &sha, "python")
+        .with_context(|| {
+            format!(
+                "fetching the {host} CPython that compiles bytecode for the {} layer",
+                req.arch
+            )
+        })?;
+    // Unpacked once per archive hash; a finished folder is renamed into place, so a
+    // concurrent build sees either nothing or a complete interpreter.
+    let dir = crate::util::cache_dir()
+        .join("host-python")
+        .join(sha.as_str());
+    if !dir.join("python").exists() {
+        fs_err::create_dir_all(dir.parent().unwrap_or(&dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .tempdir_in(dir.parent().unwrap_or(&dir))?;
+        let tmp_path = crate::util::utf8(tmp.path().to_path_buf())?;
+        crate::runtime::extract(&archive, &tmp_path, host)?;
+        if let Err(e) = fs_err::rename(&tmp_path, &dir) {
+            if !dir.join("python").exists() {
+                return Err(e.into());
+            }
+        }
+        let _ = tmp.keep();
+    }
+    let info = crate::runtime::RuntimeInfo {
+        root: dir.join("python"),
+        ..runtime.clone()
+    };
+    let exe = info.root.join(&runtime.exe);
+    if !exe.exists() {
+        bail!("{exe} is missing from the host runtime in the cache; delete {dir} and build again");
+    }
+    Ok(exe)
+}
+
 /// One wheel chosen for the target.
 pub struct Chosen {
     pub package: String,
@@ -157,14 +300,22 @@ pub struct Chosen {
 }
 
 /// Picks a wheel for every locked package; names every package that has none.
-fn choose_wheels(lock: &PyLock, env: &marker::Env, target: &Target, lock_path: &Utf8Path) -> Result<Vec<Chosen>> {
+fn choose_wheels(
+    lock: &PyLock,
+    env: &marker::Env,
+    target: &Target,
+    lock_path: &Utf8Path,
+) -> Result<Vec<Chosen>> {
     let mut chosen = Vec::new();
     let mut missing = Vec::new();
     for pkg in lock.packages_for(env)? {
         let files: Vec<String> = pkg.wheels.iter().filter_map(|w| w.file_name()).collect();
         let Some(file) = wheels::select_wheel(&files, target) else {
-            let tags: Vec<String> =
-                files.iter().filter_map(|f| wheels::WheelName::parse(f)).flat_map(|w| w.tags()).collect();
+            let tags: Vec<String> = files
+                .iter()
+                .filter_map(|f| wheels::WheelName::parse(f))
+                .flat_map(|w| w.tags())
+                .collect();
             missing.push(format!(
                 "{} {}: no wheel for CPython 3.{} on manylinux {} glibc <= {} (the lock has: {})",
                 pkg.name,
@@ -172,29 +323,52 @@ fn choose_wheels(lock: &PyLock, env: &marker::Env, target: &Target, lock_path: &
                 target.py_minor,
                 target.arch.machine(),
                 target.glibc,
-                if tags.is_empty() { "no wheels".to_owned() } else { tags.join(", ") }
+                if tags.is_empty() {
+                    "no wheels".to_owned()
+                } else {
+                    tags.join(", ")
+                }
             ));
             continue;
         };
-        let wheel = pkg.wheels.iter().find(|w| w.file_name().as_ref() == Some(file)).context("wheel vanished")?;
+        let wheel = pkg
+            .wheels
+            .iter()
+            .find(|w| w.file_name().as_ref() == Some(file))
+            .context("wheel vanished")?;
         chosen.push(Chosen {
             package: pkg.name.clone(),
             version: pkg.version.clone().unwrap_or_default(),
             file: file.clone(),
-            url: wheel.url.clone().with_context(|| format!("{lock_path}: wheel {file} has no url"))?,
-            sha256: wheel.sha256().with_context(|| format!("{lock_path}: wheel {file} has no sha256"))?,
+            url: wheel
+                .url
+                .clone()
+                .with_context(|| format!("{lock_path}: wheel {file} has no url"))?,
+            sha256: wheel
+                .sha256()
+                .with_context(|| format!("{lock_path}: wheel {file} has no sha256"))?,
         });
     }
     if !missing.is_empty() {
-        bail!("{} package(s) cannot be installed for {}:\n  {}", missing.len(), target.arch, missing.join("\n  "));
+        bail!(
+            "{} package(s) cannot be installed for {}:\n  {}",
+            missing.len(),
+            target.arch,
+            missing.join("\n  ")
+        );
     }
     Ok(chosen)
 }
 
 /// Downloads the chosen wheels in parallel into the cache; returns their paths in order.
-fn download_wheels(fetcher: &Fetcher, chosen: &[Chosen], progress: &Progress) -> Result<Vec<Utf8PathBuf>> {
+fn download_wheels(
+    fetcher: &Fetcher,
+    chosen: &[Chosen],
+    progress: &Progress,
+) -> Result<Vec<Utf8PathBuf>> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Utf8PathBuf>>>> = Mutex::new((0..chosen.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<Utf8PathBuf>>>> =
+        Mutex::new((0..chosen.len()).map(|_| None).collect());
     let bar = progress.bar(chosen.len() as u64, "fetching wheels", false);
     std::thread::scope(|s| {
         for _ in 0..4.min(chosen.len().max(1)) {
@@ -203,7 +377,12 @@ fn download_wheels(fetcher: &Fetcher, chosen: &[Chosen], progress: &Progress) ->
                 let Some(wheel) = chosen.get(i) else { break };
                 let result = fetcher
                     .fetch(&wheel.url, &wheel.file, &wheel.sha256, "wheels")
-                    .with_context(|| format!("fetching {} {} ({})", wheel.package, wheel.version, wheel.file));
+                    .with_context(|| {
+                        format!(
+                            "fetching {} {} ({})",
+                            wheel.package, wheel.version, wheel.file
+                        )
+                    });
                 bar.inc(1);
                 if let Ok(mut r) = results.lock() {
                     r[i] = Some(result);
@@ -212,14 +391,20 @@ fn download_wheels(fetcher: &Fetcher, chosen: &[Chosen], progress: &Progress) ->
         }
     });
     bar.finish_and_clear();
-    let results = results.into_inner().map_err(|_| anyhow::anyhow!("a download thread panicked"))?;
-    results.into_iter().map(|r| r.unwrap_or_else(|| bail!("a download did not run"))).collect()
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a download thread panicked"))?;
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| bail!("a download did not run")))
+        .collect()
 }
 
 /// Writes `sitecustomize.py` (from `layer/sitecustomize.py`) with the spec's environment defaults.
 fn write_sitecustomize(spec: &Spec, stdlib: &Utf8Path) -> Result<()> {
     let template_path = spec.dir().join("sitecustomize.py");
-    let template = fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
+    let template =
+        fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
     let env = serde_json::to_string(&spec.env)?;
     let text = template.replace("__LAYER_ENV__", &env);
     fs_err::write(stdlib.join("sitecustomize.py"), text)?;

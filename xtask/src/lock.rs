@@ -87,29 +87,47 @@ impl PyLock {
     }
 
     pub fn parse(text: &str) -> Result<PyLock, String> {
-        let lock: PyLock = toml::from_str(text).map_err(|e| crate::spec::format_toml_error(text, &e))?;
+        let lock: PyLock =
+            toml::from_str(text).map_err(|e| crate::spec::format_toml_error(text, &e))?;
         if lock.lock_version.split('.').next() != Some("1") {
-            return Err(format!("lock-version `{}` is not supported (expected 1.x)", lock.lock_version));
+            return Err(format!(
+                "lock-version `{}` is not supported (expected 1.x)",
+                lock.lock_version
+            ));
         }
         for (i, pkg) in lock.packages.iter().enumerate() {
             let at = || {
-                let line = line_of_package(text, i).map(|l| format!("line {l}: ")).unwrap_or_default();
+                let line = line_of_package(text, i)
+                    .map(|l| format!("line {l}: "))
+                    .unwrap_or_default();
                 format!("{line}package `{}`", pkg.name)
             };
             if pkg.version.is_none() {
-                return Err(format!("{} has no version: every package must be locked to one", at()));
+                return Err(format!(
+                    "{} has no version: every package must be locked to one",
+                    at()
+                ));
             }
             if pkg.wheels.is_empty() {
-                return Err(format!("{} has no wheels: this tool never builds from source", at()));
+                return Err(format!(
+                    "{} has no wheels: this tool never builds from source",
+                    at()
+                ));
             }
             for wheel in &pkg.wheels {
-                let name = wheel.file_name().ok_or_else(|| format!("{} has a wheel with no name or url", at()))?;
+                let name = wheel
+                    .file_name()
+                    .ok_or_else(|| format!("{} has a wheel with no name or url", at()))?;
                 if wheel.sha256().is_none() {
-                    return Err(format!("{}: wheel {name} has no valid sha256 in `hashes`", at()));
+                    return Err(format!(
+                        "{}: wheel {name} has no valid sha256 in `hashes`",
+                        at()
+                    ));
                 }
             }
             if let Some(marker) = &pkg.marker {
-                crate::lock::marker::parse(marker).map_err(|e| format!("{}: marker `{marker}`: {e}", at()))?;
+                crate::lock::marker::parse(marker)
+                    .map_err(|e| format!("{}: marker `{marker}`: {e}", at()))?;
             }
         }
         Ok(lock)
@@ -124,7 +142,8 @@ impl PyLock {
         want.sort();
         let mut have = prov.requirements.clone();
         have.sort();
-        if want != have || prov.python != spec.python_xy() || prov.glibc != spec.glibc().to_string() {
+        if want != have || prov.python != spec.python_xy() || prov.glibc != spec.glibc().to_string()
+        {
             bail!(
                 "{path} is stale: it was locked for {have:?} on Python {} and glibc {}, the spec asks for {want:?} \
                  on Python {} and glibc {}; run `cargo xtask lock`",
@@ -142,7 +161,8 @@ impl PyLock {
         let mut out = Vec::new();
         for pkg in &self.packages {
             let applies = match &pkg.marker {
-                Some(m) => marker::evaluate(m, env).with_context(|| format!("marker of package `{}`", pkg.name))?,
+                Some(m) => marker::evaluate(m, env)
+                    .with_context(|| format!("marker of package `{}`", pkg.name))?,
                 None => true,
             };
             if applies {
@@ -166,7 +186,8 @@ impl crate::flags::Lock {
         let spec = Spec::load(&self.spec.spec)?;
         let out = spec.lock_path();
         let text = lock_with_uv(&spec)?;
-        PyLock::parse(&text).map_err(|e| anyhow::anyhow!("uv wrote a lock this tool cannot read: {e}"))?;
+        PyLock::parse(&text)
+            .map_err(|e| anyhow::anyhow!("uv wrote a lock this tool cannot read: {e}"))?;
         crate::util::write_bytes_atomic(&out, text.as_bytes())?;
         eprintln!("wrote {out}");
         Ok(ExitCode::SUCCESS)
@@ -178,19 +199,29 @@ impl crate::flags::Lock {
 fn lock_with_uv(spec: &Spec) -> Result<String> {
     let uv = which_uv().context("`cargo xtask lock` needs uv: install it with `pip install uv`")?;
     // `uv 0.13.9 (x86_64-unknown-linux-gnu)`: the build machine's triple would make the lock differ by host.
-    let uv_version = duct::cmd!(uv.as_str(), "--version").read().unwrap_or_default();
+    let uv_version = duct::cmd!(uv.as_str(), "--version")
+        .read()
+        .unwrap_or_default();
     let uv_version = uv_version.split(" (").next().unwrap_or_default().to_owned();
     let tmp = tempfile::tempdir()?;
     let tmp = crate::util::utf8(tmp.path().to_path_buf())?;
     let req = tmp.join("requirements.in");
     fs_err::write(&req, spec.requirements.packages.join("\n") + "\n")?;
     let constraints = tmp.join("constraints.txt");
-    fs_err::write(&constraints, spec.requirements.constraints.join("\n") + "\n")?;
+    fs_err::write(
+        &constraints,
+        spec.requirements.constraints.join("\n") + "\n",
+    )?;
 
     let mut per_arch: Vec<(Arch, PyLock)> = Vec::new();
     for arch in Arch::ALL {
         let out = tmp.join(format!("pylock.{}.toml", arch.as_str().replace('_', "")));
-        let platform = format!("{}-manylinux_{}_{}", arch.machine(), spec.glibc().major, spec.glibc().minor);
+        let platform = format!(
+            "{}-manylinux_{}_{}",
+            arch.machine(),
+            spec.glibc().major,
+            spec.glibc().minor
+        );
         duct::cmd!(
             uv.as_str(),
             "pip",
@@ -212,7 +243,12 @@ fn lock_with_uv(spec: &Spec) -> Result<String> {
             &out
         )
         .run()
-        .with_context(|| format!("uv could not resolve {:?} for {platform}", spec.requirements.packages))?;
+        .with_context(|| {
+            format!(
+                "uv could not resolve {:?} for {platform}",
+                spec.requirements.packages
+            )
+        })?;
         let lock = PyLock::load(&out)?;
         per_arch.push((arch, lock));
     }
@@ -246,12 +282,14 @@ fn merge_locks(spec: &Spec, per_arch: &[(Arch, PyLock)], uv_version: &str) -> St
     for (arch, lock) in per_arch {
         for pkg in &lock.packages {
             let version = pkg.version.clone().unwrap_or_default();
-            let entry = merged.entry((pkg.name.clone(), version.clone())).or_insert_with(|| Merged {
-                version,
-                marker: pkg.marker.clone(),
-                archs: Vec::new(),
-                wheels: BTreeMap::new(),
-            });
+            let entry = merged
+                .entry((pkg.name.clone(), version.clone()))
+                .or_insert_with(|| Merged {
+                    version,
+                    marker: pkg.marker.clone(),
+                    archs: Vec::new(),
+                    wheels: BTreeMap::new(),
+                });
             entry.archs.push(*arch);
             for wheel in &pkg.wheels {
                 if let Some(name) = wheel.file_name() {
@@ -262,7 +300,9 @@ fn merge_locks(spec: &Spec, per_arch: &[(Arch, PyLock)], uv_version: &str) -> St
     }
 
     let mut out = String::new();
-    out.push_str("# Generated by `cargo xtask lock` from layer.toml; edit the spec, not this file.\n");
+    out.push_str(
+        "# Generated by `cargo xtask lock` from layer.toml; edit the spec, not this file.\n",
+    );
     let _ = writeln!(out, "lock-version = \"1.0\"");
     let _ = writeln!(out, "created-by = \"cargo xtask lock ({uv_version})\"");
     let _ = writeln!(out, "requires-python = \"=={}.*\"", spec.python_xy());
@@ -271,7 +311,10 @@ fn merge_locks(spec: &Spec, per_arch: &[(Arch, PyLock)], uv_version: &str) -> St
         "environments = [{}]",
         Arch::ALL
             .iter()
-            .map(|a| format!("\"sys_platform == 'linux' and platform_machine == '{}'\"", a.machine()))
+            .map(|a| format!(
+                "\"sys_platform == 'linux' and platform_machine == '{}'\"",
+                a.machine()
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -282,7 +325,11 @@ fn merge_locks(spec: &Spec, per_arch: &[(Arch, PyLock)], uv_version: &str) -> St
         let marker = if m.archs.len() == per_arch.len() {
             m.marker.clone()
         } else {
-            let only = m.archs.iter().map(|a| format!("platform_machine == '{}'", a.machine())).collect::<Vec<_>>();
+            let only = m
+                .archs
+                .iter()
+                .map(|a| format!("platform_machine == '{}'", a.machine()))
+                .collect::<Vec<_>>();
             let only = only.join(" or ");
             Some(match &m.marker {
                 Some(existing) => format!("({existing}) and ({only})"),
@@ -296,13 +343,22 @@ fn merge_locks(spec: &Spec, per_arch: &[(Arch, PyLock)], uv_version: &str) -> St
         for (file, wheel) in &m.wheels {
             let sha = wheel.hashes.get("sha256").cloned().unwrap_or_default();
             let url = wheel.url.clone().unwrap_or_default();
-            let size = wheel.size.map(|s| format!(", size = {s}")).unwrap_or_default();
+            let size = wheel
+                .size
+                .map(|s| format!(", size = {s}"))
+                .unwrap_or_default();
             let _ = writeln!(out, "    {{ name = \"{file}\", url = \"{url}\"{size}, hashes = {{ sha256 = \"{sha}\" }} }},");
         }
         out.push_str("]\n");
     }
     out.push_str("\n[tool.lambda-layer]\n");
-    let reqs = spec.requirements.packages.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+    let reqs = spec
+        .requirements
+        .packages
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(out, "requirements = [{reqs}]");
     let _ = writeln!(out, "python = \"{}\"", spec.python_xy());
     let _ = writeln!(out, "glibc = \"{}\"", spec.glibc());
@@ -331,7 +387,9 @@ pub mod marker {
                 "implementation_name" => "cpython".into(),
                 "platform_python_implementation" => "CPython".into(),
                 "python_version" => self.python_version.clone(),
-                "python_full_version" | "implementation_version" => self.python_full_version.clone(),
+                "python_full_version" | "implementation_version" => {
+                    self.python_full_version.clone()
+                }
                 "extra" => String::new(),
                 "platform_release" | "platform_version" => String::new(),
                 other => bail!("unknown marker variable `{other}`"),
@@ -366,7 +424,9 @@ pub mod marker {
                 i += 1;
             } else if c == '\'' || c == '"' {
                 let end = s[i + 1..].find(c).map(|e| e + i + 1);
-                let Some(end) = end else { bail!("unterminated string") };
+                let Some(end) = end else {
+                    bail!("unterminated string")
+                };
                 out.push(Tok::Str(s[i + 1..end].to_owned()));
                 i = end + 1;
             } else if "=!<>~".contains(c) {
@@ -377,7 +437,9 @@ pub mod marker {
                 out.push(Tok::Op(s[start..i].to_owned()));
             } else if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
                 let start = i;
-                while i < b.len() && ((b[i] as char).is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                while i < b.len()
+                    && ((b[i] as char).is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.')
+                {
                     i += 1;
                 }
                 let word = &s[start..i];
@@ -413,7 +475,11 @@ pub mod marker {
     enum Expr {
         And(Box<Expr>, Box<Expr>),
         Or(Box<Expr>, Box<Expr>),
-        Cmp { lhs: Operand, op: String, rhs: Operand },
+        Cmp {
+            lhs: Operand,
+            op: String,
+            rhs: Operand,
+        },
     }
 
     #[derive(Debug)]
@@ -466,7 +532,11 @@ pub mod marker {
                 Some(Tok::Op(op)) => op,
                 other => bail!("expected a comparison operator, found {other:?}"),
             };
-            if !["==", "!=", "<", "<=", ">", ">=", "~=", "===", "in", "not in"].contains(&op.as_str()) {
+            if ![
+                "==", "!=", "<", "<=", ">", ">=", "~=", "===", "in", "not in",
+            ]
+            .contains(&op.as_str())
+            {
                 bail!("unknown operator `{op}`");
             }
             let rhs = self.operand()?;
@@ -482,7 +552,10 @@ pub mod marker {
     }
 
     fn parse_expr(s: &str) -> Result<Expr> {
-        let mut p = Parser { toks: tokenize(s)?, pos: 0 };
+        let mut p = Parser {
+            toks: tokenize(s)?,
+            pos: 0,
+        };
         let e = p.or()?;
         if p.pos != p.toks.len() {
             bail!("unexpected trailing text");
@@ -496,7 +569,13 @@ pub mod marker {
     }
 
     fn version_key(v: &str) -> Vec<u64> {
-        v.split('.').map(|p| p.trim_matches(|c: char| !c.is_ascii_digit()).parse().unwrap_or(0)).collect()
+        v.split('.')
+            .map(|p| {
+                p.trim_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     fn eval(e: &Expr, env: &Env) -> Result<bool> {
@@ -504,9 +583,7 @@ pub mod marker {
             Expr::And(a, b) => eval(a, env)? && eval(b, env)?,
             Expr::Or(a, b) => eval(a, env)? || eval(b, env)?,
             Expr::Cmp { lhs, op, rhs } => {
-                let is_version = |o: &Operand| {
-                    matches!(o, Operand::Var(v) if v.contains("version") && v != "platform_version")
-                };
+                let is_version = |o: &Operand| matches!(o, Operand::Var(v) if v.contains("version") && v != "platform_version");
                 let versions = is_version(lhs) || is_version(rhs);
                 let get = |o: &Operand| -> Result<String> {
                     match o {
@@ -555,7 +632,11 @@ pub mod marker {
         use super::*;
 
         fn env(machine: &str) -> Env {
-            Env { machine: machine.into(), python_version: "3.11".into(), python_full_version: "3.11.16".into() }
+            Env {
+                machine: machine.into(),
+                python_version: "3.11".into(),
+                python_full_version: "3.11.16".into(),
+            }
         }
 
         #[test]
@@ -569,10 +650,18 @@ pub mod marker {
             assert!(!evaluate("sys_platform == 'win32'", &env("x86_64")).unwrap());
             assert!(evaluate("python_full_version < '3.12'", &env("x86_64")).unwrap());
             assert!(!evaluate("python_version >= \"3.13\"", &env("x86_64")).unwrap());
-            assert!(evaluate("(python_version < '3.12' and sys_platform == 'linux') or extra == 'x'", &env("x")).unwrap());
+            assert!(evaluate(
+                "(python_version < '3.12' and sys_platform == 'linux') or extra == 'x'",
+                &env("x")
+            )
+            .unwrap());
             assert!(!evaluate("extra == 'proxy'", &env("x86_64")).unwrap());
             assert!(evaluate("'linux' in sys_platform", &env("x86_64")).unwrap());
-            assert!(evaluate("platform_python_implementation not in 'PyPy'", &env("x86_64")).unwrap());
+            assert!(evaluate(
+                "platform_python_implementation not in 'PyPy'",
+                &env("x86_64")
+            )
+            .unwrap());
         }
 
         #[test]
@@ -607,7 +696,10 @@ wheels = [{ name = "hf_xet-1.8.0-cp38-abi3-manylinux2014_x86_64.whl", url = "htt
     fn reads_a_lock_and_applies_markers() {
         let lock = PyLock::parse(LOCK).unwrap();
         assert_eq!(lock.packages.len(), 2);
-        assert_eq!(lock.packages[0].wheels[0].file_name().unwrap(), "zipp-4.1.2-py3-none-any.whl");
+        assert_eq!(
+            lock.packages[0].wheels[0].file_name().unwrap(),
+            "zipp-4.1.2-py3-none-any.whl"
+        );
         let env = |m: &str| marker::Env {
             machine: m.into(),
             python_version: "3.11".into(),
@@ -621,11 +713,17 @@ wheels = [{ name = "hf_xet-1.8.0-cp38-abi3-manylinux2014_x86_64.whl", url = "htt
     fn malformed_locks_name_the_line() {
         let no_hash = LOCK.replace("hashes = { sha256 = \"b30c", "hashes = { md5 = \"b30c");
         let err = PyLock::parse(&no_hash).unwrap_err();
-        assert!(err.starts_with("line 4: package `zipp`") && err.contains("sha256"), "{err}");
+        assert!(
+            err.starts_with("line 4: package `zipp`") && err.contains("sha256"),
+            "{err}"
+        );
 
         let no_version = LOCK.replace("version = \"1.8.0\"\n", "");
         let err = PyLock::parse(&no_version).unwrap_err();
-        assert!(err.starts_with("line 9: package `hf-xet` has no version"), "{err}");
+        assert!(
+            err.starts_with("line 9: package `hf-xet` has no version"),
+            "{err}"
+        );
 
         let bad_marker = LOCK.replace("platform_machine == 'x86_64'", "platform_machine === ");
         assert!(PyLock::parse(&bad_marker).unwrap_err().contains("marker"));
@@ -640,8 +738,15 @@ wheels = [{ name = "hf_xet-1.8.0-cp38-abi3-manylinux2014_x86_64.whl", url = "htt
         let spec = Spec::load(&root.join("layer/layer.toml")).unwrap();
         let lock = PyLock::load(&spec.lock_path()).unwrap();
         lock.check_fresh(&spec, &spec.lock_path()).unwrap();
-        let litellm = lock.packages.iter().find(|p| p.name == "litellm").expect("litellm is locked");
+        let litellm = lock
+            .packages
+            .iter()
+            .find(|p| p.name == "litellm")
+            .expect("litellm is locked");
         assert_eq!(litellm.version.as_deref(), Some("1.78.7"));
-        assert!(lock.packages.iter().any(|p| p.name == "openai"), "openai is locked");
+        assert!(
+            lock.packages.iter().any(|p| p.name == "openai"),
+            "openai is locked"
+        );
     }
 }

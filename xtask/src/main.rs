@@ -12,6 +12,7 @@ mod package;
 mod progress;
 mod report;
 mod runtime;
+mod slim;
 mod spec;
 mod util;
 mod wheels;

@@ -41,7 +41,9 @@ pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats
                 zip.add_directory(name, base.unix_permissions(0o755))?;
             } else if entry.file_type.is_symlink() {
                 let target = fs_err::read_link(&path)?;
-                let target = target.to_str().with_context(|| format!("link target of {path} is not UTF-8"))?;
+                let target = target
+                    .to_str()
+                    .with_context(|| format!("link target of {path} is not UTF-8"))?;
                 zip.add_symlink(name, target, base.unix_permissions(0o777))?;
             } else if entry.file_type.is_file() {
                 let meta = fs_err::metadata(&path)?;
@@ -54,10 +56,19 @@ pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats
                     }
                     seen.insert(key, entry.rel.clone());
                 }
-                let mode = if entry.mode & 0o111 != 0 { 0o755 } else { 0o644 };
-                zip.start_file(name, base.unix_permissions(mode).large_file(meta.len() >= u32::MAX as u64))?;
+                let mode = if entry.mode & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                zip.start_file(
+                    name,
+                    base.unix_permissions(mode)
+                        .large_file(meta.len() >= u32::MAX as u64),
+                )?;
                 let bytes = fs_err::read(&path)?;
-                zip.write_all(&bytes).with_context(|| format!("writing {name} into the zip"))?;
+                zip.write_all(&bytes)
+                    .with_context(|| format!("writing {name} into the zip"))?;
             } else {
                 anyhow::bail!("{path} is neither a file, a folder nor a link");
             }
@@ -73,18 +84,26 @@ pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats
 pub fn read_stats(zip_path: &Utf8Path) -> Result<ZipStats> {
     let file = fs_err::File::open(zip_path)?;
     let zip_bytes = file.metadata()?.len();
-    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{zip_path} is not a valid zip"))?;
+    let mut zip =
+        zip::ZipArchive::new(file).with_context(|| format!("{zip_path} is not a valid zip"))?;
     let mut entries = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
         let e = zip.by_index_raw(i)?;
-        entries.push(EntryStat { path: e.name()?.to_string().into(), compressed: e.compressed_size(), uncompressed: e.size() });
+        entries.push(EntryStat {
+            path: e.name()?.to_string().into(),
+            compressed: e.compressed_size(),
+            uncompressed: e.size(),
+        });
     }
     Ok(ZipStats { zip_bytes, entries })
 }
 
 /// The path of `target` as seen from the folder of `link` (both relative to one root).
 fn relative_link(link: &Utf8Path, target: &Utf8Path) -> Utf8PathBuf {
-    let from: Vec<_> = link.parent().map(|p| p.components().collect()).unwrap_or_default();
+    let from: Vec<_> = link
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
     let to: Vec<_> = target.components().collect();
     let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
     let mut out = Utf8PathBuf::new();
@@ -106,7 +125,11 @@ mod tests {
         fs_err::create_dir_all(dir.join("python/bin")).unwrap();
         fs_err::create_dir_all(dir.join("python/lib/empty")).unwrap();
         fs_err::write(dir.join("python/bin/python3.11"), b"\x7fELF fake").unwrap();
-        fs_err::set_permissions(dir.join("python/bin/python3.11"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        fs_err::set_permissions(
+            dir.join("python/bin/python3.11"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("python3.11", dir.join("python/bin/python3")).unwrap();
         fs_err::write(dir.join("python/lib/a.py"), b"print('a')\n".repeat(100)).unwrap();
         fs_err::hard_link(dir.join("python/lib/a.py"), dir.join("python/lib/b.py")).unwrap();
@@ -121,7 +144,10 @@ mod tests {
         tree(&dir.join("two"));
         let a = write_zip(&dir.join("one"), &dir.join("a.zip"), 9).unwrap();
         let b = write_zip(&dir.join("two"), &dir.join("b.zip"), 9).unwrap();
-        assert_eq!(fs_err::read(dir.join("a.zip")).unwrap(), fs_err::read(dir.join("b.zip")).unwrap());
+        assert_eq!(
+            fs_err::read(dir.join("a.zip")).unwrap(),
+            fs_err::read(dir.join("b.zip")).unwrap()
+        );
         assert_eq!(a.zip_bytes, b.zip_bytes);
 
         let mut zip = zip::ZipArchive::new(fs_err::File::open(dir.join("a.zip")).unwrap()).unwrap();
@@ -129,10 +155,23 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted, "entries are sorted");
-        assert_eq!(zip.by_name("python/bin/python3.11").unwrap().unix_mode().unwrap() & 0o777, 0o755);
-        assert_eq!(zip.by_name("python/lib/a.py").unwrap().unix_mode().unwrap() & 0o777, 0o644);
+        assert_eq!(
+            zip.by_name("python/bin/python3.11")
+                .unwrap()
+                .unix_mode()
+                .unwrap()
+                & 0o777,
+            0o755
+        );
+        assert_eq!(
+            zip.by_name("python/lib/a.py").unwrap().unix_mode().unwrap() & 0o777,
+            0o644
+        );
         assert!(zip.by_name("python/bin/python3").unwrap().is_symlink());
-        assert!(zip.by_name("python/lib/b.py").unwrap().is_symlink(), "a hard link is stored once");
+        assert!(
+            zip.by_name("python/lib/b.py").unwrap().is_symlink(),
+            "a hard link is stored once"
+        );
         assert!(zip.by_name("python/lib/empty/").unwrap().is_dir());
     }
 

@@ -15,7 +15,9 @@ impl Progress {
         if crate::util::plain_output() {
             Progress { multi: None }
         } else {
-            Progress { multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())) }
+            Progress {
+                multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            }
         }
     }
 
@@ -31,7 +33,9 @@ impl Progress {
 
     /// A bar counting `len` units (bytes when `bytes`); a no-op in plain mode.
     pub fn bar(&self, len: u64, msg: impl Into<String>, bytes: bool) -> ProgressBar {
-        let Some(multi) = &self.multi else { return ProgressBar::hidden() };
+        let Some(multi) = &self.multi else {
+            return ProgressBar::hidden();
+        };
         let template = if bytes {
             "{spinner} {msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"
         } else {

@@ -78,12 +78,17 @@ pub struct Owners {
 
 impl Owners {
     pub fn new(site_packages: Utf8PathBuf) -> Owners {
-        Owners { site_packages, files: BTreeMap::new(), dists: Vec::new() }
+        Owners {
+            site_packages,
+            files: BTreeMap::new(),
+            dists: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, name: &str, version: &str, wheel: &str, files: &[Utf8PathBuf]) {
         let index = self.dists.len();
-        self.dists.push((name.to_owned(), version.to_owned(), wheel.to_owned()));
+        self.dists
+            .push((name.to_owned(), version.to_owned(), wheel.to_owned()));
         for f in files {
             self.files.insert(f.clone(), index);
         }
@@ -111,7 +116,12 @@ fn source_of_pyc(rel: &Utf8Path) -> Option<Utf8PathBuf> {
     let parent = rel.parent().unwrap_or(Utf8Path::new(""));
     if parent.file_name() == Some("__pycache__") {
         let stem = file.split('.').next()?;
-        Some(parent.parent().unwrap_or(Utf8Path::new("")).join(format!("{stem}.py")))
+        Some(
+            parent
+                .parent()
+                .unwrap_or(Utf8Path::new(""))
+                .join(format!("{stem}.py")),
+        )
     } else {
         Some(parent.join(format!("{}.py", file.strip_suffix(".pyc")?)))
     }
@@ -157,20 +167,50 @@ pub fn build(
         .collect();
     packages.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
 
-    let limits = Limits { zip_bytes: Some(LAMBDA_ZIP_LIMIT), unpacked_bytes: Some(LAMBDA_UNPACKED_LIMIT) };
-    let budget = Limits { zip_bytes: spec.budget.zip_bytes, unpacked_bytes: spec.budget.unpacked_bytes };
+    let limits = Limits {
+        zip_bytes: Some(LAMBDA_ZIP_LIMIT),
+        unpacked_bytes: Some(LAMBDA_UNPACKED_LIMIT),
+    };
+    let budget = Limits {
+        zip_bytes: spec.budget.zip_bytes,
+        unpacked_bytes: spec.budget.unpacked_bytes,
+    };
     let mut over = Vec::new();
     let mut check = |what: &str, value: u64, limit: Option<u64>, whose: &str| {
         if let Some(limit) = limit {
             if value > limit {
-                over.push(format!("{what} {} is over {whose} {}", mb(value), mb(limit)));
+                over.push(format!(
+                    "{what} {} is over {whose} {}",
+                    mb(value),
+                    mb(limit)
+                ));
             }
         }
     };
-    check("zip", stats.zip_bytes, limits.zip_bytes, "Lambda's direct-upload limit of");
-    check("unpacked", unpacked, limits.unpacked_bytes, "Lambda's unpacked limit of");
-    check("zip", stats.zip_bytes, budget.zip_bytes, "the spec's budget of");
-    check("unpacked", unpacked, budget.unpacked_bytes, "the spec's budget of");
+    check(
+        "zip",
+        stats.zip_bytes,
+        limits.zip_bytes,
+        "Lambda's direct-upload limit of",
+    );
+    check(
+        "unpacked",
+        unpacked,
+        limits.unpacked_bytes,
+        "Lambda's unpacked limit of",
+    );
+    check(
+        "zip",
+        stats.zip_bytes,
+        budget.zip_bytes,
+        "the spec's budget of",
+    );
+    check(
+        "unpacked",
+        unpacked,
+        budget.unpacked_bytes,
+        "the spec's budget of",
+    );
 
     Report {
         name: spec.layer.name.clone(),
@@ -206,7 +246,11 @@ impl Report {
     /// The report for people.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "layer   {} ({}, Python {}, glibc <= {})", self.zip_path, self.arch, self.python_version, self.glibc);
+        let _ = writeln!(
+            s,
+            "layer   {} ({}, Python {}, glibc <= {})",
+            self.zip_path, self.arch, self.python_version, self.glibc
+        );
         let _ = writeln!(
             s,
             "zip     {:>10}  {:>4} of Lambda's 50 MB direct upload",
@@ -223,10 +267,19 @@ impl Report {
             let _ = writeln!(s, "budget  zip {} ({})", mb(b), pct(self.zip_bytes, b));
         }
         if let Some(b) = self.budget.unpacked_bytes {
-            let _ = writeln!(s, "budget  unpacked {} ({})", mb(b), pct(self.unpacked_bytes, b));
+            let _ = writeln!(
+                s,
+                "budget  unpacked {} ({})",
+                mb(b),
+                pct(self.unpacked_bytes, b)
+            );
         }
         let _ = writeln!(s);
-        let _ = writeln!(s, "{:<32} {:>12} {:>10} {:>12} {:>7}", "part", "version", "files", "unpacked", "zipped");
+        let _ = writeln!(
+            s,
+            "{:<32} {:>12} {:>10} {:>12} {:>7}",
+            "part", "version", "files", "unpacked", "zipped"
+        );
         let _ = writeln!(
             s,
             "{:<32} {:>12} {:>10} {:>12} {:>7}",
@@ -249,7 +302,11 @@ impl Report {
         }
         if !self.removed.is_empty() {
             let _ = writeln!(s);
-            let _ = writeln!(s, "{:<40} {:>8} {:>12}", "removed by rule", "files", "bytes");
+            let _ = writeln!(
+                s,
+                "{:<40} {:>8} {:>12}",
+                "removed by rule", "files", "bytes"
+            );
             for r in &self.removed {
                 let _ = writeln!(s, "{:<40} {:>8} {:>12}", r.rule, r.files, mb(r.bytes));
             }
@@ -272,7 +329,10 @@ impl Report {
     pub fn write(&self, dir: &Utf8Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)? + "\n";
         crate::util::write_bytes_atomic(&dir.join("report.json"), json.as_bytes())?;
-        crate::util::write_bytes_atomic(&dir.join("layer-size-report.txt"), self.to_text().as_bytes())?;
+        crate::util::write_bytes_atomic(
+            &dir.join("layer-size-report.txt"),
+            self.to_text().as_bytes(),
+        )?;
         Ok(())
     }
 }
@@ -283,8 +343,14 @@ mod tests {
 
     #[test]
     fn bytecode_belongs_to_its_source() {
-        assert_eq!(source_of_pyc("a/__pycache__/b.cpython-311.pyc".into()).unwrap(), "a/b.py");
+        assert_eq!(
+            source_of_pyc("a/__pycache__/b.cpython-311.pyc".into()).unwrap(),
+            "a/b.py"
+        );
         assert_eq!(source_of_pyc("a/b.pyc".into()).unwrap(), "a/b.py");
-        assert_eq!(source_of_pyc("__pycache__/six.cpython-311.opt-1.pyc".into()).unwrap(), "six.py");
+        assert_eq!(
+            source_of_pyc("__pycache__/six.cpython-311.opt-1.pyc".into()).unwrap(),
+            "six.py"
+        );
     }
 }

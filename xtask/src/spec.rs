@@ -74,7 +74,9 @@ impl FromStr for Arch {
         match s {
             "x86_64" | "amd64" | "x86-64" => Ok(Arch::X86_64),
             "arm64" | "aarch64" => Ok(Arch::Arm64),
-            other => Err(format!("unknown architecture `{other}`: expected `x86_64` or `arm64`")),
+            other => Err(format!(
+                "unknown architecture `{other}`: expected `x86_64` or `arm64`"
+            )),
         }
     }
 }
@@ -149,7 +151,10 @@ impl FromStr for Glibc {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("`{s}` is not a glibc version such as `2.34`");
         let (major, minor) = s.trim().split_once('.').ok_or_else(bad)?;
-        Ok(Glibc { major: major.parse().map_err(|_| bad())?, minor: minor.parse().map_err(|_| bad())? })
+        Ok(Glibc {
+            major: major.parse().map_err(|_| bad())?,
+            minor: minor.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -174,8 +179,14 @@ pub enum Runtime {
 impl Runtime {
     pub fn glibc(self) -> Glibc {
         match self {
-            Runtime::Al2 => Glibc { major: 2, minor: 26 },
-            Runtime::Al2023 => Glibc { major: 2, minor: 34 },
+            Runtime::Al2 => Glibc {
+                major: 2,
+                minor: 26,
+            },
+            Runtime::Al2023 => Glibc {
+                major: 2,
+                minor: 34,
+            },
         }
     }
 }
@@ -207,6 +218,9 @@ pub struct LayerSection {
     pub name: String,
     #[serde(default = "default_arch")]
     pub default_arch: Arch,
+    /// The profile used when `--profile` is not given (see `layer/profiles.toml`).
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 fn default_name() -> String {
@@ -302,12 +316,22 @@ impl Spec {
 
     fn check(&self) -> Result<()> {
         if self.layer.name.is_empty()
-            || !self.layer.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !self
+                .layer
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            bail!("[layer] name `{}` must be letters, digits, `-` or `_`", self.layer.name);
+            bail!(
+                "[layer] name `{}` must be letters, digits, `-` or `_`",
+                self.layer.name
+            );
         }
         if self.python_minor().is_none() {
-            bail!("[python] version `{}` is not a CPython version such as `3.11.16`", self.python.version);
+            bail!(
+                "[python] version `{}` is not a CPython version such as `3.11.16`",
+                self.python.version
+            );
         }
         if self.target.runtime.is_none() && self.target.glibc.is_none() {
             bail!("[target] needs `runtime` (\"al2023\" or \"al2\") or `glibc`");
@@ -328,7 +352,8 @@ impl Spec {
 
     /// `3.11`, for paths such as `lib/python3.11`.
     pub fn python_xy(&self) -> String {
-        self.python_minor().unwrap_or_else(|| self.python.version.clone())
+        self.python_minor()
+            .unwrap_or_else(|| self.python.version.clone())
     }
 
     /// The newest glibc the target offers.
@@ -341,7 +366,10 @@ impl Spec {
 
     /// The folder of the spec file: relative paths in the spec are relative to it.
     pub fn dir(&self) -> Utf8PathBuf {
-        self.path.parent().map(Utf8Path::to_owned).unwrap_or_default()
+        self.path
+            .parent()
+            .map(Utf8Path::to_owned)
+            .unwrap_or_default()
     }
 
     pub fn lock_path(&self) -> Utf8PathBuf {
@@ -353,18 +381,35 @@ impl Spec {
         let p = &self.python;
         match p.flavour {
             Flavour::InstallOnly => {
-                format!("cpython-{}+{}-{}-install_only.tar.gz", p.version, p.release, arch.triple())
+                format!(
+                    "cpython-{}+{}-{}-install_only.tar.gz",
+                    p.version,
+                    p.release,
+                    arch.triple()
+                )
             }
             Flavour::InstallOnlyStripped => {
-                format!("cpython-{}+{}-{}-install_only_stripped.tar.gz", p.version, p.release, arch.triple())
+                format!(
+                    "cpython-{}+{}-{}-install_only_stripped.tar.gz",
+                    p.version,
+                    p.release,
+                    arch.triple()
+                )
             }
-            Flavour::Full => format!("cpython-{}+{}-{}-pgo+lto-full.tar.zst", p.version, p.release, arch.triple()),
+            Flavour::Full => format!(
+                "cpython-{}+{}-{}-pgo+lto-full.tar.zst",
+                p.version,
+                p.release,
+                arch.triple()
+            ),
         }
     }
 
     /// The download URL of the runtime for `arch`; `mirror` replaces the URL prefix.
     pub fn python_url(&self, arch: Arch, mirror: Option<&str>) -> String {
-        let prefix = mirror.unwrap_or(&self.python.url_prefix).trim_end_matches('/');
+        let prefix = mirror
+            .unwrap_or(&self.python.url_prefix)
+            .trim_end_matches('/');
         let asset = self.python_asset(arch).replace('+', "%2B");
         if prefix.starts_with("file://") || prefix.starts_with('/') {
             // A local mirror is a plain folder of assets; `%2B` is for URLs only.
@@ -395,7 +440,6 @@ pub(crate) fn format_toml_error(text: &str, err: &toml::de::Error) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,7 +468,13 @@ packages = ["litellm==1.78.7"]
         let spec = Spec::parse(GOOD).expect("valid spec");
         assert_eq!(spec.layer.name, "python-litellm");
         assert_eq!(spec.layer.default_arch, Arch::Arm64);
-        assert_eq!(spec.glibc(), Glibc { major: 2, minor: 34 });
+        assert_eq!(
+            spec.glibc(),
+            Glibc {
+                major: 2,
+                minor: 34
+            }
+        );
         assert_eq!(spec.python_xy(), "3.11");
         assert_eq!(
             spec.python_url(Arch::X86_64, None),
@@ -443,7 +493,11 @@ packages = ["litellm==1.78.7"]
         let spec = Spec::load(&path).expect("layer/layer.toml parses");
         assert_eq!(spec.layer.name, "python-litellm");
         assert_eq!(spec.glibc().to_string(), "2.34");
-        assert!(spec.requirements.packages.iter().any(|p| p == "litellm==1.78.7"));
+        assert!(spec
+            .requirements
+            .packages
+            .iter()
+            .any(|p| p == "litellm==1.78.7"));
     }
 
     #[test]
@@ -459,7 +513,10 @@ packages = ["litellm==1.78.7"]
 
         let unknown = GOOD.replace("[target]", "[target]\nglibcc = \"2.34\"");
         let err = Spec::parse(&unknown).unwrap_err();
-        assert!(err.starts_with("line 14,") && err.contains("glibcc"), "{err}");
+        assert!(
+            err.starts_with("line 14,") && err.contains("glibcc"),
+            "{err}"
+        );
 
         let not_toml = GOOD.replace("[requirements]", "[requirements");
         let err = Spec::parse(&not_toml).unwrap_err();

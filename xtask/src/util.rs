@@ -64,7 +64,9 @@ pub fn sha256_file(path: &Utf8Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {path}"))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {path}"))?;
         if n == 0 {
             break;
         }
@@ -75,8 +77,14 @@ pub fn sha256_file(path: &Utf8Path) -> Result<String> {
 
 /// Writes `path` through a temporary file in the same folder and a rename, so that
 /// a reader never sees a half-written file and a failure leaves the old one in place.
-pub fn write_atomic(path: &Utf8Path, write: impl FnOnce(&mut fs_err::File) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_str().is_empty()).unwrap_or(Utf8Path::new("."));
+pub fn write_atomic(
+    path: &Utf8Path,
+    write: impl FnOnce(&mut fs_err::File) -> Result<()>,
+) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_str().is_empty())
+        .unwrap_or(Utf8Path::new("."));
     fs_err::create_dir_all(dir)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", path.file_name().unwrap_or("out")))
@@ -105,7 +113,8 @@ pub fn write_bytes_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
 
 /// Converts a std path into a UTF-8 path, naming it in the error.
 pub fn utf8(path: std::path::PathBuf) -> Result<Utf8PathBuf> {
-    Utf8PathBuf::from_path_buf(path).map_err(|p| anyhow::anyhow!("path is not UTF-8: {}", p.display()))
+    Utf8PathBuf::from_path_buf(path)
+        .map_err(|p| anyhow::anyhow!("path is not UTF-8: {}", p.display()))
 }
 
 /// Total size in bytes of the regular files under `dir` (links are not followed).
@@ -148,7 +157,12 @@ pub fn walk(root: &Utf8Path) -> Result<Vec<WalkEntry>> {
             if file_type.is_dir() {
                 stack.push(child.clone());
             }
-            out.push(WalkEntry { rel: child, file_type, len: meta.len(), mode: meta.permissions().mode() });
+            out.push(WalkEntry {
+                rel: child,
+                file_type,
+                len: meta.len(),
+                mode: meta.permissions().mode(),
+            });
         }
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));

@@ -67,9 +67,13 @@ impl WheelName {
         let mut best: Option<u64> = None;
         for py in &self.python {
             for abi in &self.abi {
-                let Some(interp) = interpreter_score(py, abi, target.py_minor) else { continue };
+                let Some(interp) = interpreter_score(py, abi, target.py_minor) else {
+                    continue;
+                };
                 for plat in &self.platform {
-                    let Some(plat) = platform_score(plat, target) else { continue };
+                    let Some(plat) = platform_score(plat, target) else {
+                        continue;
+                    };
                     let score = interp * 1_000_000 + plat;
                     best = Some(best.map_or(score, |b| b.max(score)));
                 }
@@ -92,12 +96,16 @@ fn interpreter_score(py: &str, abi: &str, minor: u32) -> Option<u64> {
     };
     match abi {
         _ if abi == format!("cp3{minor}") => (cp_minor(py) == Some(minor)).then_some(300),
-        "abi3" => cp_minor(py).filter(|m| *m <= minor).map(|m| 200 + u64::from(m)),
+        "abi3" => cp_minor(py)
+            .filter(|m| *m <= minor)
+            .map(|m| 200 + u64::from(m)),
         "none" => {
             if cp_minor(py) == Some(minor) {
                 Some(150)
             } else {
-                py_minor(py).filter(|m| *m <= minor).map(|m| 100 + u64::from(m))
+                py_minor(py)
+                    .filter(|m| *m <= minor)
+                    .map(|m| 100 + u64::from(m))
             }
         }
         _ => None,
@@ -172,7 +180,12 @@ pub fn normalize(name: &str) -> String {
 /// Rejects zip member names that would land outside the destination.
 fn safe_member(name: &str) -> Result<Utf8PathBuf> {
     let path = Utf8Path::new(name);
-    if name.starts_with('/') || name.contains('\\') || path.components().any(|c| !matches!(c, camino::Utf8Component::Normal(_))) {
+    if name.starts_with('/')
+        || name.contains('\\')
+        || path
+            .components()
+            .any(|c| !matches!(c, camino::Utf8Component::Normal(_)))
+    {
         bail!("unsafe path `{name}`");
     }
     Ok(path.to_owned())
@@ -181,9 +194,11 @@ fn safe_member(name: &str) -> Result<Utf8PathBuf> {
 /// Installs a wheel into `site_packages`, checking every file against the wheel's RECORD.
 pub fn install_wheel(wheel: &Utf8Path, site_packages: &Utf8Path) -> Result<Installed> {
     let file_name = wheel.file_name().unwrap_or_default().to_owned();
-    let parsed = WheelName::parse(&file_name).with_context(|| format!("`{file_name}` is not a wheel file name"))?;
+    let parsed = WheelName::parse(&file_name)
+        .with_context(|| format!("`{file_name}` is not a wheel file name"))?;
     let file = fs_err::File::open(wheel)?;
-    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{wheel} is not a valid zip"))?;
+    let mut zip =
+        zip::ZipArchive::new(file).with_context(|| format!("{wheel} is not a valid zip"))?;
 
     // Locate `<name>-<version>.dist-info/` (its name need not match the file name's case).
     let mut dist_info: Option<String> = None;
@@ -193,14 +208,18 @@ pub fn install_wheel(wheel: &Utf8Path, site_packages: &Utf8Path) -> Result<Insta
             if top.ends_with(".dist-info") && dist_info.as_deref().is_none_or(|d| d == top) {
                 dist_info = Some(top.to_owned());
             } else if top.ends_with(".dist-info") {
-                bail!("{file_name} has two .dist-info folders: {} and {top}", dist_info.unwrap_or_default());
+                bail!(
+                    "{file_name} has two .dist-info folders: {} and {top}",
+                    dist_info.unwrap_or_default()
+                );
             }
         }
     }
     let dist_info = dist_info.with_context(|| format!("{file_name} has no .dist-info folder"))?;
     let data_dir = format!("{}.data", dist_info.trim_end_matches(".dist-info"));
 
-    let record = read_record(&mut zip, &format!("{dist_info}/RECORD")).with_context(|| format!("reading the RECORD of {file_name}"))?;
+    let record = read_record(&mut zip, &format!("{dist_info}/RECORD"))
+        .with_context(|| format!("reading the RECORD of {file_name}"))?;
 
     let mut files = Vec::new();
     let mut skipped = Vec::new();
@@ -230,10 +249,13 @@ pub fn install_wheel(wheel: &Utf8Path, site_packages: &Utf8Path) -> Result<Insta
             continue;
         }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).with_context(|| format!("reading {name} from {file_name}"))?;
+        entry
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {name} from {file_name}"))?;
         match record.get(name.as_str()) {
             Some(Some(expected)) => {
-                let actual = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&bytes));
+                let actual =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&bytes));
                 if &actual != expected {
                     bail!("{file_name}: {name} does not match its RECORD hash (sha256={expected}, file has sha256={actual})");
                 }
@@ -273,20 +295,36 @@ pub fn install_wheel(wheel: &Utf8Path, site_packages: &Utf8Path) -> Result<Insta
     let (name, version) = read_name_version(&site_packages.join(&dist_info).join("METADATA"))
         .unwrap_or((parsed.name.clone(), parsed.version.clone()));
     files.sort();
-    Ok(Installed { name, version, wheel: file_name, dist_info: dist_info.into(), files, skipped })
+    Ok(Installed {
+        name,
+        version,
+        wheel: file_name,
+        dist_info: dist_info.into(),
+        files,
+        skipped,
+    })
 }
 
 /// RECORD as a map from path to its urlsafe-base64 sha256 (`None` when not hashed).
-fn read_record(zip: &mut zip::ZipArchive<fs_err::File>, name: &str) -> Result<BTreeMap<String, Option<String>>> {
+fn read_record(
+    zip: &mut zip::ZipArchive<fs_err::File>,
+    name: &str,
+) -> Result<BTreeMap<String, Option<String>>> {
     let mut text = String::new();
-    zip.by_name(name).with_context(|| format!("{name} is missing"))?.read_to_string(&mut text)?;
+    zip.by_name(name)
+        .with_context(|| format!("{name} is missing"))?
+        .read_to_string(&mut text)?;
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         // Paths may be quoted CSV fields; none of the ones we need contain commas.
         let mut fields = line.rsplitn(3, ',');
         let _size = fields.next();
         let hash = fields.next().unwrap_or_default();
-        let path = fields.next().unwrap_or_default().trim_matches('"').to_owned();
+        let path = fields
+            .next()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned();
         let hash = hash.strip_prefix("sha256=").map(str::to_owned);
         out.insert(path, hash);
     }
@@ -316,7 +354,14 @@ mod tests {
     use super::*;
 
     fn target(arch: Arch, glibc: (u32, u32)) -> Target {
-        Target { arch, glibc: Glibc { major: glibc.0, minor: glibc.1 }, py_minor: 11 }
+        Target {
+            arch,
+            glibc: Glibc {
+                major: glibc.0,
+                minor: glibc.1,
+            },
+            py_minor: 11,
+        }
     }
 
     fn files(names: &[&str]) -> Vec<String> {
@@ -334,7 +379,9 @@ mod tests {
             "aiohttp-3.14.5-py3-none-any.whl",
         ]);
         let x86 = target(Arch::X86_64, (2, 34));
-        assert!(select_wheel(&aiohttp, &x86).unwrap().contains("cp311-cp311-manylinux2014_x86_64"));
+        assert!(select_wheel(&aiohttp, &x86)
+            .unwrap()
+            .contains("cp311-cp311-manylinux2014_x86_64"));
         let arm = target(Arch::Arm64, (2, 34));
         assert!(select_wheel(&aiohttp, &arm).unwrap().contains("aarch64"));
         let charset = files(&[
@@ -351,21 +398,43 @@ mod tests {
             "litellm-1.109.1-cp39-abi3-manylinux_2_28_aarch64.whl",
         ]);
         // Amazon Linux 2 has glibc 2.26: a manylinux_2_28 wheel cannot run there.
-        assert_eq!(select_wheel(&litellm_new, &target(Arch::X86_64, (2, 26))), None);
+        assert_eq!(
+            select_wheel(&litellm_new, &target(Arch::X86_64, (2, 26))),
+            None
+        );
         assert!(select_wheel(&litellm_new, &target(Arch::X86_64, (2, 34))).is_some());
         // Among several baselines the newest that fits wins.
-        let both = files(&["x-1-cp311-cp311-manylinux_2_17_x86_64.whl", "x-1-cp311-cp311-manylinux_2_34_x86_64.whl"]);
-        assert!(select_wheel(&both, &target(Arch::X86_64, (2, 34))).unwrap().contains("2_34"));
-        assert!(select_wheel(&both, &target(Arch::X86_64, (2, 26))).unwrap().contains("2_17"));
+        let both = files(&[
+            "x-1-cp311-cp311-manylinux_2_17_x86_64.whl",
+            "x-1-cp311-cp311-manylinux_2_34_x86_64.whl",
+        ]);
+        assert!(select_wheel(&both, &target(Arch::X86_64, (2, 34)))
+            .unwrap()
+            .contains("2_34"));
+        assert!(select_wheel(&both, &target(Arch::X86_64, (2, 26)))
+            .unwrap()
+            .contains("2_17"));
     }
 
     #[test]
     fn refuses_other_pythons() {
         let t = target(Arch::X86_64, (2, 34));
-        assert_eq!(select_wheel(&files(&["x-1-cp312-abi3-manylinux_2_17_x86_64.whl"]), &t), None);
+        assert_eq!(
+            select_wheel(&files(&["x-1-cp312-abi3-manylinux_2_17_x86_64.whl"]), &t),
+            None
+        );
         assert_eq!(select_wheel(&files(&["x-1-py2-none-any.whl"]), &t), None);
-        assert_eq!(select_wheel(&files(&["x-1-pp310-pypy310_pp73-manylinux_2_17_x86_64.whl"]), &t), None);
-        assert_eq!(select_wheel(&files(&["x-1-cp311-cp311-linux_x86_64.whl"]), &t), None);
+        assert_eq!(
+            select_wheel(
+                &files(&["x-1-pp310-pypy310_pp73-manylinux_2_17_x86_64.whl"]),
+                &t
+            ),
+            None
+        );
+        assert_eq!(
+            select_wheel(&files(&["x-1-cp311-cp311-linux_x86_64.whl"]), &t),
+            None
+        );
         assert!(select_wheel(&files(&["x-1-py311-none-any.whl"]), &t).is_some());
         assert!(select_wheel(&files(&["x-1-2-py3-none-any.whl"]), &t).is_some());
     }
@@ -377,7 +446,11 @@ mod tests {
         assert_eq!(normalize("a__b"), "a-b");
     }
 
-    fn make_wheel(dir: &Utf8Path, entries: &[(&str, &[u8])], record_override: Option<&str>) -> Utf8PathBuf {
+    fn make_wheel(
+        dir: &Utf8Path,
+        entries: &[(&str, &[u8])],
+        record_override: Option<&str>,
+    ) -> Utf8PathBuf {
         use std::io::Write;
         let path = dir.join("demo-1.0-py3-none-any.whl");
         let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
@@ -386,12 +459,14 @@ mod tests {
         for (name, bytes) in entries {
             zip.start_file(*name, opts).unwrap();
             zip.write_all(bytes).unwrap();
-            let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(bytes));
+            let hash =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(bytes));
             record.push_str(&format!("{name},sha256={hash},{}\n", bytes.len()));
         }
         record.push_str("demo-1.0.dist-info/RECORD,,\n");
         zip.start_file("demo-1.0.dist-info/RECORD", opts).unwrap();
-        zip.write_all(record_override.unwrap_or(&record).as_bytes()).unwrap();
+        zip.write_all(record_override.unwrap_or(&record).as_bytes())
+            .unwrap();
         zip.finish().unwrap();
         path
     }
@@ -408,17 +483,28 @@ mod tests {
                 ("demo/__init__.py", b"x = 1\n"),
                 ("demo-1.0.data/platlib/demo_native.py", b"y = 2\n"),
                 ("demo-1.0.data/scripts/demo", b"#!python\n"),
-                ("demo-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: Demo\nVersion: 1.0\n\n"),
+                (
+                    "demo-1.0.dist-info/METADATA",
+                    b"Metadata-Version: 2.1\nName: Demo\nVersion: 1.0\n\n",
+                ),
             ],
             None,
         );
         let installed = install_wheel(&wheel, &sp).unwrap();
-        assert_eq!((installed.name.as_str(), installed.version.as_str()), ("Demo", "1.0"));
+        assert_eq!(
+            (installed.name.as_str(), installed.version.as_str()),
+            ("Demo", "1.0")
+        );
         assert!(sp.join("demo/__init__.py").is_file());
         assert!(sp.join("demo_native.py").is_file());
         assert!(!sp.join("demo-1.0.data").exists());
-        assert_eq!(installed.skipped, vec!["demo-1.0.data/scripts/demo".to_owned()]);
-        assert!(fs_err::read_to_string(sp.join("demo-1.0.dist-info/RECORD")).unwrap().contains("INSTALLER"));
+        assert_eq!(
+            installed.skipped,
+            vec!["demo-1.0.data/scripts/demo".to_owned()]
+        );
+        assert!(fs_err::read_to_string(sp.join("demo-1.0.dist-info/RECORD"))
+            .unwrap()
+            .contains("INSTALLER"));
     }
 
     #[test]
