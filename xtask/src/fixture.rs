@@ -24,7 +24,7 @@ pub enum Flavour {
 }
 
 /// Bump when the assembled tree changes shape, so stale cached trees are not reused.
-const TREE_FORMAT: &str = "fixture-tree-v1";
+const TREE_FORMAT: &str = "fixture-tree-v2";
 
 /// Every tar entry gets this mtime (2020-01-01), so the same tree gives the same bytes.
 const MTIME: u64 = 1_577_836_800;
@@ -459,6 +459,15 @@ fn assemble_arm64(
             .with_context(|| format!("replacing Debian's {file} by the stock one of {}", host.executable))?;
     }
     fs_err::create_dir_all(stdlib.join("site-packages"))?;
+    // But CPython 3.11 runs a frozen copy of site.py compiled into the interpreter, which
+    // is Debian's. That one does process `.pth` files in `lib/python3.11/dist-packages`:
+    // one there adds `site-packages` as a full site folder (its own `.pth` files included).
+    let dist = stdlib.join("dist-packages");
+    fs_err::create_dir_all(&dist)?;
+    fs_err::write(
+        dist.join("zz-site-packages.pth"),
+        "import os, site, sys; site.addsitedir(os.path.join(sys.prefix, 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages'))\n",
+    )?;
     let search = vec![sysroot.join("lib/aarch64-linux-gnu"), sysroot.join("usr/lib/aarch64-linux-gnu")];
     make_self_contained(root, xy, Arch::Arm64, &search, progress)?;
 
