@@ -764,7 +764,7 @@ fn check(arch: Arch, archive: &Utf8Path, progress: &crate::progress::Progress) -
     let info = crate::runtime::extract(archive, &dest, arch)?;
     let exe = info.root.join(&info.exe);
     let script = format!(
-        "import sys, json, platform\nimport {CHECK_IMPORTS}\nprint(json.dumps({{'prefix': sys.prefix, 'machine': platform.machine(), 'version': platform.python_version(), 'openssl': ssl.OPENSSL_VERSION, 'site': [p for p in sys.path if p.endswith('site-packages')]}}))"
+        "import sys, json, platform\nimport {CHECK_IMPORTS}\nprint(json.dumps({{'prefix': sys.prefix, 'machine': platform.machine(), 'version': platform.python_version(), 'openssl': ssl.OPENSSL_VERSION, 'site': [p for p in sys.path if p.endswith('site-packages')], 'libs': sorted({{l.split()[-1] for l in open('/proc/self/maps') if '.so' in l}})}}))"
     );
     let mut cmd = match arch {
         Arch::X86_64 => {
@@ -799,6 +799,8 @@ fn check(arch: Arch, archive: &Utf8Path, progress: &crate::progress::Progress) -
         version: String,
         openssl: String,
         site: Vec<String>,
+        /// Shared objects mapped into the process.
+        libs: Vec<String>,
     }
     let answer: Answer =
         serde_json::from_str(stdout.trim()).with_context(|| format!("{exe} printed bad JSON: {stdout}"))?;
@@ -814,8 +816,19 @@ fn check(arch: Arch, archive: &Utf8Path, progress: &crate::progress::Progress) -
     if !answer.site.iter().any(|p| std::fs::canonicalize(p).ok().as_ref() == Some(&site)) {
         bail!("{} is not on sys.path (site-packages on it: {:?})", site.display(), answer.site);
     }
+    // Self-contained means: every library loaded from outside the tree is glibc's.
+    let root = want_prefix.to_string_lossy().into_owned();
+    let outside: Vec<&String> = answer
+        .libs
+        .iter()
+        .filter(|l| !l.starts_with(&root) && !l.starts_with(info.root.as_str()))
+        .filter(|l| !is_glibc(Utf8Path::new(l).file_name().unwrap_or("")))
+        .collect();
+    if !outside.is_empty() {
+        bail!("the interpreter loaded libraries from outside the runtime: {outside:?}");
+    }
     Ok(format!(
-        "python {} on {} runs from {} (sys.prefix right, site-packages on sys.path); imported {CHECK_IMPORTS} ({})",
+        "python {} on {} runs from {} (sys.prefix right, site-packages on sys.path, only glibc loaded from outside); imported {CHECK_IMPORTS} ({})",
         answer.version, answer.machine, info.root, answer.openssl
     ))
 }
