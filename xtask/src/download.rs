@@ -39,18 +39,33 @@ enum Failure {
 
 impl Fetcher {
     pub fn new(offline: bool, progress: Progress) -> Result<Fetcher> {
-        Ok(Fetcher::with_cache(crate::util::cache_dir(), offline, progress))
+        Ok(Fetcher::with_cache(
+            crate::util::cache_dir(),
+            offline,
+            progress,
+        ))
     }
 
     /// A fetcher whose cache is `cache` instead of the user's cache folder.
     pub fn with_cache(cache: Utf8PathBuf, offline: bool, progress: Progress) -> Fetcher {
-        Fetcher { cache, offline, progress, agent: OnceLock::new() }
+        Fetcher {
+            cache,
+            offline,
+            progress,
+            agent: OnceLock::new(),
+        }
     }
 
     /// Returns the path of a cached file named `file_name` whose sha256 is `expected`,
     /// fetching it from `source` (URL or path) when the cache lacks it or holds bad bytes.
     /// `kind` is the cache subfolder (`python`, `wheels`).
-    pub fn fetch(&self, source: &str, file_name: &str, expected: &Sha256Hex, kind: &str) -> Result<Utf8PathBuf> {
+    pub fn fetch(
+        &self,
+        source: &str,
+        file_name: &str,
+        expected: &Sha256Hex,
+        kind: &str,
+    ) -> Result<Utf8PathBuf> {
         check_name(file_name, "file name")?;
         check_name(kind, "cache kind")?;
         let dir = self.cache.join(kind).join(expected.as_str());
@@ -90,7 +105,10 @@ impl Fetcher {
             match self.copy_into(&parsed, source, file_name, tmp.as_file()) {
                 Ok(actual) => break (tmp, actual),
                 Err(Failure::Transient(err)) if attempt < ATTEMPTS => {
-                    self.progress.line(format!("{err:#}; trying again ({}/{ATTEMPTS})", attempt + 1));
+                    self.progress.line(format!(
+                        "{err:#}; trying again ({}/{ATTEMPTS})",
+                        attempt + 1
+                    ));
                     std::thread::sleep(Duration::from_secs(u64::from(attempt)));
                     attempt += 1;
                 }
@@ -110,7 +128,8 @@ impl Fetcher {
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .with_context(|| format!("setting the permissions of a temporary file in {dir}"))?;
         // A concurrent process renaming identical bytes onto the same name is harmless.
-        tmp.persist(&path).with_context(|| format!("moving the download into {path}"))?;
+        tmp.persist(&path)
+            .with_context(|| format!("moving the download into {path}"))?;
         Ok(path)
     }
 
@@ -124,8 +143,9 @@ impl Fetcher {
     ) -> Result<String, Failure> {
         match parsed {
             Source::Path(path) => {
-                let mut file =
-                    fs_err::File::open(path).with_context(|| format!("opening {source}")).map_err(Failure::Fatal)?;
+                let mut file = fs_err::File::open(path)
+                    .with_context(|| format!("opening {source}"))
+                    .map_err(Failure::Fatal)?;
                 copy_hashing(&mut file, out, source, None)
             }
             Source::Http(url) => {
@@ -133,7 +153,8 @@ impl Fetcher {
                 let response = match self.agent().get(url).call() {
                     Ok(response) => response,
                     Err(ureq::Error::StatusCode(status)) => {
-                        let err = anyhow::anyhow!("downloading {url}: the server answered HTTP {status}");
+                        let err =
+                            anyhow::anyhow!("downloading {url}: the server answered HTTP {status}");
                         // Rate limits and server trouble pass; a 404 does not.
                         return Err(if status == 429 || status >= 500 {
                             Failure::Transient(err)
@@ -151,7 +172,11 @@ impl Fetcher {
                                 | ureq::Error::Protocol(_)
                         );
                         let err = anyhow::Error::new(err).context(format!("downloading {url}"));
-                        return Err(if transient { Failure::Transient(err) } else { Failure::Fatal(err) });
+                        return Err(if transient {
+                            Failure::Transient(err)
+                        } else {
+                            Failure::Fatal(err)
+                        });
                     }
                 };
                 let len = response.body().content_length().unwrap_or(0);
@@ -172,7 +197,10 @@ impl Fetcher {
                 .build();
             ureq::Agent::config_builder()
                 .tls_config(tls)
-                .user_agent(concat!("lambda-python-layer-xtask/", env!("CARGO_PKG_VERSION")))
+                .user_agent(concat!(
+                    "lambda-python-layer-xtask/",
+                    env!("CARGO_PKG_VERSION")
+                ))
                 .timeout_connect(Some(Duration::from_secs(30)))
                 .timeout_recv_response(Some(Duration::from_secs(60)))
                 // Per read, not overall: a 40 MB archive on a slow link may take minutes.
@@ -199,15 +227,25 @@ fn copy_hashing(
             Ok(0) => break,
             Ok(n) => n,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(Failure::Transient(anyhow::Error::new(err).context(format!("reading {what}")))),
+            Err(err) => {
+                return Err(Failure::Transient(
+                    anyhow::Error::new(err).context(format!("reading {what}")),
+                ))
+            }
         };
         hasher.update(&buf[..n]);
-        writer.write_all(&buf[..n]).context("writing into the cache").map_err(Failure::Fatal)?;
+        writer
+            .write_all(&buf[..n])
+            .context("writing into the cache")
+            .map_err(Failure::Fatal)?;
         if let Some(bar) = bar {
             bar.inc(n as u64);
         }
     }
-    writer.flush().context("writing into the cache").map_err(Failure::Fatal)?;
+    writer
+        .flush()
+        .context("writing into the cache")
+        .map_err(Failure::Fatal)?;
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -225,7 +263,9 @@ fn parse_source(source: &str) -> Result<Source> {
         } else {
             bail!("{source}: only local file:// URLs are supported (file:///path)");
         };
-        return Ok(Source::Path(Utf8PathBuf::from(percent_decode(path).with_context(|| format!("reading {source}"))?)));
+        return Ok(Source::Path(Utf8PathBuf::from(
+            percent_decode(path).with_context(|| format!("reading {source}"))?,
+        )));
     }
     if let Some((scheme, _)) = source.split_once("://") {
         bail!("{source}: unsupported URL scheme `{scheme}` (expected http, https or file)");
@@ -240,8 +280,12 @@ fn percent_decode(s: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).context("a `%` escape is cut short")?;
-            let hex = std::str::from_utf8(hex).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .context("a `%` escape is cut short")?;
+            let hex = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             out.push(hex.context("a `%` escape is not two hex digits")?);
             i += 3;
         } else {
@@ -303,12 +347,26 @@ mod tests {
     fn plain_path_and_file_url() {
         let (_tmp, src, fetcher) = setup(b"hello");
         let hash = sha(b"hello");
-        let got = fetcher.fetch(src.as_str(), "a.tar.gz", &hash, "python").expect("fetch path");
-        assert_eq!(got, fetcher.cache.join("python").join(hash.as_str()).join("a.tar.gz"));
+        let got = fetcher
+            .fetch(src.as_str(), "a.tar.gz", &hash, "python")
+            .expect("fetch path");
+        assert_eq!(
+            got,
+            fetcher
+                .cache
+                .join("python")
+                .join(hash.as_str())
+                .join("a.tar.gz")
+        );
         assert_eq!(fs_err::read(&got).expect("read"), b"hello");
 
-        let url = format!("file://{}", src.as_str().replace(' ', "%20").replace('+', "%2B"));
-        let got2 = fetcher.fetch(&url, "b.tar.gz", &hash, "python").expect("fetch file url");
+        let url = format!(
+            "file://{}",
+            src.as_str().replace(' ', "%20").replace('+', "%2B")
+        );
+        let got2 = fetcher
+            .fetch(&url, "b.tar.gz", &hash, "python")
+            .expect("fetch file url");
         assert_eq!(fs_err::read(&got2).expect("read"), b"hello");
         // No temporaries left behind.
         assert_eq!(files_under(&fetcher.cache).len(), 2);
@@ -318,7 +376,9 @@ mod tests {
     fn hash_mismatch_leaves_nothing() {
         let (_tmp, src, fetcher) = setup(b"hello");
         let wrong = sha(b"something else");
-        let err = fetcher.fetch(src.as_str(), "a.tar.gz", &wrong, "python").expect_err("must fail");
+        let err = fetcher
+            .fetch(src.as_str(), "a.tar.gz", &wrong, "python")
+            .expect_err("must fail");
         let msg = format!("{err:#}");
         assert!(msg.contains(src.as_str()), "{msg}");
         assert!(msg.contains(wrong.as_str()), "{msg}");
@@ -330,10 +390,16 @@ mod tests {
     fn corrupt_cache_entry_is_fetched_again() {
         let (_tmp, src, fetcher) = setup(b"hello");
         let hash = sha(b"hello");
-        let cached = fetcher.cache.join("python").join(hash.as_str()).join("a.tar.gz");
+        let cached = fetcher
+            .cache
+            .join("python")
+            .join(hash.as_str())
+            .join("a.tar.gz");
         fs_err::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
         fs_err::write(&cached, b"garbage").expect("write");
-        let got = fetcher.fetch(src.as_str(), "a.tar.gz", &hash, "python").expect("fetch");
+        let got = fetcher
+            .fetch(src.as_str(), "a.tar.gz", &hash, "python")
+            .expect("fetch");
         assert_eq!(got, cached);
         assert_eq!(fs_err::read(&got).expect("read"), b"hello");
     }
@@ -342,27 +408,47 @@ mod tests {
     fn offline_miss_names_file_and_cache() {
         let (_tmp, src, mut fetcher) = setup(b"hello");
         fetcher.offline = true;
-        let err = fetcher.fetch(src.as_str(), "a.tar.gz", &sha(b"hello"), "python").expect_err("must fail");
+        let err = fetcher
+            .fetch(src.as_str(), "a.tar.gz", &sha(b"hello"), "python")
+            .expect_err("must fail");
         let msg = format!("{err:#}");
-        assert!(msg.contains("a.tar.gz") && msg.contains("not in the cache"), "{msg}");
+        assert!(
+            msg.contains("a.tar.gz") && msg.contains("not in the cache"),
+            "{msg}"
+        );
         assert!(msg.contains(fetcher.cache.as_str()), "{msg}");
 
         // Once cached, offline works.
         fetcher.offline = false;
-        fetcher.fetch(src.as_str(), "a.tar.gz", &sha(b"hello"), "python").expect("fetch");
+        fetcher
+            .fetch(src.as_str(), "a.tar.gz", &sha(b"hello"), "python")
+            .expect("fetch");
         fetcher.offline = true;
-        fetcher.fetch("https://example.invalid/a.tar.gz", "a.tar.gz", &sha(b"hello"), "python").expect("cached");
+        fetcher
+            .fetch(
+                "https://example.invalid/a.tar.gz",
+                "a.tar.gz",
+                &sha(b"hello"),
+                "python",
+            )
+            .expect("cached");
     }
 
     #[test]
     fn bad_names_and_schemes_are_refused() {
         let (_tmp, src, fetcher) = setup(b"hello");
         let hash = sha(b"hello");
-        assert!(fetcher.fetch(src.as_str(), "../x", &hash, "python").is_err());
+        assert!(fetcher
+            .fetch(src.as_str(), "../x", &hash, "python")
+            .is_err());
         assert!(fetcher.fetch(src.as_str(), "x", &hash, "..").is_err());
-        let err = fetcher.fetch("ftp://host/x", "x", &hash, "python").expect_err("scheme");
+        let err = fetcher
+            .fetch("ftp://host/x", "x", &hash, "python")
+            .expect_err("scheme");
         assert!(format!("{err:#}").contains("ftp"));
-        let err = fetcher.fetch("/does/not/exist.tar.gz", "x", &hash, "python").expect_err("missing");
+        let err = fetcher
+            .fetch("/does/not/exist.tar.gz", "x", &hash, "python")
+            .expect_err("missing");
         assert!(format!("{err:#}").contains("/does/not/exist.tar.gz"));
     }
 
@@ -393,22 +479,63 @@ mod tests {
         let (_tmp, _src, fetcher) = setup(b"");
         let hash = sha(&BODY);
         let url = format!("{base}/ok");
-        let got = fetcher.fetch(&url, "w.whl", &hash, "wheels").expect("http fetch");
+        let got = fetcher
+            .fetch(&url, "w.whl", &hash, "wheels")
+            .expect("http fetch");
         assert_eq!(fs_err::read(&got).expect("read"), BODY);
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         // Several threads at once: all served from the cache, no new request.
         std::thread::scope(|s| {
             for _ in 0..4 {
-                s.spawn(|| fetcher.fetch(&url, "w.whl", &hash, "wheels").expect("cached fetch"));
+                s.spawn(|| {
+                    fetcher
+                        .fetch(&url, "w.whl", &hash, "wheels")
+                        .expect("cached fetch")
+                });
             }
         });
         assert_eq!(hits.load(Ordering::SeqCst), 1);
 
-        let err = fetcher.fetch(&format!("{base}/missing"), "m.whl", &hash, "wheels").expect_err("404");
+        let err = fetcher
+            .fetch(&format!("{base}/missing"), "m.whl", &hash, "wheels")
+            .expect_err("404");
         let msg = format!("{err:#}");
         assert!(msg.contains("/missing") && msg.contains("404"), "{msg}");
         // A 404 is not retried.
         assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn transient_server_error_is_retried_but_hash_mismatch_is_not() {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind loopback");
+        let port = server.server_addr().to_ip().expect("ip address").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                // The first request fails like an overloaded server; later ones succeed.
+                let status = if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    503
+                } else {
+                    200
+                };
+                let _ = request
+                    .respond(tiny_http::Response::from_data(&b"body"[..]).with_status_code(status));
+            }
+        });
+        let (_tmp, _src, fetcher) = setup(b"");
+        let url = format!("http://127.0.0.1:{port}/f");
+        let got = fetcher
+            .fetch(&url, "f", &sha(b"body"), "wheels")
+            .expect("fetched on the second try");
+        assert_eq!(fs_err::read(&got).expect("read"), b"body");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        let err = fetcher
+            .fetch(&url, "g", &sha(b"other"), "wheels")
+            .expect_err("mismatch");
+        assert!(format!("{err:#}").contains("expected sha256"), "{err:#}");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
     }
 
     /// Real HTTPS through this machine's proxy: proves the platform verifier is in use.
@@ -418,8 +545,12 @@ mod tests {
     fn https_from_pypi() {
         let (_tmp, _src, fetcher) = setup(b"");
         let url = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl";
-        let hash: Sha256Hex = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254".parse().expect("sha");
-        let got = fetcher.fetch(url, "six-1.16.0-py2.py3-none-any.whl", &hash, "wheels").expect("https fetch");
+        let hash: Sha256Hex = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
+            .parse()
+            .expect("sha");
+        let got = fetcher
+            .fetch(url, "six-1.16.0-py2.py3-none-any.whl", &hash, "wheels")
+            .expect("https fetch");
         assert!(got.is_file());
     }
 }

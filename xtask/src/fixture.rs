@@ -24,13 +24,16 @@ pub enum Flavour {
 }
 
 /// Bump when the assembled tree changes shape, so stale cached trees are not reused.
-const TREE_FORMAT: &str = "fixture-tree-v1";
+const TREE_FORMAT: &str = "fixture-tree-v2";
 
 /// Every tar entry gets this mtime (2020-01-01), so the same tree gives the same bytes.
 const MTIME: u64 = 1_577_836_800;
 
 /// Lambda's newest base, Amazon Linux 2023, has glibc 2.34.
-const LAMBDA_GLIBC: Glibc = Glibc { major: 2, minor: 34 };
+const LAMBDA_GLIBC: Glibc = Glibc {
+    major: 2,
+    minor: 34,
+};
 
 /// Debian arm64 packages that make up the interpreter and the libraries its modules need.
 /// `libnsl2`/`libtirpc3` (for the obsolete `nis` module) are left out: `nis` is dropped.
@@ -56,7 +59,8 @@ const ARM64_PACKAGES: &[&str] = &[
 ];
 
 /// What `import` must manage in the check, beyond starting at all.
-const CHECK_IMPORTS: &str = "ssl, ctypes, sqlite3, lzma, bz2, zlib, hashlib, decimal, uuid, json, asyncio";
+const CHECK_IMPORTS: &str =
+    "ssl, ctypes, sqlite3, lzma, bz2, zlib, hashlib, decimal, uuid, json, asyncio";
 
 impl crate::flags::FixtureRuntime {
     pub fn run(self) -> Result<ExitCode> {
@@ -71,10 +75,24 @@ impl crate::flags::FixtureRuntime {
         let started = std::time::Instant::now();
         let built = build(self.arch, self.flavour, &self.out, &progress)?;
         let bytes = fs_err::metadata(&self.out)?.len();
-        println!("wrote {} ({}, {})", self.out, self.arch, flavour_name(self.flavour));
+        println!(
+            "wrote {} ({}, {})",
+            self.out,
+            self.arch,
+            flavour_name(self.flavour)
+        );
         println!("  python {}", built.meta.version);
-        println!("  archive {} bytes ({:.1} MB), sha256 {}", bytes, mb(bytes), crate::util::sha256_file(&self.out)?);
-        println!("  unpacked {} bytes ({:.1} MB)", built.unpacked, mb(built.unpacked));
+        println!(
+            "  archive {} bytes ({:.1} MB), sha256 {}",
+            bytes,
+            mb(bytes),
+            crate::util::sha256_file(&self.out)?
+        );
+        println!(
+            "  unpacked {} bytes ({:.1} MB)",
+            built.unpacked,
+            mb(built.unpacked)
+        );
         report_glibc(&built.glibc);
         println!("  built in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -97,7 +115,9 @@ fn mb(bytes: u64) -> f64 {
 
 fn report_glibc(glibc: &GlibcNeeds) {
     match glibc.max {
-        Some(max) => println!("  needs glibc {max} at most (Lambda's Amazon Linux 2023 has {LAMBDA_GLIBC})"),
+        Some(max) => {
+            println!("  needs glibc {max} at most (Lambda's Amazon Linux 2023 has {LAMBDA_GLIBC})")
+        }
         None => println!("  needs no versioned glibc symbols"),
     }
     if !glibc.too_new.is_empty() {
@@ -128,7 +148,12 @@ struct TreeMeta {
 }
 
 /// Assembles (or reuses) the tree for `arch` and writes it to `out` as an archive.
-fn build(arch: Arch, flavour: Flavour, out: &Utf8Path, progress: &crate::progress::Progress) -> Result<Built> {
+fn build(
+    arch: Arch,
+    flavour: Flavour,
+    out: &Utf8Path,
+    progress: &crate::progress::Progress,
+) -> Result<Built> {
     let compression = match out.file_name().unwrap_or("") {
         name if name.ends_with(".tar.gz") || name.ends_with(".tgz") => Compression::Gzip,
         name if name.ends_with(".tar.zst") || name.ends_with(".tar.zstd") => Compression::Zstd,
@@ -147,7 +172,9 @@ fn build(arch: Arch, flavour: Flavour, out: &Utf8Path, progress: &crate::progres
         match compression {
             Compression::Gzip => {
                 // No name and mtime 0 in the gzip header: the bytes depend only on the tree.
-                let mut gz = flate2::GzBuilder::new().mtime(0).write(file, flate2::Compression::new(6));
+                let mut gz = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(file, flate2::Compression::new(6));
                 write_tar(&root, python_json.as_deref(), &mut gz)?;
                 gz.finish()?.flush()?;
             }
@@ -160,7 +187,11 @@ fn build(arch: Arch, flavour: Flavour, out: &Utf8Path, progress: &crate::progres
         Ok(())
     })
     .with_context(|| format!("writing {out}"))?;
-    Ok(Built { meta, unpacked, glibc })
+    Ok(Built {
+        meta,
+        unpacked,
+        glibc,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,12 +255,20 @@ fn write_tar(root: &Utf8Path, python_json: Option<&str>, out: &mut dyn Write) ->
         } else if entry.file_type.is_symlink() {
             let target = fs_err::read_link(&path)?;
             let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-            builder.append_link(&mut h, &name, target).with_context(|| format!("adding {name}"))?;
+            builder
+                .append_link(&mut h, &name, target)
+                .with_context(|| format!("adding {name}"))?;
         } else if entry.file_type.is_file() {
-            let mode = if entry.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            let mode = if entry.mode & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
             let mut h = header(tar::EntryType::Regular, mode, entry.len);
             let file = fs_err::File::open(&path)?;
-            builder.append_data(&mut h, &name, file).with_context(|| format!("adding {name}"))?;
+            builder
+                .append_data(&mut h, &name, file)
+                .with_context(|| format!("adding {name}"))?;
         }
     }
     builder.finish()?;
@@ -261,14 +300,18 @@ print(json.dumps({
     'stdlib': sysconfig.get_path('stdlib'), 'include': sysconfig.get_path('include'),
     'magic': importlib.util.MAGIC_NUMBER.hex(),
 }))";
-        let program = std::env::var("FIXTURE_HOST_PYTHON").unwrap_or_else(|_| "python3.11".to_owned());
+        let program =
+            std::env::var("FIXTURE_HOST_PYTHON").unwrap_or_else(|_| "python3.11".to_owned());
         let stdout = run(Command::new(&program).args(["-I", "-B", "-c", SCRIPT])).with_context(|| {
             format!("asking {program} about itself (set FIXTURE_HOST_PYTHON to another CPython 3.11)")
         })?;
-        let host: HostPython =
-            serde_json::from_str(&stdout).with_context(|| format!("{program} printed bad JSON: {stdout}"))?;
+        let host: HostPython = serde_json::from_str(&stdout)
+            .with_context(|| format!("{program} printed bad JSON: {stdout}"))?;
         if host.xy != "3.11" {
-            bail!("{program} is Python {}, but the fixture needs CPython 3.11", host.version);
+            bail!(
+                "{program} is Python {}, but the fixture needs CPython 3.11",
+                host.version
+            );
         }
         Ok(host)
     }
@@ -277,7 +320,9 @@ print(json.dumps({
 /// Runs a command; returns its stdout. "Could not start" and "failed" are told apart.
 fn run(cmd: &mut Command) -> Result<String> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let output = cmd.output().with_context(|| format!("could not start {program}"))?;
+    let output = cmd
+        .output()
+        .with_context(|| format!("could not start {program}"))?;
     if !output.status.success() {
         bail!(
             "{program} {} failed ({}): {}",
@@ -292,12 +337,20 @@ fn run(cmd: &mut Command) -> Result<String> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    String::from_utf8(output.stdout).with_context(|| format!("{program} printed something that is not UTF-8"))
+    String::from_utf8(output.stdout)
+        .with_context(|| format!("{program} printed something that is not UTF-8"))
 }
 
 /// The assembled tree for `arch`: `<dir>/python` and `<dir>/meta.json`, cached by the inputs.
-fn cached_tree(arch: Arch, host: &HostPython, progress: &crate::progress::Progress) -> Result<Utf8PathBuf> {
-    let mut key = format!("{TREE_FORMAT}\n{arch}\n{}\n{}\n", host.executable, host.version);
+fn cached_tree(
+    arch: Arch,
+    host: &HostPython,
+    progress: &crate::progress::Progress,
+) -> Result<Utf8PathBuf> {
+    let mut key = format!(
+        "{TREE_FORMAT}\n{arch}\n{}\n{}\n",
+        host.executable, host.version
+    );
     let sysroot = match arch {
         Arch::X86_64 => None,
         Arch::Arm64 => {
@@ -307,7 +360,10 @@ fn cached_tree(arch: Arch, host: &HostPython, progress: &crate::progress::Progre
         }
     };
     let base = crate::util::cache_dir().join("fixture");
-    let dir = base.join(format!("{arch}-{}", &crate::util::sha256_hex(key.as_bytes())[..16]));
+    let dir = base.join(format!(
+        "{arch}-{}",
+        &crate::util::sha256_hex(key.as_bytes())[..16]
+    ));
     if dir.join("meta.json").is_file() {
         progress.line(format!("reusing the assembled tree in {dir}"));
         return Ok(dir);
@@ -323,7 +379,10 @@ fn cached_tree(arch: Arch, host: &HostPython, progress: &crate::progress::Progre
         None => assemble_x86_64(&stage.join("python"), host, progress)?,
         Some(sysroot) => assemble_arm64(&stage.join("python"), &sysroot, host, progress)?,
     };
-    crate::util::write_bytes_atomic(&stage.join("meta.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    crate::util::write_bytes_atomic(
+        &stage.join("meta.json"),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
     let stage = tmp.keep();
     if let Err(err) = fs_err::rename(&stage, &dir) {
         // Another process finished the same tree first: use theirs.
@@ -377,7 +436,8 @@ fn copy_tree(src: &Utf8Path, dest: &Utf8Path, skip: &dyn Fn(&Utf8Path) -> bool) 
         } else if entry.file_type.is_symlink() {
             let target = crate::util::utf8(fs_err::read_link(&from)?)?;
             if target.is_relative() && !target.as_str().contains("..") {
-                std::os::unix::fs::symlink(&target, &to).with_context(|| format!("creating the symlink {to}"))?;
+                std::os::unix::fs::symlink(&target, &to)
+                    .with_context(|| format!("creating the symlink {to}"))?;
             } else if from.is_file() {
                 fs_err::copy(&from, &to)?;
             }
@@ -388,14 +448,22 @@ fn copy_tree(src: &Utf8Path, dest: &Utf8Path, skip: &dyn Fn(&Utf8Path) -> bool) 
     Ok(())
 }
 
-fn assemble_x86_64(root: &Utf8Path, host: &HostPython, progress: &crate::progress::Progress) -> Result<TreeMeta> {
+fn assemble_x86_64(
+    root: &Utf8Path,
+    host: &HostPython,
+    progress: &crate::progress::Progress,
+) -> Result<TreeMeta> {
     let xy = &host.xy;
     let exe = format!("python{xy}");
     fs_err::create_dir_all(root.join("bin"))?;
     fs_err::create_dir_all(root.join("lib"))?;
     // The real file, not pyenv's shim or a `python3` link.
     let real_exe = host.base_prefix.join("bin").join(&exe);
-    let real_exe = if real_exe.is_file() { real_exe } else { host.executable.clone() };
+    let real_exe = if real_exe.is_file() {
+        real_exe
+    } else {
+        host.executable.clone()
+    };
     fs_err::copy(&real_exe, root.join("bin").join(&exe))?;
     for link in ["python3", "python"] {
         std::os::unix::fs::symlink(&exe, root.join("bin").join(link))?;
@@ -431,7 +499,11 @@ fn assemble_x86_64(root: &Utf8Path, host: &HostPython, progress: &crate::progres
         "/usr/lib64".into(),
     ];
     make_self_contained(root, xy, Arch::X86_64, &search, progress)?;
-    Ok(TreeMeta { version: host.version.clone(), xy: xy.clone(), magic: host.magic.clone() })
+    Ok(TreeMeta {
+        version: host.version.clone(),
+        xy: xy.clone(),
+        magic: host.magic.clone(),
+    })
 }
 
 fn assemble_arm64(
@@ -444,7 +516,10 @@ fn assemble_arm64(
     let exe = format!("python{xy}");
     fs_err::create_dir_all(root.join("bin"))?;
     fs_err::create_dir_all(root.join("lib"))?;
-    fs_err::copy(sysroot.join("usr/bin").join(&exe), root.join("bin").join(&exe))?;
+    fs_err::copy(
+        sysroot.join("usr/bin").join(&exe),
+        root.join("bin").join(&exe),
+    )?;
     for link in ["python3", "python"] {
         std::os::unix::fs::symlink(&exe, root.join("bin").join(link))?;
     }
@@ -455,11 +530,27 @@ fn assemble_arm64(
     // wheels in `lib/python3.11/site-packages`, as PBS's stock CPython expects: take both
     // files from this machine's stock CPython 3.11 (pure Python; Debian changed nothing else).
     for file in ["site.py", "sysconfig.py"] {
-        fs_err::copy(host.stdlib.join(file), stdlib.join(file))
-            .with_context(|| format!("replacing Debian's {file} by the stock one of {}", host.executable))?;
+        fs_err::copy(host.stdlib.join(file), stdlib.join(file)).with_context(|| {
+            format!(
+                "replacing Debian's {file} by the stock one of {}",
+                host.executable
+            )
+        })?;
     }
     fs_err::create_dir_all(stdlib.join("site-packages"))?;
-    let search = vec![sysroot.join("lib/aarch64-linux-gnu"), sysroot.join("usr/lib/aarch64-linux-gnu")];
+    // But CPython 3.11 runs a frozen copy of site.py compiled into the interpreter, which
+    // is Debian's. That one does process `.pth` files in `lib/python3.11/dist-packages`:
+    // one there adds `site-packages` as a full site folder (its own `.pth` files included).
+    let dist = stdlib.join("dist-packages");
+    fs_err::create_dir_all(&dist)?;
+    fs_err::write(
+        dist.join("zz-site-packages.pth"),
+        "import os, site, sys; site.addsitedir(os.path.join(sys.prefix, 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages'))\n",
+    )?;
+    let search = vec![
+        sysroot.join("lib/aarch64-linux-gnu"),
+        sysroot.join("usr/lib/aarch64-linux-gnu"),
+    ];
     make_self_contained(root, xy, Arch::Arm64, &search, progress)?;
 
     // The version of the Debian package, `3.11.2-6+deb12u9` -> `3.11.2`.
@@ -470,7 +561,11 @@ fn assemble_arm64(
         .map(|v| v.replace("%3a", ":"))
         .unwrap_or_else(|| xy.to_owned());
     // Every CPython 3.11 has the same bytecode magic number.
-    Ok(TreeMeta { version, xy: xy.to_owned(), magic: host.magic.clone() })
+    Ok(TreeMeta {
+        version,
+        xy: xy.to_owned(),
+        magic: host.magic.clone(),
+    })
 }
 
 /// glibc's own libraries: Lambda provides them, and they must match its loader.
@@ -496,14 +591,18 @@ fn is_glibc(soname: &str) -> bool {
 /// `DT_NEEDED` of an ELF file.
 fn needed(path: &Utf8Path) -> Result<Vec<String>> {
     let bytes = fs_err::read(path)?;
-    let elf = goblin::elf::Elf::parse(&bytes).map_err(|e| anyhow::anyhow!("{path} is not a readable ELF file: {e}"))?;
+    let elf = goblin::elf::Elf::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{path} is not a readable ELF file: {e}"))?;
     Ok(elf.libraries.iter().map(|s| (*s).to_owned()).collect())
 }
 
 /// The ELF files a runtime consists of, relative to `root`, with the RPATH each needs to
 /// find `lib/`: the interpreter, `lib/*.so*` and the extension modules.
 fn elf_files(root: &Utf8Path, xy: &str) -> Result<Vec<(Utf8PathBuf, &'static str)>> {
-    let mut out = vec![(Utf8PathBuf::from(format!("bin/python{xy}")), "$ORIGIN/../lib")];
+    let mut out = vec![(
+        Utf8PathBuf::from(format!("bin/python{xy}")),
+        "$ORIGIN/../lib",
+    )];
     for entry in crate::util::walk(&root.join("lib"))? {
         let rel = Utf8Path::new("lib").join(&entry.rel);
         if !entry.file_type.is_file() {
@@ -512,7 +611,8 @@ fn elf_files(root: &Utf8Path, xy: &str) -> Result<Vec<(Utf8PathBuf, &'static str
         let name = entry.rel.file_name().unwrap_or("");
         if entry.rel.components().count() == 1 && name.contains(".so") {
             out.push((rel, "$ORIGIN"));
-        } else if entry.rel.starts_with(format!("python{xy}/lib-dynload")) && name.ends_with(".so") {
+        } else if entry.rel.starts_with(format!("python{xy}/lib-dynload")) && name.ends_with(".so")
+        {
             out.push((rel, "$ORIGIN/../.."));
         }
     }
@@ -533,7 +633,10 @@ fn make_self_contained(
     // file (relative to root) -> its needed libraries
     let mut deps: BTreeMap<Utf8PathBuf, Vec<String>> = BTreeMap::new();
     let mut missing: BTreeSet<String> = BTreeSet::new();
-    let mut queue: Vec<Utf8PathBuf> = elf_files(root, xy)?.into_iter().map(|(rel, _)| rel).collect();
+    let mut queue: Vec<Utf8PathBuf> = elf_files(root, xy)?
+        .into_iter()
+        .map(|(rel, _)| rel)
+        .collect();
     while let Some(rel) = queue.pop() {
         if deps.contains_key(&rel) {
             continue;
@@ -589,7 +692,9 @@ fn make_self_contained(
     for (rel, _) in &files {
         if let Some(soname) = works(rel, &deps, &missing, &mut BTreeSet::new()) {
             if rel.starts_with("lib") && rel.as_str().contains("lib-dynload") {
-                progress.line(format!("  dropping {rel}: needs {soname}, which is not available"));
+                progress.line(format!(
+                    "  dropping {rel}: needs {soname}, which is not available"
+                ));
                 fs_err::remove_file(root.join(rel))?;
             } else {
                 bail!("{rel} needs {soname}, which is in none of {search:?}");
@@ -618,8 +723,10 @@ fn make_self_contained(
         by_rpath.entry(rpath).or_default().push(root.join(rel));
     }
     for (rpath, paths) in by_rpath {
-        run(Command::new("patchelf").args(["--force-rpath", "--set-rpath", rpath]).args(&paths))
-            .context("setting RPATHs with patchelf")?;
+        run(Command::new("patchelf")
+            .args(["--force-rpath", "--set-rpath", rpath])
+            .args(&paths))
+        .context("setting RPATHs with patchelf")?;
     }
     Ok(())
 }
@@ -657,13 +764,18 @@ fn glibc_needs(root: &Utf8Path) -> Result<GlibcNeeds> {
             continue;
         }
         let bytes = fs_err::read(&path)?;
-        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else { continue };
+        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+            continue;
+        };
         let mut file_max: Option<Glibc> = None;
         if let Some(verneed) = &elf.verneed {
             for need in verneed.iter() {
                 for aux in need.iter() {
                     let name = elf.dynstrtab.get_at(aux.vna_name).unwrap_or("");
-                    if let Some(v) = name.strip_prefix("GLIBC_").and_then(|v| v.parse::<Glibc>().ok()) {
+                    if let Some(v) = name
+                        .strip_prefix("GLIBC_")
+                        .and_then(|v| v.parse::<Glibc>().ok())
+                    {
                         file_max = file_max.max(Some(v));
                     }
                 }
@@ -693,24 +805,34 @@ pub fn arm64_sysroot() -> Result<Utf8PathBuf> {
         .tempdir_in(&base)
         .with_context(|| format!("creating a temporary folder in {base}"))?;
     let download_dir = crate::util::utf8(download.path().to_owned())?;
-    let packages: Vec<String> = ARM64_PACKAGES.iter().map(|p| format!("{p}:arm64")).collect();
+    let packages: Vec<String> = ARM64_PACKAGES
+        .iter()
+        .map(|p| format!("{p}:arm64"))
+        .collect();
     let apt = || {
         let mut cmd = Command::new("apt-get");
-        cmd.arg("download").args(&packages).current_dir(&download_dir);
+        cmd.arg("download")
+            .args(&packages)
+            .current_dir(&download_dir);
         run(&mut cmd)
     };
     if let Err(err) = apt() {
-        let foreign = run(Command::new("dpkg").arg("--print-foreign-architectures")).unwrap_or_default();
+        let foreign =
+            run(Command::new("dpkg").arg("--print-foreign-architectures")).unwrap_or_default();
         if foreign.split_whitespace().any(|a| a == "arm64") {
             return Err(err.context("downloading Debian's arm64 packages with apt-get"));
         }
-        let root = run(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false);
+        let root = run(Command::new("id").arg("-u"))
+            .map(|s| s.trim() == "0")
+            .unwrap_or(false);
         if !root {
             bail!(
                 "apt does not know the arm64 architecture yet; run as root:\n  dpkg --add-architecture arm64 && apt-get update\n({err:#})"
             );
         }
-        eprintln!("adding the arm64 architecture to apt: dpkg --add-architecture arm64 && apt-get update");
+        eprintln!(
+            "adding the arm64 architecture to apt: dpkg --add-architecture arm64 && apt-get update"
+        );
         run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
         run(Command::new("apt-get").args(["update", "-q"]))?;
         apt().context("downloading Debian's arm64 packages with apt-get")?;
@@ -727,11 +849,17 @@ pub fn arm64_sysroot() -> Result<Utf8PathBuf> {
         .collect();
     debs.sort();
     for deb in &debs {
-        run(Command::new("dpkg").arg("-x").arg(download_dir.join(deb)).arg(&stage_dir))
-            .with_context(|| format!("unpacking {deb}"))?;
+        run(Command::new("dpkg")
+            .arg("-x")
+            .arg(download_dir.join(deb))
+            .arg(&stage_dir))
+        .with_context(|| format!("unpacking {deb}"))?;
     }
     // The list of packages doubles as the cache key of the trees built from this sysroot.
-    crate::util::write_bytes_atomic(&stage_dir.join(".complete"), (debs.join("\n") + "\n").as_bytes())?;
+    crate::util::write_bytes_atomic(
+        &stage_dir.join(".complete"),
+        (debs.join("\n") + "\n").as_bytes(),
+    )?;
     let stage_dir = stage.keep();
     if let Err(err) = fs_err::rename(&stage_dir, &sysroot) {
         let _ = fs_err::remove_dir_all(&stage_dir);
@@ -755,7 +883,7 @@ fn check(arch: Arch, archive: &Utf8Path, progress: &crate::progress::Progress) -
     let info = crate::runtime::extract(archive, &dest, arch)?;
     let exe = info.root.join(&info.exe);
     let script = format!(
-        "import sys, json, platform\nimport {CHECK_IMPORTS}\nprint(json.dumps({{'prefix': sys.prefix, 'machine': platform.machine(), 'version': platform.python_version(), 'openssl': ssl.OPENSSL_VERSION, 'site': [p for p in sys.path if p.endswith('site-packages')]}}))"
+        "import sys, json, platform\nimport {CHECK_IMPORTS}\nprint(json.dumps({{'prefix': sys.prefix, 'machine': platform.machine(), 'version': platform.python_version(), 'openssl': ssl.OPENSSL_VERSION, 'site': [p for p in sys.path if p.endswith('site-packages')], 'libs': sorted({{l.split()[-1] for l in open('/proc/self/maps') if '.so' in l}})}}))"
     );
     let mut cmd = match arch {
         Arch::X86_64 => {
@@ -790,23 +918,54 @@ fn check(arch: Arch, archive: &Utf8Path, progress: &crate::progress::Progress) -
         version: String,
         openssl: String,
         site: Vec<String>,
+        /// Shared objects mapped into the process.
+        libs: Vec<String>,
     }
-    let answer: Answer =
-        serde_json::from_str(stdout.trim()).with_context(|| format!("{exe} printed bad JSON: {stdout}"))?;
+    let answer: Answer = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("{exe} printed bad JSON: {stdout}"))?;
     let want_prefix = fs_err::canonicalize(&info.root)?;
     if fs_err::canonicalize(&answer.prefix).ok() != Some(want_prefix.clone()) {
-        bail!("sys.prefix is {} but the runtime is in {}", answer.prefix, want_prefix.display());
+        bail!(
+            "sys.prefix is {} but the runtime is in {}",
+            answer.prefix,
+            want_prefix.display()
+        );
     }
     if answer.machine != arch.machine() {
-        bail!("platform.machine() is {} but the target is {}", answer.machine, arch.machine());
+        bail!(
+            "platform.machine() is {} but the target is {}",
+            answer.machine,
+            arch.machine()
+        );
     }
-    let site = info.root.join(format!("lib/python{}/site-packages", info.xy));
+    let site = info
+        .root
+        .join(format!("lib/python{}/site-packages", info.xy));
     let site = fs_err::canonicalize(&site)?;
-    if !answer.site.iter().any(|p| std::fs::canonicalize(p).ok().as_ref() == Some(&site)) {
-        bail!("{} is not on sys.path (site-packages on it: {:?})", site.display(), answer.site);
+    if !answer
+        .site
+        .iter()
+        .any(|p| std::fs::canonicalize(p).ok().as_ref() == Some(&site))
+    {
+        bail!(
+            "{} is not on sys.path (site-packages on it: {:?})",
+            site.display(),
+            answer.site
+        );
+    }
+    // Self-contained means: every library loaded from outside the tree is glibc's.
+    let root = want_prefix.to_string_lossy().into_owned();
+    let outside: Vec<&String> = answer
+        .libs
+        .iter()
+        .filter(|l| !l.starts_with(&root) && !l.starts_with(info.root.as_str()))
+        .filter(|l| !is_glibc(Utf8Path::new(l).file_name().unwrap_or("")))
+        .collect();
+    if !outside.is_empty() {
+        bail!("the interpreter loaded libraries from outside the runtime: {outside:?}");
     }
     Ok(format!(
-        "python {} on {} runs from {} (sys.prefix right, site-packages on sys.path); imported {CHECK_IMPORTS} ({})",
+        "python {} on {} runs from {} (sys.prefix right, site-packages on sys.path, only glibc loaded from outside); imported {CHECK_IMPORTS} ({})",
         answer.version, answer.machine, info.root, answer.openssl
     ))
 }
@@ -830,7 +989,10 @@ mod tests {
             "sitecustomize.py",
             "EXTERNALLY-MANAGED",
         ] {
-            assert!(skip_stdlib(Utf8Path::new(skipped)), "{skipped} should be skipped");
+            assert!(
+                skip_stdlib(Utf8Path::new(skipped)),
+                "{skipped} should be skipped"
+            );
         }
         for kept in [
             "os.py",
@@ -847,15 +1009,30 @@ mod tests {
 
     #[test]
     fn glibc_is_not_vendored() {
-        assert!(is_glibc("libc.so.6") && is_glibc("ld-linux-aarch64.so.1") && is_glibc("libnss_dns.so.2"));
+        assert!(
+            is_glibc("libc.so.6")
+                && is_glibc("ld-linux-aarch64.so.1")
+                && is_glibc("libnss_dns.so.2")
+        );
         assert!(!is_glibc("libcrypt.so.1") && !is_glibc("libssl.so.3") && !is_glibc("libz.so.1"));
     }
 
     #[test]
     fn python_json_has_the_keys() {
-        let meta = TreeMeta { version: "3.11.7".into(), xy: "3.11".into(), magic: "a70d0d0a".into() };
-        let glibc = GlibcNeeds { max: Some(Glibc { major: 2, minor: 34 }), too_new: vec![] };
-        let v: serde_json::Value = serde_json::from_str(&python_json(Arch::Arm64, &meta, &glibc)).expect("json");
+        let meta = TreeMeta {
+            version: "3.11.7".into(),
+            xy: "3.11".into(),
+            magic: "a70d0d0a".into(),
+        };
+        let glibc = GlibcNeeds {
+            max: Some(Glibc {
+                major: 2,
+                minor: 34,
+            }),
+            too_new: vec![],
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&python_json(Arch::Arm64, &meta, &glibc)).expect("json");
         assert_eq!(v["python_exe"], "install/bin/python3.11");
         assert_eq!(v["python_tag"], "cp311");
         assert_eq!(v["target_triple"], "aarch64-unknown-linux-gnu");
@@ -877,7 +1054,10 @@ mod tests {
         let b = dir.join("b.tar.gz");
         build(Arch::X86_64, Flavour::InstallOnly, &a, &progress).expect("build a");
         build(Arch::X86_64, Flavour::InstallOnly, &b, &progress).expect("build b");
-        assert_eq!(crate::util::sha256_file(&a).expect("a"), crate::util::sha256_file(&b).expect("b"));
+        assert_eq!(
+            crate::util::sha256_file(&a).expect("a"),
+            crate::util::sha256_file(&b).expect("b")
+        );
         let report = check(Arch::X86_64, &a, &progress).expect("check");
         assert!(report.contains("x86_64"), "{report}");
 
@@ -887,14 +1067,19 @@ mod tests {
         let info = crate::runtime::extract(&full, &dest, Arch::X86_64).expect("extract full");
         assert_eq!(info.exe, "bin/python3.11");
         assert!(info.version.starts_with("3.11."), "{}", info.version);
-        let out = Command::new(info.root.join(&info.exe)).env_clear().args(["-c", "import ssl; print(1)"]).output();
+        let out = Command::new(info.root.join(&info.exe))
+            .env_clear()
+            .args(["-c", "import ssl; print(1)"])
+            .output();
         assert_eq!(out.expect("run").stdout, b"1\n");
     }
 
     /// Builds the arm64 fixture from Debian's packages and runs it under qemu.
     #[test]
     fn arm64_fixture_runs_under_qemu() {
-        if run(Command::new("qemu-aarch64-static").arg("--version")).is_err() || HostPython::find().is_err() {
+        if run(Command::new("qemu-aarch64-static").arg("--version")).is_err()
+            || HostPython::find().is_err()
+        {
             eprintln!("skipped: needs qemu-aarch64-static and CPython 3.11");
             return;
         }

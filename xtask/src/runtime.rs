@@ -51,14 +51,15 @@ pub fn extract(archive: &Utf8Path, dest: &Utf8Path, arch: Arch) -> Result<Runtim
         .with_context(|| format!("creating a temporary folder in {dest}"))?;
     let tmp_root = crate::util::utf8(tmp.path().to_owned())?;
 
-    let metadata = unpack(archive, compression, &tmp_root).with_context(|| format!("unpacking {archive}"))?;
+    let metadata =
+        unpack(archive, compression, &tmp_root).with_context(|| format!("unpacking {archive}"))?;
     let staged = tmp_root.join("python");
     if !staged.is_dir() {
         bail!("{archive} has no `python/` folder: is it a python-build-standalone archive?");
     }
     check_links_inside(&tmp_root).with_context(|| format!("unpacking {archive}"))?;
-    let info =
-        inspect(&staged, metadata.as_ref(), arch).with_context(|| format!("checking the runtime in {archive}"))?;
+    let info = inspect(&staged, metadata.as_ref(), arch)
+        .with_context(|| format!("checking the runtime in {archive}"))?;
 
     let final_root = dest.join("python");
     if fs_err::symlink_metadata(&final_root).is_ok() {
@@ -66,7 +67,10 @@ pub fn extract(archive: &Utf8Path, dest: &Utf8Path, arch: Arch) -> Result<Runtim
         fs_err::rename(&final_root, tmp_root.join("old-python"))?;
     }
     fs_err::rename(&staged, &final_root)?;
-    Ok(RuntimeInfo { root: final_root, ..info })
+    Ok(RuntimeInfo {
+        root: final_root,
+        ..info
+    })
 }
 
 /// Gzip or zstd, by the file's ending, else by its first bytes.
@@ -80,7 +84,9 @@ fn compression_of(archive: &Utf8Path) -> Result<Compression> {
     }
     let mut magic = [0u8; 4];
     let mut file = fs_err::File::open(archive)?;
-    let n = file.read(&mut magic).with_context(|| format!("reading {archive}"))?;
+    let n = file
+        .read(&mut magic)
+        .with_context(|| format!("reading {archive}"))?;
     match &magic[..n] {
         [0x1f, 0x8b, ..] => Ok(Compression::Gzip),
         [0x28, 0xb5, 0x2f, 0xfd] => Ok(Compression::Zstd),
@@ -100,7 +106,9 @@ fn place(path: &str) -> Result<Place> {
     Ok(match rest_parts.next() {
         Some("PYTHON.json") if rest_parts.next().is_none() => Place::Metadata,
         // The full layout: the installed tree is one level down.
-        Some("install") => Place::Keep(Utf8Path::new("python").join(rest_parts.collect::<Utf8PathBuf>())),
+        Some("install") => {
+            Place::Keep(Utf8Path::new("python").join(rest_parts.collect::<Utf8PathBuf>()))
+        }
         Some("build" | "licenses") => Place::Drop,
         _ => Place::Keep(rel),
     })
@@ -114,7 +122,9 @@ fn safe_relative(path: &str) -> Result<Utf8PathBuf> {
             Utf8Component::Normal(part) => out.push(part),
             Utf8Component::CurDir => {}
             Utf8Component::ParentDir => bail!("archive entry `{path}` contains `..`"),
-            Utf8Component::RootDir | Utf8Component::Prefix(_) => bail!("archive entry `{path}` is an absolute path"),
+            Utf8Component::RootDir | Utf8Component::Prefix(_) => {
+                bail!("archive entry `{path}` is an absolute path")
+            }
         }
     }
     if out.as_str().is_empty() {
@@ -146,7 +156,10 @@ fn link_target_inside(link: &Utf8Path, target: &str) -> Option<Utf8PathBuf> {
 /// Refuses to write through a symlinked folder that an earlier entry created.
 fn check_no_symlinked_parent(root: &Utf8Path, rel: &Utf8Path, entry: &str) -> Result<()> {
     let mut dir = root.to_owned();
-    let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+    let parents: Vec<_> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
     for part in parents {
         dir.push(part);
         match fs_err::symlink_metadata(&dir) {
@@ -163,7 +176,11 @@ fn check_no_symlinked_parent(root: &Utf8Path, rel: &Utf8Path, entry: &str) -> Re
 }
 
 /// Unpacks every entry under `root`; returns the full layout's PYTHON.json, if any.
-fn unpack(archive: &Utf8Path, compression: Compression, root: &Utf8Path) -> Result<Option<serde_json::Value>> {
+fn unpack(
+    archive: &Utf8Path,
+    compression: Compression,
+    root: &Utf8Path,
+) -> Result<Option<serde_json::Value>> {
     use std::os::unix::fs::PermissionsExt;
     use tar::EntryType;
 
@@ -178,7 +195,12 @@ fn unpack(archive: &Utf8Path, compression: Compression, root: &Utf8Path) -> Resu
         let mut entry = entry.context("reading the tar stream")?;
         let raw = entry.path_bytes();
         let name = std::str::from_utf8(&raw)
-            .map_err(|_| anyhow::anyhow!("archive entry `{}` is not UTF-8", String::from_utf8_lossy(&raw)))?
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "archive entry `{}` is not UTF-8",
+                    String::from_utf8_lossy(&raw)
+                )
+            })?
             .to_owned();
         let kind = entry.header().entry_type();
         let rel = match place(&name)? {
@@ -186,8 +208,11 @@ fn unpack(archive: &Utf8Path, compression: Compression, root: &Utf8Path) -> Resu
             Place::Drop => continue,
             Place::Metadata => {
                 let mut text = String::new();
-                entry.read_to_string(&mut text).with_context(|| format!("reading `{name}`"))?;
-                metadata = Some(serde_json::from_str(&text).with_context(|| format!("parsing `{name}`"))?);
+                entry
+                    .read_to_string(&mut text)
+                    .with_context(|| format!("reading `{name}`"))?;
+                metadata =
+                    Some(serde_json::from_str(&text).with_context(|| format!("parsing `{name}`"))?);
                 continue;
             }
         };
@@ -207,7 +232,11 @@ fn unpack(archive: &Utf8Path, compression: Compression, root: &Utf8Path) -> Resu
                 let mut file = fs_err::File::create(&out)?;
                 std::io::copy(&mut entry, &mut file).with_context(|| format!("writing {out}"))?;
                 // Keep the executable bits; drop setuid/setgid/sticky, which a layer never needs.
-                let mode = entry.header().mode().with_context(|| format!("reading the mode of `{name}`"))? & 0o777;
+                let mode = entry
+                    .header()
+                    .mode()
+                    .with_context(|| format!("reading the mode of `{name}`"))?
+                    & 0o777;
                 fs_err::set_permissions(&out, std::fs::Permissions::from_mode(mode | 0o600))?;
             }
             EntryType::Symlink => {
@@ -216,7 +245,8 @@ fn unpack(archive: &Utf8Path, compression: Compression, root: &Utf8Path) -> Resu
                     bail!("archive entry `{name}` is a symlink to `{target}`, which leaves the python/ folder");
                 }
                 remove_existing(&out)?;
-                std::os::unix::fs::symlink(&target, &out).with_context(|| format!("creating the symlink {out}"))?;
+                std::os::unix::fs::symlink(&target, &out)
+                    .with_context(|| format!("creating the symlink {out}"))?;
             }
             EntryType::Link => {
                 let target = link_name(&entry, &name)?;
@@ -229,7 +259,9 @@ fn unpack(archive: &Utf8Path, compression: Compression, root: &Utf8Path) -> Resu
                 };
                 check_no_symlinked_parent(root, &target_rel, &name)?;
                 let source = root.join(&target_rel);
-                let is_file = fs_err::symlink_metadata(&source).map(|m| m.is_file()).unwrap_or(false);
+                let is_file = fs_err::symlink_metadata(&source)
+                    .map(|m| m.is_file())
+                    .unwrap_or(false);
                 if !is_file {
                     bail!(
                         "archive entry `{name}` is a hard link to `{target}`, which is not a file unpacked before it"
@@ -250,8 +282,9 @@ fn unpack(archive: &Utf8Path, compression: Compression, root: &Utf8Path) -> Resu
 }
 
 fn link_name(entry: &tar::Entry<'_, impl Read>, name: &str) -> Result<String> {
-    let target =
-        entry.link_name_bytes().with_context(|| format!("archive entry `{name}` is a link without a target"))?;
+    let target = entry
+        .link_name_bytes()
+        .with_context(|| format!("archive entry `{name}` is a link without a target"))?;
     std::str::from_utf8(&target)
         .map(str::to_owned)
         .map_err(|_| anyhow::anyhow!("archive entry `{name}` links to a path that is not UTF-8"))
@@ -271,7 +304,12 @@ fn remove_existing(path: &Utf8Path) -> Result<()> {
 fn check_links_inside(root: &Utf8Path) -> Result<()> {
     for entry in crate::util::walk(root)? {
         if entry.file_type.is_symlink() {
-            let mut pending: Vec<String> = entry.rel.components().rev().map(|c| c.as_str().to_owned()).collect();
+            let mut pending: Vec<String> = entry
+                .rel
+                .components()
+                .rev()
+                .map(|c| c.as_str().to_owned())
+                .collect();
             let mut resolved: Vec<String> = Vec::new();
             let mut hops = 0;
             while let Some(part) = pending.pop() {
@@ -279,7 +317,10 @@ fn check_links_inside(root: &Utf8Path) -> Result<()> {
                     "" | "." => continue,
                     ".." => {
                         if resolved.pop().is_none() {
-                            bail!("the symlink `{}` leads outside the python/ folder", entry.rel);
+                            bail!(
+                                "the symlink `{}` leads outside the python/ folder",
+                                entry.rel
+                            );
                         }
                         continue;
                     }
@@ -301,7 +342,10 @@ fn check_links_inside(root: &Utf8Path) -> Result<()> {
                 }
             }
             if resolved.first().map(String::as_str) != Some("python") {
-                bail!("the symlink `{}` leads outside the python/ folder", entry.rel);
+                bail!(
+                    "the symlink `{}` leads outside the python/ folder",
+                    entry.rel
+                );
             }
         }
     }
@@ -309,14 +353,25 @@ fn check_links_inside(root: &Utf8Path) -> Result<()> {
 }
 
 /// Finds the interpreter, its version, and checks that it is built for `arch`.
-fn inspect(root: &Utf8Path, metadata: Option<&serde_json::Value>, arch: Arch) -> Result<RuntimeInfo> {
-    let meta_str = |key: &str| metadata.and_then(|m| m.get(key)).and_then(|v| v.as_str()).map(str::to_owned);
+fn inspect(
+    root: &Utf8Path,
+    metadata: Option<&serde_json::Value>,
+    arch: Arch,
+) -> Result<RuntimeInfo> {
+    let meta_str = |key: &str| {
+        metadata
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
 
     let exe = match meta_str("python_exe") {
         // `install/bin/python3.11` in the full layout, which we moved up one level.
         Some(exe) => {
             let rel = safe_relative(&exe).context("reading python_exe in PYTHON.json")?;
-            rel.strip_prefix("install").map(Utf8Path::to_owned).unwrap_or(rel)
+            rel.strip_prefix("install")
+                .map(Utf8Path::to_owned)
+                .unwrap_or(rel)
         }
         None => find_interpreter(root)?,
     };
@@ -327,29 +382,46 @@ fn inspect(root: &Utf8Path, metadata: Option<&serde_json::Value>, arch: Arch) ->
             .strip_prefix("python")
             .filter(|v| is_xy(v))
             .map(str::to_owned)
-            .with_context(|| format!("cannot tell the Python version from the interpreter name `{exe}`"))?,
+            .with_context(|| {
+                format!("cannot tell the Python version from the interpreter name `{exe}`")
+            })?,
     };
-    let version = meta_str("python_version").or_else(|| patchlevel_version(root, &xy)).unwrap_or_else(|| xy.clone());
+    let version = meta_str("python_version")
+        .or_else(|| patchlevel_version(root, &xy))
+        .unwrap_or_else(|| xy.clone());
     if !root.join("lib").join(format!("python{xy}")).is_dir() {
         bail!("the runtime has no standard library folder lib/python{xy}");
     }
 
     let exe_path = root.join(&exe);
-    let meta = fs_err::symlink_metadata(&exe_path).with_context(|| format!("the interpreter {exe} is missing"))?;
+    let meta = fs_err::symlink_metadata(&exe_path)
+        .with_context(|| format!("the interpreter {exe} is missing"))?;
     if !meta.is_file() {
         bail!("the interpreter {exe} is not a regular file");
     }
     let machine = elf_machine(&exe_path)?;
     if machine != arch.elf_machine() {
-        bail!("runtime interpreter {exe} is {} but the target is {}", machine_name(machine), arch.machine());
+        bail!(
+            "runtime interpreter {exe} is {} but the target is {}",
+            machine_name(machine),
+            arch.machine()
+        );
     }
-    Ok(RuntimeInfo { root: root.to_owned(), version, xy, exe })
+    Ok(RuntimeInfo {
+        root: root.to_owned(),
+        version,
+        xy,
+        exe,
+    })
 }
 
 /// `3.11`, `3.12`...
 fn is_xy(v: &str) -> bool {
     v.split_once('.').is_some_and(|(x, y)| {
-        !x.is_empty() && !y.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) && y.bytes().all(|b| b.is_ascii_digit())
+        !x.is_empty()
+            && !y.is_empty()
+            && x.bytes().all(|b| b.is_ascii_digit())
+            && y.bytes().all(|b| b.is_ascii_digit())
     })
 }
 
@@ -359,7 +431,9 @@ fn find_interpreter(root: &Utf8Path) -> Result<Utf8PathBuf> {
     let mut found = Vec::new();
     for entry in fs_err::read_dir(&bin)? {
         let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
         if is_file && name.strip_prefix("python").is_some_and(is_xy) {
             found.push(name);
@@ -375,9 +449,14 @@ fn find_interpreter(root: &Utf8Path) -> Result<Utf8PathBuf> {
 
 /// `PY_VERSION` from `include/python3.X/patchlevel.h`, best effort.
 fn patchlevel_version(root: &Utf8Path, xy: &str) -> Option<String> {
-    let text = fs_err::read_to_string(root.join(format!("include/python{xy}/patchlevel.h"))).ok()?;
+    let text =
+        fs_err::read_to_string(root.join(format!("include/python{xy}/patchlevel.h"))).ok()?;
     text.lines().find_map(|line| {
-        let rest = line.trim().strip_prefix("#define")?.trim().strip_prefix("PY_VERSION")?;
+        let rest = line
+            .trim()
+            .strip_prefix("#define")?
+            .trim()
+            .strip_prefix("PY_VERSION")?;
         let version = rest.trim().trim_matches('"');
         (version.starts_with(xy) && version.len() > xy.len()).then(|| version.to_owned())
     })
@@ -387,9 +466,10 @@ fn patchlevel_version(root: &Utf8Path, xy: &str) -> Option<String> {
 pub fn elf_machine(path: &Utf8Path) -> Result<u16> {
     let mut header = [0u8; 64];
     let mut file = fs_err::File::open(path)?;
-    file.read_exact(&mut header).with_context(|| format!("{path} is not an ELF file (too short)"))?;
-    let parsed =
-        goblin::elf::Elf::parse_header(&header).map_err(|e| anyhow::anyhow!("{path} is not an ELF file: {e}"))?;
+    file.read_exact(&mut header)
+        .with_context(|| format!("{path} is not an ELF file (too short)"))?;
+    let parsed = goblin::elf::Elf::parse_header(&header)
+        .map_err(|e| anyhow::anyhow!("{path} is not an ELF file: {e}"))?;
     Ok(parsed.e_machine)
 }
 
@@ -437,7 +517,9 @@ mod tests {
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_mode(0o755);
                     header.set_size(0);
-                    builder.append_data(&mut header, path, &[][..]).expect("dir");
+                    builder
+                        .append_data(&mut header, path, &[][..])
+                        .expect("dir");
                 }
                 E::File(path, data, mode) => {
                     header.set_entry_type(tar::EntryType::Regular);
@@ -446,7 +528,11 @@ mod tests {
                     builder.append_data(&mut header, path, *data).expect("file");
                 }
                 E::Link(path, target) | E::Hard(path, target) => {
-                    let kind = if matches!(e, E::Link(..)) { tar::EntryType::Symlink } else { tar::EntryType::Link };
+                    let kind = if matches!(e, E::Link(..)) {
+                        tar::EntryType::Symlink
+                    } else {
+                        tar::EntryType::Link
+                    };
                     header.set_entry_type(kind);
                     header.set_mode(0o777);
                     header.set_size(0);
@@ -480,7 +566,9 @@ mod tests {
         let mut builder = tar::Builder::new(Vec::new());
         let gz = build(prefix, false);
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut tar).expect("gunzip");
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut tar)
+            .expect("gunzip");
         // Drop the two zero blocks that end the archive, then add the raw entry.
         tar.truncate(tar.len() - 1024);
         let mut header = tar::Header::new_gnu();
@@ -508,7 +596,11 @@ mod tests {
         let root = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
         let archive = root.join(name);
         fs_err::write(&archive, bytes).expect("write archive");
-        Case { _tmp: tmp, archive, dest: root.join("layer") }
+        Case {
+            _tmp: tmp,
+            archive,
+            dest: root.join("layer"),
+        }
     }
 
     fn install_only(elf: &[u8]) -> Vec<E<'_>> {
@@ -520,13 +612,20 @@ mod tests {
             E::Link("python/bin/python", "python3.11"),
             E::Dir("python/lib/python3.11/"),
             E::File("python/lib/python3.11/os.py", b"# os\n", 0o644),
-            E::File("python/include/python3.11/patchlevel.h", b"#define PY_VERSION      \"3.11.16\"\n", 0o644),
+            E::File(
+                "python/include/python3.11/patchlevel.h",
+                b"#define PY_VERSION      \"3.11.16\"\n",
+                0o644,
+            ),
         ]
     }
 
     fn assert_empty(dest: &Utf8Path) {
         let left: Vec<_> = if dest.exists() {
-            fs_err::read_dir(dest).expect("read_dir").map(|e| e.expect("entry").file_name()).collect()
+            fs_err::read_dir(dest)
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect()
         } else {
             Vec::new()
         };
@@ -536,22 +635,40 @@ mod tests {
     #[test]
     fn install_only_gz_keeps_links_and_modes() {
         let elf = elf_bytes(Arch::X86_64);
-        let c = case(&build(&install_only(&elf), false), "cpython-install_only.tar.gz");
+        let c = case(
+            &build(&install_only(&elf), false),
+            "cpython-install_only.tar.gz",
+        );
         let info = extract(&c.archive, &c.dest, Arch::X86_64).expect("extract");
         assert_eq!(info.root, c.dest.join("python"));
         assert_eq!(info.exe, "bin/python3.11");
-        assert_eq!((info.version.as_str(), info.xy.as_str()), ("3.11.16", "3.11"));
+        assert_eq!(
+            (info.version.as_str(), info.xy.as_str()),
+            ("3.11.16", "3.11")
+        );
         let link = fs_err::symlink_metadata(c.dest.join("python/bin/python3")).expect("link");
         assert!(link.file_type().is_symlink());
-        assert_eq!(fs_err::read_link(c.dest.join("python/bin/python3")).expect("target"), Utf8Path::new("python3.11"));
+        assert_eq!(
+            fs_err::read_link(c.dest.join("python/bin/python3")).expect("target"),
+            Utf8Path::new("python3.11")
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs_err::metadata(c.dest.join("python/bin/python3.11")).expect("exe").permissions().mode();
+        let mode = fs_err::metadata(c.dest.join("python/bin/python3.11"))
+            .expect("exe")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
-        let mode = fs_err::metadata(c.dest.join("python/lib/python3.11/os.py")).expect("os.py").permissions().mode();
+        let mode = fs_err::metadata(c.dest.join("python/lib/python3.11/os.py"))
+            .expect("os.py")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o111, 0);
         // Extracting again replaces the tree, leaving no temporary folder.
         extract(&c.archive, &c.dest, Arch::X86_64).expect("extract again");
-        let names: Vec<_> = fs_err::read_dir(&c.dest).expect("read_dir").map(|e| e.expect("e").file_name()).collect();
+        let names: Vec<_> = fs_err::read_dir(&c.dest)
+            .expect("read_dir")
+            .map(|e| e.expect("e").file_name())
+            .collect();
         assert_eq!(names, vec!["python"]);
     }
 
@@ -572,7 +689,10 @@ mod tests {
             E::File("python/install/bin/python3.11", &elf, 0o755),
             E::Link("python/install/bin/python3", "python3.11"),
             E::File("python/install/lib/python3.11/os.py", b"", 0o644),
-            E::Hard("python/install/lib/python3.11/os2.py", "python/install/lib/python3.11/os.py"),
+            E::Hard(
+                "python/install/lib/python3.11/os2.py",
+                "python/install/lib/python3.11/os.py",
+            ),
             E::File("python/build/lib/libpython3.11.a", b"big", 0o644),
             E::File("python/licenses/LICENSE.txt", b"text", 0o644),
         ];
@@ -583,16 +703,29 @@ mod tests {
         let root = c.dest.join("python");
         assert!(root.join("bin/python3.11").is_file());
         assert!(root.join("lib/python3.11/os2.py").is_file());
-        assert!(!root.join("install").exists() && !root.join("build").exists() && !root.join("licenses").exists());
+        assert!(
+            !root.join("install").exists()
+                && !root.join("build").exists()
+                && !root.join("licenses").exists()
+        );
         assert!(!root.join("PYTHON.json").exists());
     }
 
     #[test]
     fn parent_dir_entry_is_refused() {
         let elf = elf_bytes(Arch::X86_64);
-        let c = case(&build_raw_file(&install_only(&elf), "python/../../evil"), "a.tar.gz");
-        let err = format!("{:#}", extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse"));
-        assert!(err.contains("python/../../evil") && err.contains(".."), "{err}");
+        let c = case(
+            &build_raw_file(&install_only(&elf), "python/../../evil"),
+            "a.tar.gz",
+        );
+        let err = format!(
+            "{:#}",
+            extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse")
+        );
+        assert!(
+            err.contains("python/../../evil") && err.contains(".."),
+            "{err}"
+        );
         assert_empty(&c.dest);
         assert!(!c.dest.parent().expect("parent").join("evil").exists());
     }
@@ -600,23 +733,40 @@ mod tests {
     #[test]
     fn absolute_entry_is_refused() {
         let elf = elf_bytes(Arch::X86_64);
-        let c = case(&build_raw_file(&install_only(&elf), "/tmp/evil-absolute"), "a.tar.gz");
-        let err = format!("{:#}", extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse"));
-        assert!(err.contains("/tmp/evil-absolute") && err.contains("absolute"), "{err}");
+        let c = case(
+            &build_raw_file(&install_only(&elf), "/tmp/evil-absolute"),
+            "a.tar.gz",
+        );
+        let err = format!(
+            "{:#}",
+            extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse")
+        );
+        assert!(
+            err.contains("/tmp/evil-absolute") && err.contains("absolute"),
+            "{err}"
+        );
         assert_empty(&c.dest);
     }
 
     #[test]
     fn escaping_symlinks_are_refused() {
         let elf = elf_bytes(Arch::X86_64);
-        for (link, target) in
-            [("python/lib/etc", "/etc"), ("python/lib/up", "../../.."), ("python/bin/python3.12", "../../outside")]
-        {
+        for (link, target) in [
+            ("python/lib/etc", "/etc"),
+            ("python/lib/up", "../../.."),
+            ("python/bin/python3.12", "../../outside"),
+        ] {
             let mut entries = install_only(&elf);
             entries.push(E::Link(link, target));
             let c = case(&build(&entries, false), "a.tar.gz");
-            let err = format!("{:#}", extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse"));
-            assert!(err.contains(link) && err.contains("leaves the python/ folder"), "{err}");
+            let err = format!(
+                "{:#}",
+                extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse")
+            );
+            assert!(
+                err.contains(link) && err.contains("leaves the python/ folder"),
+                "{err}"
+            );
             assert_empty(&c.dest);
         }
     }
@@ -629,7 +779,10 @@ mod tests {
         entries.push(E::Link("python/a/b/l", "../.."));
         entries.push(E::Link("python/m", "a/b/l/.."));
         let c = case(&build(&entries, false), "a.tar.gz");
-        let err = format!("{:#}", extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse"));
+        let err = format!(
+            "{:#}",
+            extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse")
+        );
         assert!(err.contains("python/m"), "{err}");
         assert_empty(&c.dest);
     }
@@ -641,7 +794,10 @@ mod tests {
         entries.push(E::Link("python/share", "lib"));
         entries.push(E::File("python/share/x", b"x", 0o644));
         let c = case(&build(&entries, false), "a.tar.gz");
-        let err = format!("{:#}", extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse"));
+        let err = format!(
+            "{:#}",
+            extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse")
+        );
         assert!(err.contains("python/share/x"), "{err}");
     }
 
@@ -651,7 +807,10 @@ mod tests {
         let mut entries = install_only(&elf);
         entries.push(E::Hard("python/lib/passwd", "etc/passwd"));
         let c = case(&build(&entries, false), "a.tar.gz");
-        let err = format!("{:#}", extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse"));
+        let err = format!(
+            "{:#}",
+            extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse")
+        );
         assert!(err.contains("python/lib/passwd"), "{err}");
         assert_empty(&c.dest);
     }
@@ -660,7 +819,10 @@ mod tests {
     fn wrong_machine_is_refused() {
         let elf = elf_bytes(Arch::Arm64);
         let c = case(&build(&install_only(&elf), false), "a.tar.gz");
-        let err = format!("{:#}", extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse"));
+        let err = format!(
+            "{:#}",
+            extract(&c.archive, &c.dest, Arch::X86_64).expect_err("must refuse")
+        );
         assert!(err.contains("is aarch64 but the target is x86_64"), "{err}");
         assert_empty(&c.dest);
     }
@@ -688,9 +850,18 @@ mod tests {
 
     #[test]
     fn places() {
-        assert_eq!(place("python/bin/x").expect("ok"), Place::Keep("python/bin/x".into()));
-        assert_eq!(place("./python/bin/x").expect("ok"), Place::Keep("python/bin/x".into()));
-        assert_eq!(place("python/install/bin/x").expect("ok"), Place::Keep("python/bin/x".into()));
+        assert_eq!(
+            place("python/bin/x").expect("ok"),
+            Place::Keep("python/bin/x".into())
+        );
+        assert_eq!(
+            place("./python/bin/x").expect("ok"),
+            Place::Keep("python/bin/x".into())
+        );
+        assert_eq!(
+            place("python/install/bin/x").expect("ok"),
+            Place::Keep("python/bin/x".into())
+        );
         assert_eq!(place("python/PYTHON.json").expect("ok"), Place::Metadata);
         assert_eq!(place("python/build/x").expect("ok"), Place::Drop);
         assert!(place("other/x").is_err());
@@ -700,7 +871,13 @@ mod tests {
             link_target_inside(Utf8Path::new("python/bin/python3"), "python3.11"),
             Some("python/bin/python3.11".into())
         );
-        assert_eq!(link_target_inside(Utf8Path::new("python/bin/x"), "../.."), None);
-        assert_eq!(link_target_inside(Utf8Path::new("python/share/t/x"), "../../lib/y"), Some("python/lib/y".into()));
+        assert_eq!(
+            link_target_inside(Utf8Path::new("python/bin/x"), "../.."),
+            None
+        );
+        assert_eq!(
+            link_target_inside(Utf8Path::new("python/share/t/x"), "../../lib/y"),
+            Some("python/lib/y".into())
+        );
     }
 }
