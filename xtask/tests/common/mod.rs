@@ -12,12 +12,21 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn fixtures_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    let target = if target.is_absolute() { target } else { root().join(target) };
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    };
     let dir = target.join("test-fixtures");
     std::fs::create_dir_all(&dir).expect("create target/test-fixtures");
     dir
@@ -26,7 +35,9 @@ pub fn fixtures_dir() -> PathBuf {
 /// The real binary, run from the workspace root.
 pub fn xtask() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.current_dir(root()).env("CI", "true").env_remove("LAYER_PYTHON_MIRROR");
+    cmd.current_dir(root())
+        .env("CI", "true")
+        .env_remove("LAYER_PYTHON_MIRROR");
     cmd
 }
 
@@ -45,7 +56,11 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 }
 
 pub fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Holds an exclusive lock on a file under the fixtures folder while alive.
@@ -83,7 +98,11 @@ pub fn fixture_archive(arch: &str) -> (PathBuf, String) {
     let path = fixtures_dir().join(format!("cpython-fixture-{arch}-install_only.tar.gz"));
     let _guard = lock(&format!("fixture-{arch}"));
     if !path.exists() {
-        run_ok(xtask().args(["fixture-runtime", "--arch", arch, "--out"]).arg(&path));
+        run_ok(
+            xtask()
+                .args(["fixture-runtime", "--arch", arch, "--out"])
+                .arg(&path),
+        );
     }
     let sha = sha256_file(&path);
     (path, sha)
@@ -99,7 +118,10 @@ pub struct BuiltLayer {
 
 pub fn built_layer(arch: &str, profile: Option<&str>) -> BuiltLayer {
     static CACHE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
-    let _in_process = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let _in_process = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let name = format!("layer-{arch}-{}", profile.unwrap_or("default"));
     let out = fixtures_dir().join(&name);
     let (archive, sha) = fixture_archive(arch);
@@ -108,20 +130,30 @@ pub fn built_layer(arch: &str, profile: Option<&str>) -> BuiltLayer {
     if !report_path.exists() {
         let mut cmd = xtask();
         cmd.args(["layer", "--arch", arch, "--out"]).arg(&out);
-        cmd.arg("--python-archive").arg(&archive).args(["--python-sha256", &sha]);
+        cmd.arg("--python-archive")
+            .arg(&archive)
+            .args(["--python-sha256", &sha]);
         if let Some(p) = profile {
             cmd.args(["--profile", p]);
         }
         if arch == "arm64" {
             let (host, host_sha) = fixture_archive("x86_64");
-            cmd.arg("--host-python-archive").arg(host).args(["--host-python-sha256", &host_sha]);
+            cmd.arg("--host-python-archive")
+                .arg(host)
+                .args(["--host-python-sha256", &host_sha]);
         }
         run_ok(&mut cmd);
     }
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report_path).expect("report.json")).expect("report.json is JSON");
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report.json"))
+            .expect("report.json is JSON");
     let zip = PathBuf::from(report["zip_path"].as_str().expect("zip_path"));
-    BuiltLayer { tree: out.join("tree"), zip, out, report }
+    BuiltLayer {
+        tree: out.join("tree"),
+        zip,
+        out,
+        report,
+    }
 }
 
 /// Runs `code` with the layer's interpreter the way Lambda would: the layer read-only at
@@ -135,7 +167,16 @@ pub fn run_in_sandbox(tree: &Path, code: &str) -> Output {
         }
     }
     cmd.arg("--ro-bind").arg(tree).arg("/opt");
-    cmd.args(["--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc", "--unshare-net", "--clearenv"]);
+    cmd.args([
+        "--tmpfs",
+        "/tmp",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--unshare-net",
+        "--clearenv",
+    ]);
     cmd.args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"]);
     cmd.args(["--setenv", "PYTHONHOME", "/opt/python"]);
     cmd.args(["--setenv", "LAMBDA_TASK_ROOT", "/var/task"]);
@@ -152,7 +193,8 @@ pub struct FileServer {
 }
 
 pub fn serve_dir(dir: PathBuf) -> FileServer {
-    let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
+    let server =
+        std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
     let port = server.server_addr().to_ip().expect("ip").port();
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (s, h) = (server.clone(), hits.clone());
@@ -163,12 +205,19 @@ pub fn serve_dir(dir: PathBuf) -> FileServer {
             let path = dir.join(rel);
             let response = match std::fs::File::open(&path) {
                 Ok(f) if !rel_escapes(request.url()) => tiny_http::Response::from_file(f).boxed(),
-                _ => tiny_http::Response::from_string("not found").with_status_code(404).boxed(),
+                _ => tiny_http::Response::from_string("not found")
+                    .with_status_code(404)
+                    .boxed(),
             };
             let _ = request.respond(response);
         }
     });
-    FileServer { base_url: format!("http://127.0.0.1:{port}"), server, thread: Some(thread), hits }
+    FileServer {
+        base_url: format!("http://127.0.0.1:{port}"),
+        server,
+        thread: Some(thread),
+        hits,
+    }
 }
 
 fn rel_escapes(url: &str) -> bool {
