@@ -4,6 +4,9 @@
 //! x86_64 takes this machine's CPython 3.11; arm64 assembles Debian's arm64 CPython 3.11
 //! packages. Either way the tree is made self-contained the way PBS's is: every library
 //! it needs except glibc's own is copied into `python/lib/`, and RPATHs point there.
+//! Like PBS's, it should need no glibc newer than Lambda's (2.34): `hypot@GLIBC_2.35` is
+//! rebound to the architecture's first version and `_crypt` is left out; on arm64,
+//! Debian's libexpat (needed by the interpreter itself) still needs 2.36, with a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -1369,7 +1372,10 @@ mod tests {
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
         let a = dir.join("a.tar.gz");
         let b = dir.join("b.tar.gz");
-        build(Arch::X86_64, Flavour::InstallOnly, &a, &progress).expect("build a");
+        let built = build(Arch::X86_64, Flavour::InstallOnly, &a, &progress).expect("build a");
+        // hypot rebound, _crypt left out: nothing needs more than Lambda's glibc.
+        assert!(built.glibc.too_new.is_empty(), "{:?}", built.glibc);
+        assert!(built.glibc.max <= Some(LAMBDA_GLIBC), "{:?}", built.glibc);
         build(Arch::X86_64, Flavour::InstallOnly, &b, &progress).expect("build b");
         assert_eq!(
             crate::util::sha256_file(&a).expect("a"),
@@ -1386,10 +1392,15 @@ mod tests {
         assert!(info.version.starts_with("3.11."), "{}", info.version);
         let out = Command::new(info.root.join(&info.exe))
             .env_clear()
-            .args(["-c", "import ssl; print(1)"])
+            .env("LD_BIND_NOW", "1")
+            .args(["-c", REBOUND_CHECK])
             .output();
-        assert_eq!(out.expect("run").stdout, b"1\n");
+        assert_eq!(out.expect("run").stdout, b"ok\n");
+        assert!(!dest.join("python/install/lib/libcrypt.so.1").exists());
     }
+
+    /// Uses the rebound `hypot` (from libpython and from cmath); `crypt` is left out.
+    const REBOUND_CHECK: &str = "import ssl, math, cmath\nassert math.hypot(3, 4) == 5.0\nassert cmath.polar(3+4j)[0] == 5.0\ntry:\n    import crypt\nexcept ImportError:\n    print('ok')";
 
     /// Builds the arm64 fixture from Debian's packages and runs it under qemu.
     #[test]
@@ -1404,8 +1415,40 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
         let out = dir.join("arm64.tar.gz");
-        build(Arch::Arm64, Flavour::InstallOnly, &out, &progress).expect("build");
+        let built = build(Arch::Arm64, Flavour::InstallOnly, &out, &progress).expect("build");
+        // Only Debian's libexpat (needed by the interpreter itself) is left above 2.34.
+        let too_new: Vec<&str> = built
+            .glibc
+            .too_new
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .collect();
+        assert!(
+            too_new.is_empty() || too_new == ["lib/libexpat.so.1"],
+            "{:?}",
+            built.glibc
+        );
         let report = check(Arch::Arm64, &out, &progress).expect("check");
         assert!(report.contains("aarch64"), "{report}");
+        let dest = dir.join("unpacked");
+        let info = crate::runtime::extract(&out, &dest, Arch::Arm64).expect("extract");
+        let sysroot = arm64_sysroot().expect("sysroot");
+        let out = Command::new("qemu-aarch64-static")
+            .env_clear()
+            .arg("-L")
+            .arg(&sysroot)
+            .arg("-E")
+            .arg(format!("PYTHONHOME={}", info.root))
+            .args(["-E", "LD_BIND_NOW=1"])
+            .arg(info.root.join(&info.exe))
+            .args(["-s", "-c", REBOUND_CHECK])
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.stdout,
+            b"ok\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
