@@ -6,6 +6,7 @@
 import asyncio
 import concurrent.futures
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -87,18 +88,22 @@ def _resolve(dotted):
     return obj
 
 
+_LOOP = None
+
+
 def _exec(code, inp):
-    namespace = {"__name__": "__pythonexec__", "input": inp, "result": None}
+    namespace = {"__name__": "__pythonexec__", "input": inp, "result": None, "loop": _LOOP}
     exec(compile(code, "<pythonexec>", "exec"), namespace)
     return namespace.get("result")
 
 
 def _eval(expr, inp):
-    return eval(compile(expr, "<pythonexec>", "eval"), {"__name__": "__pythonexec__", "input": inp})
+    return eval(compile(expr, "<pythonexec>", "eval"), {"__name__": "__pythonexec__", "input": inp, "loop": _LOOP})
 
 
 async def _maybe_await(value):
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+    # Not asyncio.iscoroutine: on 3.11 it also says yes to plain generators.
+    if inspect.iscoroutine(value) or isinstance(value, asyncio.Future):
         return await value
     return value
 
@@ -113,6 +118,29 @@ async def _completion(rid, params):
             _send({"id": rid, "type": "chunk", "value": chunk})
         return None
     return await litellm.acompletion(**params)
+
+
+_END = object()
+
+
+def _next(it):
+    return next(it, _END)
+
+
+async def _stream(rid, value):
+    """Send the items of a generator as chunks; anything else is returned as it is."""
+    if inspect.isasyncgen(value):
+        async for item in value:
+            _send({"id": rid, "type": "chunk", "value": item})
+        return None
+    if inspect.isgenerator(value):
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await loop.run_in_executor(_executor, _next, value)
+            if item is _END:
+                return None
+            _send({"id": rid, "type": "chunk", "value": item})
+    return value
 
 
 async def _handle(req):
@@ -142,6 +170,8 @@ async def _handle(req):
             value = await _completion(rid, req["params"])
         else:
             raise ValueError(f"unknown op {op!r}")
+        if op in ("eval", "call"):
+            value = await _stream(rid, value)
         line = {"id": rid, "type": "result", "value": value}
         try:
             _send(line)
@@ -186,8 +216,10 @@ def _reader(loop, queue):
 
 
 async def _main():
+    global _LOOP
     started = time.time()
     loop = asyncio.get_running_loop()
+    _LOOP = loop
     preload = [m for m in os.environ.get("PYTHONEXEC_PRELOAD", "").split(",") if m]
     for module in preload:
         try:
