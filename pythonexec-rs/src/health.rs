@@ -96,7 +96,9 @@ pub async fn verify_python_environment_with(
         source: Some(source),
     })?;
     Ok(HealthReport {
-        interpreter: interpreter.resolve().unwrap_or_else(|_| interpreter.program.clone()),
+        interpreter: interpreter
+            .resolve()
+            .unwrap_or_else(|_| interpreter.program.clone()),
         choice: interpreter.choice.clone(),
         reason: interpreter.reason(),
         executable: raw.executable,

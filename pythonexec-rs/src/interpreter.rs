@@ -78,7 +78,10 @@ impl Interpreter {
         let found = if self.program.components().count() > 1 {
             Some(self.program.clone())
         } else {
-            find_on_path(self.program.as_os_str(), std::env::var_os("PATH").as_deref())
+            find_on_path(
+                self.program.as_os_str(),
+                std::env::var_os("PATH").as_deref(),
+            )
         };
         let Some(path) = found else {
             return Err(Error::InterpreterNotFound {
@@ -120,10 +123,7 @@ impl fmt::Display for Interpreter {
 }
 
 /// The decision, with the environment as a parameter so it is testable.
-pub fn choose(
-    explicit: Option<&Path>,
-    env: impl Fn(&str) -> Option<OsString>,
-) -> Interpreter {
+pub fn choose(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> Interpreter {
     if let Some(path) = explicit {
         return Interpreter::explicit(path);
     }
@@ -248,7 +248,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("python");
         std::fs::write(&file, "").expect("write");
-        let err = Interpreter::explicit(&file).resolve().expect_err("must fail");
+        let err = Interpreter::explicit(&file)
+            .resolve()
+            .expect_err("must fail");
         assert!(matches!(err, Error::InterpreterNotExecutable { .. }));
     }
 }

@@ -196,7 +196,9 @@ pub struct ChatCompletionChunk {
 impl ChatCompletionChunk {
     /// The text this chunk adds to the first choice.
     pub fn text(&self) -> Option<&str> {
-        self.choices.first().and_then(|c| c.delta.content.as_deref())
+        self.choices
+            .first()
+            .and_then(|c| c.delta.content.as_deref())
     }
 }
 

@@ -114,7 +114,9 @@ pub(crate) async fn run_with_args(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| spawn_error(interpreter, source))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| spawn_error(interpreter, source))?;
     let pid = child.id().unwrap_or(0);
 
     let stdin_task = match (child.stdin.take(), options.stdin.clone()) {

@@ -239,9 +239,19 @@ fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<&str>
     format!("data: {value}\n\n")
 }
 
-fn sse_response(id: &str, model: &str, reply: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+fn sse_response(
+    id: &str,
+    model: &str,
+    reply: &str,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
     let created = now();
-    let mut body = chunk(id, model, created, json!({"role": "assistant", "content": ""}), None);
+    let mut body = chunk(
+        id,
+        model,
+        created,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    );
     for piece in split_reply(reply) {
         body.push_str(&chunk(id, model, created, json!({"content": piece}), None));
     }

@@ -206,11 +206,8 @@ impl Process {
 
     async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let mut rx = self.shared.state.subscribe();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|s| !matches!(s, State::Starting)),
-        )
-        .await;
+        let waited =
+            tokio::time::timeout(timeout, rx.wait_for(|s| !matches!(s, State::Starting))).await;
         match waited {
             Ok(Ok(state)) if matches!(*state, State::Ready) => Ok(()),
             Ok(_) => {
@@ -418,7 +415,10 @@ impl Worker {
             .await
             .is_err()
         {
-            tracing::warn!(pid = process.shared.pid, "python worker did not stop in {grace:?}; killing it");
+            tracing::warn!(
+                pid = process.shared.pid,
+                "python worker did not stop in {grace:?}; killing it"
+            );
             process.shared.kill.notify_one();
             let _ = exit.wait_for(Option::is_some).await;
         }
@@ -427,7 +427,9 @@ impl Worker {
 
     async fn start(&self, op: &Op) -> Result<Call> {
         let process = self.inner.process()?;
-        process.wait_ready(self.inner.config.startup_timeout).await?;
+        process
+            .wait_ready(self.inner.config.startup_timeout)
+            .await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut line = serde_json::to_vec(&Envelope { id, op }).map_err(Error::Encode)?;
         line.push(b'\n');
@@ -514,7 +516,9 @@ fn spawn_process(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| spawn_error(interpreter, source))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| spawn_error(interpreter, source))?;
     let pid = child.id().unwrap_or(0);
     tracing::info!(pid, generation, interpreter = %interpreter, "started python worker");
 
@@ -610,7 +614,10 @@ async fn read_replies(stdout: tokio::process::ChildStdout, shared: Arc<Shared>) 
         let incoming: Incoming = match serde_json::from_slice(&buf) {
             Ok(incoming) => incoming,
             Err(err) => {
-                tracing::warn!(pid = shared.pid, "python worker wrote a line that is not a reply: {err}");
+                tracing::warn!(
+                    pid = shared.pid,
+                    "python worker wrote a line that is not a reply: {err}"
+                );
                 continue;
             }
         };
@@ -637,7 +644,11 @@ async fn read_replies(stdout: tokio::process::ChildStdout, shared: Arc<Shared>) 
     shared.state.send_replace(State::Dead);
     let pending = lock(&shared.pending).take().unwrap_or_default();
     if !pending.is_empty() {
-        tracing::warn!(pid = shared.pid, in_flight = pending.len(), "python worker died with requests in flight");
+        tracing::warn!(
+            pid = shared.pid,
+            in_flight = pending.len(),
+            "python worker died with requests in flight"
+        );
     }
     for (_, tx) in pending {
         let _ = tx.send(Reply::Died(Arc::clone(&death)));
@@ -657,7 +668,11 @@ fn dispatch(shared: &Shared, incoming: Incoming) {
             return;
         }
         "protocol_error" => {
-            tracing::warn!(pid = shared.pid, "python worker: {}", incoming.message.unwrap_or_default());
+            tracing::warn!(
+                pid = shared.pid,
+                "python worker: {}",
+                incoming.message.unwrap_or_default()
+            );
             return;
         }
         "chunk" => Reply::Chunk(incoming.value),
@@ -669,7 +684,10 @@ fn dispatch(shared: &Shared, incoming: Incoming) {
             traceback: String::new(),
         })),
         other => {
-            tracing::warn!(pid = shared.pid, "python worker sent an unknown reply type {other:?}");
+            tracing::warn!(
+                pid = shared.pid,
+                "python worker sent an unknown reply type {other:?}"
+            );
             return;
         }
     };
@@ -677,7 +695,11 @@ fn dispatch(shared: &Shared, incoming: Incoming) {
     let terminal = !matches!(reply, Reply::Chunk(_));
     let mut pending = lock(&shared.pending);
     let Some(map) = pending.as_mut() else { return };
-    let tx = if terminal { map.remove(&id) } else { map.get(&id).cloned() };
+    let tx = if terminal {
+        map.remove(&id)
+    } else {
+        map.get(&id).cloned()
+    };
     drop(pending);
     if let Some(tx) = tx {
         let _ = tx.send(reply);
@@ -780,5 +802,7 @@ impl futures_core::Stream for ReplyStream {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data; keep going.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -18,7 +18,9 @@ fn litellm_python(test: &str) -> Option<Interpreter> {
     match std::env::var_os("PYTHONEXEC_TEST_PYTHON") {
         Some(path) if !path.is_empty() => Some(Interpreter::explicit(path)),
         _ => {
-            println!("{test}: skipped: set PYTHONEXEC_TEST_PYTHON to a python that can import litellm");
+            println!(
+                "{test}: skipped: set PYTHONEXEC_TEST_PYTHON to a python that can import litellm"
+            );
             None
         }
     }
@@ -80,7 +82,10 @@ print(json.dumps({"models": models["data"][0]["id"], "plain": plain, "ctype": ct
     let v = out.json.expect("json");
     assert_eq!(v["models"], "gpt-4o-mini");
     assert_eq!(v["plain"]["object"], "chat.completion");
-    assert_eq!(v["plain"]["choices"][0]["message"]["content"], mock.reply_text());
+    assert_eq!(
+        v["plain"]["choices"][0]["message"]["content"],
+        mock.reply_text()
+    );
     assert_eq!(v["plain"]["choices"][0]["finish_reason"], "stop");
     assert!(v["plain"]["usage"]["total_tokens"].as_u64().is_some());
     assert_eq!(v["ctype"], "text/event-stream");
@@ -197,6 +202,10 @@ async fn litellm_health_check_reports_versions() {
         .expect("health");
     assert_eq!(report.litellm_version(), Some("1.78.7"));
     assert!(report.packages.get("openai").is_some_and(Option::is_some));
-    assert!(report.import_litellm.is_some(), "{:?}", report.import_litellm_error);
+    assert!(
+        report.import_litellm.is_some(),
+        "{:?}",
+        report.import_litellm_error
+    );
     assert!(report.site_packages.iter().any(|s| s.kind == "directory"));
 }

@@ -60,7 +60,8 @@ async fn run_python_returns_output_and_last_json_line() {
 
 #[tokio::test]
 async fn run_python_reads_json_input_from_stdin() {
-    let code = "import json, sys\nv = json.load(sys.stdin)\nprint(json.dumps({'double': v['n'] * 2}))";
+    let code =
+        "import json, sys\nv = json.load(sys.stdin)\nprint(json.dumps({'double': v['n'] * 2}))";
     let out = run_python(code, opts().input_json(&json!({"n": 21})))
         .await
         .expect("run");
@@ -116,9 +117,13 @@ async fn run_python_non_zero_exit_quotes_stderr() {
 #[tokio::test]
 async fn missing_interpreter_is_reported_with_the_reason() {
     let options = RunOptions::default().interpreter(Interpreter::explicit("/nonexistent/python3"));
-    let err = run_python("print(1)", options).await.expect_err("must fail");
+    let err = run_python("print(1)", options)
+        .await
+        .expect_err("must fail");
     assert!(matches!(err, Error::InterpreterNotFound { .. }), "{err:?}");
-    assert!(err.to_string().contains("/nonexistent/python3 (given explicitly)"));
+    assert!(err
+        .to_string()
+        .contains("/nonexistent/python3 (given explicitly)"));
 
     let err = Worker::spawn(
         WorkerConfig::default().interpreter(Interpreter::explicit("/nonexistent/python3")),
@@ -151,7 +156,10 @@ async fn worker_exec_eval_call_and_ping() {
     let w = worker();
     w.ping().await.expect("ping");
     let v = w
-        .exec("result = {'sum': input['a'] + input['b']}", json!({"a": 1, "b": 2}))
+        .exec(
+            "result = {'sum': input['a'] + input['b']}",
+            json!({"a": 1, "b": 2}),
+        )
         .await
         .expect("exec");
     assert_eq!(v, json!({"sum": 3}));
@@ -176,7 +184,10 @@ async fn worker_exec_eval_call_and_ping() {
 async fn worker_python_exception_is_typed() {
     let w = worker();
     let err = w
-        .exec("def f():\n    raise ValueError('bad value 7')\nf()", Value::Null)
+        .exec(
+            "def f():\n    raise ValueError('bad value 7')\nf()",
+            Value::Null,
+        )
         .await
         .expect_err("must raise");
     let exc = err.python_exception().expect("a python exception");
@@ -270,7 +281,10 @@ async fn worker_killed_mid_request_fails_in_flight_and_restarts() {
     let err = slow.await.expect("join").expect_err("must fail");
     assert!(matches!(err, Error::WorkerDied { .. }), "{err:?}");
     assert!(err.to_string().contains("died"), "{err}");
-    assert!(err.to_string().contains("SIGKILL") || err.to_string().contains("signal"), "{err}");
+    assert!(
+        err.to_string().contains("SIGKILL") || err.to_string().contains("signal"),
+        "{err}"
+    );
 
     w.ping().await.expect("next request starts a new process");
     let new_pid = w.pid().expect("pid");
@@ -319,7 +333,10 @@ async fn worker_dropping_a_future_cancels_the_request() {
     for _ in 0..10 {
         w.ping().await.expect("ping");
     }
-    assert_eq!(w.exec("result = 5", Value::Null).await.expect("exec"), json!(5));
+    assert_eq!(
+        w.exec("result = 5", Value::Null).await.expect("exec"),
+        json!(5)
+    );
     assert_eq!(w.generation(), 1);
 }
 
@@ -331,14 +348,8 @@ async fn worker_streams_generator_items() {
         input: Value::Null,
     };
     let stream = w.request_stream(op, None).await.expect("stream");
-    let items: Vec<Value> = stream
-        .map(|item| item.expect("item"))
-        .collect()
-        .await;
-    assert_eq!(
-        items,
-        (0..5).map(|i| json!({"i": i})).collect::<Vec<_>>()
-    );
+    let items: Vec<Value> = stream.map(|item| item.expect("item")).collect().await;
+    assert_eq!(items, (0..5).map(|i| json!({"i": i})).collect::<Vec<_>>());
     let code = "async def gen():\n    for i in range(3):\n        yield i\nresult = None";
     w.exec(code, Value::Null).await.expect("exec");
 }
