@@ -75,9 +75,10 @@ pub enum Error {
     #[error("python worker has been shut down")]
     ShutDown,
 
-    #[error("reply to request {id} is not a valid {what}")]
+    #[error("reply is not a valid {what}")]
     Decode {
-        id: u64,
+        /// The request id, when known.
+        id: Option<u64>,
         what: &'static str,
         #[source]
         source: serde_json::Error,

@@ -244,7 +244,7 @@ impl Worker {
         }
         let value = self.request(Op::Completion { params }, timeout).await?;
         serde_json::from_value(value).map_err(|source| Error::Decode {
-            id: 0,
+            id: None,
             what: "chat completion",
             source,
         })
@@ -289,7 +289,7 @@ impl futures_core::Stream for CompletionStream {
             item.map(|value| {
                 value.and_then(|value| {
                     serde_json::from_value(value).map_err(|source| Error::Decode {
-                        id,
+                        id: Some(id),
                         what: "chat completion chunk",
                         source,
                     })

@@ -175,7 +175,9 @@ struct Shared {
     state: watch::Sender<State>,
     death: OnceLock<Arc<Death>>,
     not_ready_reason: OnceLock<String>,
+    protocol_mismatch: OnceLock<u32>,
     stderr: Mutex<VecDeque<String>>,
+    stderr_closed: watch::Sender<bool>,
     exit: watch::Sender<Option<String>>,
     kill: Notify,
 }
@@ -211,6 +213,12 @@ impl Process {
         match waited {
             Ok(Ok(state)) if matches!(*state, State::Ready) => Ok(()),
             Ok(_) => {
+                if let Some(&found) = self.shared.protocol_mismatch.get() {
+                    return Err(Error::ProtocolVersion {
+                        expected: PROTOCOL_VERSION,
+                        found,
+                    });
+                }
                 let reason = match (self.shared.not_ready_reason.get(), self.shared.death.get()) {
                     (Some(reason), _) => reason.clone(),
                     (None, Some(death)) => format!(
@@ -219,20 +227,6 @@ impl Process {
                     ),
                     (None, None) => "it exited before it was ready".to_owned(),
                 };
-                if let Some(reason) = self.shared.not_ready_reason.get() {
-                    if reason.starts_with("protocol ") {
-                        if let Some(found) = reason
-                            .rsplit(' ')
-                            .next()
-                            .and_then(|v| v.parse::<u32>().ok())
-                        {
-                            return Err(Error::ProtocolVersion {
-                                expected: PROTOCOL_VERSION,
-                                found,
-                            });
-                        }
-                    }
-                }
                 Err(Error::WorkerStart {
                     pid: self.shared.pid,
                     reason,
@@ -537,7 +531,9 @@ fn spawn_process(
         state: watch::Sender::new(State::Starting),
         death: OnceLock::new(),
         not_ready_reason: OnceLock::new(),
+        protocol_mismatch: OnceLock::new(),
         stderr: Mutex::new(VecDeque::new()),
+        stderr_closed: watch::Sender::new(false),
         exit: watch::Sender::new(None),
         kill: Notify::new(),
     });
@@ -584,6 +580,7 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, shared: Arc<Shared>) {
         }
         tail.push_back(line);
     }
+    shared.stderr_closed.send_replace(true);
 }
 
 async fn supervise(mut child: tokio::process::Child, shared: Arc<Shared>) {
@@ -633,8 +630,10 @@ async fn read_replies(stdout: tokio::process::ChildStdout, shared: Arc<Shared>) 
         let _ = exit.wait_for(Option::is_some).await;
     }
     let status = exit.borrow().clone().unwrap_or_default();
-    // stderr may still hold the last words (a traceback); give it a moment.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // stderr may still hold the last words (a traceback): read it to the end, within reason
+    // (a grandchild could keep it open).
+    let mut stderr_closed = shared.stderr_closed.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(1), stderr_closed.wait_for(|c| *c)).await;
     let death = Arc::new(Death {
         pid: shared.pid,
         status,
@@ -662,7 +661,7 @@ fn dispatch(shared: &Shared, incoming: Incoming) {
             if found == PROTOCOL_VERSION {
                 shared.state.send_replace(State::Ready);
             } else {
-                let _ = shared.not_ready_reason.set(format!("protocol {found}"));
+                let _ = shared.protocol_mismatch.set(found);
                 shared.kill.notify_one();
             }
             return;

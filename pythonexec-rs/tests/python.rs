@@ -382,3 +382,54 @@ async fn worker_spawn_returns_before_python_is_ready() {
         .expect("eval");
     assert_eq!(v, json!("1"));
 }
+
+/// A stand-in "python" that runs `body` as a shell script, whatever arguments it gets.
+fn fake_python(dir: &tempfile::TempDir, body: &str) -> Interpreter {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.path().join("python");
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Interpreter::explicit(path)
+}
+
+#[tokio::test]
+async fn worker_that_dies_at_start_reports_its_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let python = fake_python(
+        &dir,
+        "echo 'ImportError: no module named encodings' >&2\nexit 3",
+    );
+    let w = Worker::spawn(WorkerConfig::default().interpreter(python)).expect("spawn");
+    let err = w.ping().await.expect_err("must fail");
+    assert!(matches!(err, Error::WorkerStart { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("no module named encodings"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("exit status: 3"), "{err}");
+    // Each request tries a fresh process.
+    let _ = w.ping().await.expect_err("still broken");
+    assert_eq!(w.generation(), 2);
+}
+
+#[tokio::test]
+async fn worker_with_another_protocol_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let python = fake_python(
+        &dir,
+        r#"echo '{"id": null, "type": "ready", "protocol": 99}'
+exec sleep 600"#,
+    );
+    let w = Worker::spawn(WorkerConfig::default().interpreter(python)).expect("spawn");
+    let err = w.ping().await.expect_err("must fail");
+    assert!(
+        matches!(
+            err,
+            Error::ProtocolVersion {
+                expected: 1,
+                found: 99
+            }
+        ),
+        "{err:?}"
+    );
+}
