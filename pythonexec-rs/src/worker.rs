@@ -805,3 +805,58 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn wire(op: &Op) -> Value {
+        serde_json::to_value(Envelope { id: 7, op }).expect("serialize")
+    }
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        assert_eq!(wire(&Op::Ping), json!({"id": 7, "op": "ping"}));
+        assert_eq!(
+            wire(&Op::Exec {
+                code: "result = 1".into(),
+                input: json!([1])
+            }),
+            json!({"id": 7, "op": "exec", "code": "result = 1", "input": [1]})
+        );
+        assert_eq!(
+            wire(&Op::Call {
+                function: "json.dumps".into(),
+                args: vec![json!(1)],
+                kwargs: Map::new()
+            }),
+            json!({"id": 7, "op": "call", "function": "json.dumps", "args": [1], "kwargs": {}})
+        );
+        assert_eq!(
+            wire(&Op::Completion {
+                params: json!({"model": "m"})
+            }),
+            json!({"id": 7, "op": "completion", "params": {"model": "m"}})
+        );
+    }
+
+    #[test]
+    fn replies_parse() {
+        let r: Incoming = serde_json::from_str(
+            r#"{"id":3,"type":"error","error":{"type":"ValueError","message":"m","traceback":"t"}}"#,
+        )
+        .expect("parse");
+        assert_eq!(r.id, Some(3));
+        assert_eq!(r.error.map(|e| e.exc_type), Some("ValueError".to_owned()));
+        let r: Incoming =
+            serde_json::from_str(r#"{"id":null,"type":"ready","protocol":1,"pid":5}"#)
+                .expect("parse");
+        assert_eq!(r.protocol, Some(PROTOCOL_VERSION));
+    }
+
+    #[test]
+    fn the_embedded_worker_speaks_this_protocol_version() {
+        assert!(WORKER_PY.contains(&format!("PROTOCOL = {PROTOCOL_VERSION}\n")));
+    }
+}
