@@ -56,8 +56,14 @@ pub enum Error {
         stderr_tail: String,
     },
 
-    #[error("python worker (pid {pid}) did not become ready: {reason}")]
-    WorkerStart { pid: u32, reason: String },
+    #[error(
+        "python worker (pid {pid}) did not become ready: {reason}; interpreter: {interpreter}"
+    )]
+    WorkerStart {
+        pid: u32,
+        interpreter: String,
+        reason: String,
+    },
 
     #[error("python worker speaks protocol {found}, this library speaks {expected}")]
     ProtocolVersion { expected: u32, found: u32 },

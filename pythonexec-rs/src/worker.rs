@@ -170,6 +170,8 @@ enum State {
 /// What the background tasks of one process share.
 struct Shared {
     pid: u32,
+    /// The interpreter and why it was chosen, for errors.
+    interpreter: String,
     /// `None` once the process is dead: no request can be added after that.
     pending: Mutex<Option<HashMap<u64, mpsc::UnboundedSender<Reply>>>>,
     state: watch::Sender<State>,
@@ -229,6 +231,7 @@ impl Process {
                 };
                 Err(Error::WorkerStart {
                     pid: self.shared.pid,
+                    interpreter: self.shared.interpreter.clone(),
                     reason,
                 })
             }
@@ -240,6 +243,7 @@ impl Process {
                 self.shared.kill.notify_one();
                 Err(Error::WorkerStart {
                     pid: self.shared.pid,
+                    interpreter: self.shared.interpreter.clone(),
                     reason: format!(
                         "not ready within {timeout:?}; killed; stderr ends with: {}",
                         self.shared.stderr_tail()
@@ -527,6 +531,7 @@ fn spawn_process(
 
     let shared = Arc::new(Shared {
         pid,
+        interpreter: interpreter.to_string(),
         pending: Mutex::new(Some(HashMap::new())),
         state: watch::Sender::new(State::Starting),
         death: OnceLock::new(),

@@ -407,6 +407,7 @@ async fn worker_that_dies_at_start_reports_its_stderr() {
         "{err}"
     );
     assert!(err.to_string().contains("exit status: 3"), "{err}");
+    assert!(err.to_string().contains("given explicitly"), "{err}");
     // Each request tries a fresh process.
     let _ = w.ping().await.expect_err("still broken");
     assert_eq!(w.generation(), 2);
