@@ -8,12 +8,16 @@ mod fixture;
 mod flags;
 mod layer;
 mod lock;
+mod bytecode;
 mod package;
+mod prune;
 mod progress;
 mod report;
 mod runtime;
 mod slim;
+mod sitezip;
 mod spec;
+mod strip;
 mod util;
 mod wheels;
 
