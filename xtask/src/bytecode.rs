@@ -48,7 +48,13 @@ pub fn cache_tag(xy: &str) -> String {
 }
 
 /// The bytecode path of a source for a mode; `keep_source` forces `__pycache__` in sourceless mode.
-pub fn pyc_path(source: &Utf8Path, mode: Mode, xy: &str, optimize: u8, keep_source: bool) -> Option<Utf8PathBuf> {
+pub fn pyc_path(
+    source: &Utf8Path,
+    mode: Mode,
+    xy: &str,
+    optimize: u8,
+    keep_source: bool,
+) -> Option<Utf8PathBuf> {
     let stem = source.file_stem()?;
     let dir = source.parent().unwrap_or(Utf8Path::new(""));
     let opt = if optimize > 0 {
@@ -134,7 +140,12 @@ fn remove_existing(stage: &Utf8Path) -> Result<usize> {
 
 /// Compiles every job with `python` (host interpreter of the target's minor version), two
 /// processes at a time, then deletes the sources of sourceless jobs that compiled.
-pub fn compile(stage: &Utf8Path, jobs: &[Job], python: &Utf8Path, optimize: u8) -> Result<Compiled> {
+pub fn compile(
+    stage: &Utf8Path,
+    jobs: &[Job],
+    python: &Utf8Path,
+    optimize: u8,
+) -> Result<Compiled> {
     let mut out = Compiled {
         stale_removed: remove_existing(stage)?,
         ..Compiled::default()
@@ -159,7 +170,10 @@ pub fn compile(stage: &Utf8Path, jobs: &[Job], python: &Utf8Path, optimize: u8) 
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a compile thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a compile thread panicked")))
+            })
             .collect()
     });
     let mut failed_sources = BTreeSet::new();
@@ -187,7 +201,7 @@ pub fn compile(stage: &Utf8Path, jobs: &[Job], python: &Utf8Path, optimize: u8) 
 }
 
 fn run_script(python: &Utf8Path, stdin: &str) -> Result<Answer> {
-    let output = duct::cmd!(python, "-I", "-B", "-S", "-c", SCRIPT)
+    let output = duct::cmd!(python.as_std_path(), "-I", "-B", "-S", "-c", SCRIPT)
         .env("PYTHONHASHSEED", "0")
         .stdin_bytes(stdin.as_bytes().to_vec())
         .stdout_capture()
@@ -251,7 +265,10 @@ mod tests {
         let jobs = plan(&files, Mode::Sourceless, "3.11", 0, &keep.build().unwrap());
         assert_eq!(jobs.len(), 2);
         assert!(!jobs[0].drop_source);
-        assert_eq!(jobs[1].dfile, "/opt/python/lib/python3.11/site-packages/a/b.py");
+        assert_eq!(
+            jobs[1].dfile,
+            "/opt/python/lib/python3.11/site-packages/a/b.py"
+        );
         assert!(jobs[1].drop_source);
         assert!(plan(&files, Mode::None, "3.11", 0, &none()).is_empty());
     }
@@ -268,7 +285,11 @@ mod tests {
         let stage = Utf8Path::from_path(tmp.path()).unwrap();
         let sp = stage.join("python/lib/python3.11/site-packages");
         fs_err::create_dir_all(sp.join("pkg/__pycache__")).unwrap();
-        fs_err::write(sp.join("pkg/__init__.py"), "X = frozenset({'a', 'b', 'c'})\n").unwrap();
+        fs_err::write(
+            sp.join("pkg/__init__.py"),
+            "X = frozenset({'a', 'b', 'c'})\n",
+        )
+        .unwrap();
         fs_err::write(sp.join("pkg/bad.py"), "def (:\n").unwrap();
         fs_err::write(sp.join("pkg/__pycache__/stale.cpython-311.pyc"), "old").unwrap();
         let files = vec![
@@ -285,9 +306,15 @@ mod tests {
         // PEP 552 flags: 0b01 = hash-based, 0b10 clear = unchecked.
         assert_eq!(&pyc[4..8], &[1, 0, 0, 0]);
         assert!(!sp.join("pkg/__init__.py").exists());
-        let out = duct::cmd!(python, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import pkg; print(pkg.__file__)", &sp)
-            .read()
-            .unwrap();
+        let out = duct::cmd!(
+            python.as_std_path(),
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import pkg; print(pkg.__file__)",
+            &sp
+        )
+        .read()
+        .unwrap();
         assert!(out.ends_with("pkg/__init__.pyc"), "{out}");
     }
 }

@@ -2,20 +2,20 @@
 //!
 //! This file only parses flags and dispatches; each subcommand lives in its own module.
 
+mod bytecode;
 mod doctor;
 mod download;
 mod fixture;
 mod flags;
 mod layer;
 mod lock;
-mod bytecode;
 mod package;
-mod prune;
 mod progress;
+mod prune;
 mod report;
 mod runtime;
-mod slim;
 mod sitezip;
+mod slim;
 mod spec;
 mod strip;
 mod util;

@@ -103,8 +103,9 @@ pub struct KeepOut {
 impl RulesFile {
     pub fn load(path: &Utf8Path) -> Result<RulesFile> {
         let text = fs_err::read_to_string(path).context("reading the pruning rules")?;
-        let rules: RulesFile = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e)))?;
+        let rules: RulesFile = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e))
+        })?;
         check_names(&rules.rules).with_context(|| format!("{path}"))?;
         Ok(rules)
     }
@@ -213,7 +214,9 @@ pub fn classify(path: &Utf8Path) -> FileKind {
     }
     if lower.ends_with(".so") || lower.contains(".so.") {
         let stem = name.split('.').next().unwrap_or_default();
-        return if stem.starts_with("lib") && !lower.contains(".cpython-") && !lower.contains(".abi3.")
+        return if stem.starts_with("lib")
+            && !lower.contains(".cpython-")
+            && !lower.contains(".abi3.")
         {
             FileKind::SharedLibrary
         } else {
@@ -254,8 +257,6 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Rule {
     pub name: String,
-    pub level: Level,
-    pub reason: String,
     pub allow_native: bool,
     /// Relative to the layer root.
     pub gather: Option<Utf8PathBuf>,
@@ -311,8 +312,6 @@ impl Rule {
         }
         Ok(Rule {
             name: def.name.clone(),
-            level: def.level,
-            reason: def.reason.clone(),
             allow_native: def.allow_native,
             gather: def.gather.as_ref().map(|g| layout.python().join(g)),
             globs: glob_set(patterns).with_context(|| format!("rule `{}`", def.name))?,
@@ -328,7 +327,9 @@ impl Rule {
 
     fn matches(&self, e: &Entry) -> bool {
         let hit = self.globs.is_match(e.path.as_std_path())
-            || e.dist.as_ref().is_some_and(|d| self.distributions.contains(d));
+            || e.dist
+                .as_ref()
+                .is_some_and(|d| self.distributions.contains(d));
         hit && !self.except.is_match(e.path.as_std_path())
     }
 }
@@ -373,7 +374,12 @@ impl Protections {
     }
 
     /// Why `e` may not be deleted by `rule`, if it may not.
-    fn refuses(&self, e: &Entry, rule: &Rule, native_dirs: &BTreeSet<Utf8PathBuf>) -> Option<String> {
+    fn refuses(
+        &self,
+        e: &Entry,
+        rule: &Rule,
+        native_dirs: &BTreeSet<Utf8PathBuf>,
+    ) -> Option<String> {
         for (why, set) in &self.sets {
             if set.is_match(e.path.as_std_path()) {
                 return Some(why.clone());
@@ -498,8 +504,9 @@ pub fn execute(stage: &Utf8Path, plan: &Plan, rules: &[Rule]) -> Result<()> {
     let mut dirs = BTreeSet::new();
     for path in plan.delete.keys() {
         let full = stage.join(path);
-        fs_err::remove_file(&full)
-            .with_context(|| format!("deleting {path} (rule `{}`)", rules[plan.delete[path]].name))?;
+        fs_err::remove_file(&full).with_context(|| {
+            format!("deleting {path} (rule `{}`)", rules[plan.delete[path]].name)
+        })?;
         let mut p = path.parent();
         while let Some(d) = p.filter(|d| !d.as_str().is_empty()) {
             dirs.insert(d.to_owned());
@@ -618,7 +625,10 @@ mod tests {
             e(&format!("{SP}/pkg/a.py"), None),
         ];
         let p = plan(&entries, &rules, &protections());
-        assert_eq!(p.delete[Utf8Path::new(&format!("{SP}/pkg/tests/test_a.py"))], 0);
+        assert_eq!(
+            p.delete[Utf8Path::new(&format!("{SP}/pkg/tests/test_a.py"))],
+            0
+        );
         assert_eq!(p.delete[Utf8Path::new(&format!("{SP}/pkg/a.py"))], 1);
         assert_eq!(p.unmatched, vec!["nothing".to_owned()]);
         assert_eq!(p.totals[0], ("tests".into(), 1, 10));
@@ -666,12 +676,19 @@ mod tests {
 
     #[test]
     fn distributions_and_stdlib_names_match() {
-        let r = rule("name='d'\nlevel='check'\nreason='r'\ndistributions=['HF_Xet']\nallow-native=true");
-        let s = rule("name='s'\nlevel='safe'\nreason='r'\nstdlib=['tkinter','_tkinter']\nallow-native=true");
+        let r = rule(
+            "name='d'\nlevel='check'\nreason='r'\ndistributions=['HF_Xet']\nallow-native=true",
+        );
+        let s = rule(
+            "name='s'\nlevel='safe'\nreason='r'\nstdlib=['tkinter','_tkinter']\nallow-native=true",
+        );
         let entries = [
             e(&format!("{SP}/hf_xet/hf_xet.abi3.so"), Some("hf-xet")),
             e(&format!("{SP}/hf_xet-1.0.dist-info/RECORD"), Some("hf-xet")),
-            e(&format!("{SP}/hf_xet-1.0.dist-info/METADATA"), Some("hf-xet")),
+            e(
+                &format!("{SP}/hf_xet-1.0.dist-info/METADATA"),
+                Some("hf-xet"),
+            ),
             e("python/lib/python3.11/tkinter/__init__.py", None),
             e(
                 "python/lib/python3.11/lib-dynload/_tkinter.cpython-311-x86_64-linux-gnu.so",
@@ -682,12 +699,16 @@ mod tests {
         let p = plan(&entries, &[r, s], &protections());
         assert_eq!(p.delete.len(), 4, "{:?}", p.delete);
         assert_eq!(p.refused.len(), 1, "METADATA stays");
-        assert!(!p.delete.contains_key(Utf8Path::new("python/lib/python3.11/tkinterx.py")));
+        assert!(!p
+            .delete
+            .contains_key(Utf8Path::new("python/lib/python3.11/tkinterx.py")));
     }
 
     #[test]
     fn except_globs_and_bad_rules() {
-        let r = rule("name='md'\nlevel='check'\nreason='r'\npaths=['**/*.md']\nexcept=['hub/templates/**']");
+        let r = rule(
+            "name='md'\nlevel='check'\nreason='r'\npaths=['**/*.md']\nexcept=['hub/templates/**']",
+        );
         let entries = [
             e(&format!("{SP}/hub/templates/card.md"), None),
             e(&format!("{SP}/hub/README.md"), None),
@@ -709,10 +730,23 @@ mod tests {
         for def in &rules.rules {
             Rule::compile(def, &layout()).unwrap();
         }
-        Protections::new(&layout(), &rules.protect.paths, &rules.protect.startup_modules, &[], &[])
-            .unwrap();
+        Protections::new(
+            &layout(),
+            &rules.protect.paths,
+            &rules.protect.startup_modules,
+            &[],
+            &[],
+        )
+        .unwrap();
         let names: BTreeSet<&str> = rules.rules.iter().map(|r| r.name.as_str()).collect();
-        for needed in ["licenses", "tests", "documentation", "type-stubs", "hf-xet", "litellm-proxy-ui"] {
+        for needed in [
+            "licenses",
+            "tests",
+            "documentation",
+            "type-stubs",
+            "hf-xet",
+            "litellm-proxy-ui",
+        ] {
             assert!(names.contains(needed), "{needed}");
         }
     }
@@ -737,7 +771,9 @@ mod tests {
         let p = plan(&entries, &rules, &protections());
         execute(stage, &p, &rules).unwrap();
         let gathered = fs_err::read_to_string(stage.join("python/LICENSES.txt")).unwrap();
-        assert!(gathered.contains("MIT terms") && gathered.contains("x-1.0.dist-info/licenses/LICENSE"));
+        assert!(
+            gathered.contains("MIT terms") && gathered.contains("x-1.0.dist-info/licenses/LICENSE")
+        );
         assert!(!sp.join("x/tests").exists(), "emptied folder removed");
         assert!(!sp.join("x-1.0.dist-info/licenses").exists());
         assert!(sp.join("x-1.0.dist-info/METADATA").exists());

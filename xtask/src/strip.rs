@@ -11,7 +11,10 @@ use crate::spec::Arch;
 /// What stripping did to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Stripped { before: u64, after: u64 },
+    Stripped {
+        before: u64,
+        after: u64,
+    },
     /// Left as it was, and why (corrupted by strip, strip failed).
     Kept(String),
 }
@@ -132,7 +135,7 @@ pub fn strip_file(path: &Utf8Path, arch: Arch, tool: &Utf8Path) -> Result<Option
     }
     let tmp = tempfile::tempdir().context("creating a folder for stripping")?;
     let out = tmp.path().join("stripped");
-    let status = duct::cmd!(tool, "--strip-debug", "-o", &out, path)
+    let status = duct::cmd!(tool.as_std_path(), "--strip-debug", "-o", &out, path)
         .stdout_null()
         .stderr_capture()
         .unchecked()
@@ -202,8 +205,12 @@ mod tests {
         .ok()?;
         let obj = dir.join("f.o");
         let so = dir.join("libf.so");
-        duct::cmd!("aarch64-linux-gnu-as", "-g", "-o", &obj, &asm).run().ok()?;
-        duct::cmd!("aarch64-linux-gnu-ld", "-shared", "-o", &so, &obj).run().ok()?;
+        duct::cmd!("aarch64-linux-gnu-as", "-g", "-o", &obj, &asm)
+            .run()
+            .ok()?;
+        duct::cmd!("aarch64-linux-gnu-ld", "-shared", "-o", &so, &obj)
+            .run()
+            .ok()?;
         Some(so)
     }
 
@@ -223,7 +230,11 @@ mod tests {
         );
         let tool = tool(Arch::Arm64).unwrap();
         let outcome = strip_file(&so, Arch::Arm64, &tool).unwrap().unwrap();
-        let Outcome::Stripped { before: b, after: a } = outcome else {
+        let Outcome::Stripped {
+            before: b,
+            after: a,
+        } = outcome
+        else {
             panic!("{outcome:?}")
         };
         assert!(a < b);
@@ -245,7 +256,8 @@ mod tests {
         };
         let good = fs_err::read(&so).unwrap();
         assert_eq!(check_stripped(&good, &good), None);
-        // Shift the first PT_LOAD's file offset by one byte, as a broken strip would.
+        // Shift the first PT_LOAD's address by one byte, so that it no longer agrees with its
+        // file offset modulo the alignment, as after a strip that broke a patchelf'd file.
         let elf = Elf::parse(&good).unwrap();
         let phoff = elf.header.e_phoff as usize;
         let entsize = elf.header.e_phentsize as usize;
@@ -255,9 +267,9 @@ mod tests {
             .position(|p| p.p_type == PT_LOAD)
             .unwrap();
         let mut bad = good.clone();
-        let at = phoff + idx * entsize + 8; // p_offset in Elf64_Phdr
-        let off = u64::from_le_bytes(bad[at..at + 8].try_into().unwrap()) + 1;
-        bad[at..at + 8].copy_from_slice(&off.to_le_bytes());
+        let at = phoff + idx * entsize + 16; // p_vaddr in Elf64_Phdr
+        let vaddr = u64::from_le_bytes(bad[at..at + 8].try_into().unwrap()) + 1;
+        bad[at..at + 8].copy_from_slice(&vaddr.to_le_bytes());
         let why = check_stripped(&good, &bad).unwrap();
         assert!(why.contains("not properly aligned"), "{why}");
         assert!(check_stripped(&good, b"\x7fELFjunk").is_some());
