@@ -52,7 +52,8 @@ pub struct Layer {
     /// Use this CPython archive (path or URL) instead of the spec's pinned download.
     #[arg(long, requires = "python_sha256")]
     pub python_archive: Option<String>,
-    /// The sha256 that `--python-archive` must have.
+    /// The sha256 the runtime archive must have: of `--python-archive`, or, alone, in place
+    /// of the spec's pinned hash (for a mirror serving other builds under the same names).
     #[arg(long)]
     pub python_sha256: Option<String>,
     /// For a cross build: the build machine's CPython archive of the same release

@@ -20,7 +20,10 @@ pub struct BuildRequest {
     pub spec: Spec,
     pub arch: Arch,
     pub out: Utf8PathBuf,
-    pub python_archive: Option<(String, Sha256Hex)>,
+    /// `--python-archive`: a path or URL in place of the spec's download.
+    pub python_archive: Option<String>,
+    /// `--python-sha256`: the hash the runtime archive must have, in place of the spec's.
+    pub python_sha256: Option<Sha256Hex>,
     /// For a cross build: the build machine's CPython archive, to compile bytecode.
     pub host_python_archive: Option<(String, Sha256Hex)>,
     pub profile: Option<String>,
@@ -39,13 +42,12 @@ impl crate::flags::Layer {
         let spec = Spec::load(&self.spec.spec)?;
         let arch = self.arch.unwrap_or(spec.layer.default_arch);
         let out = self.out.unwrap_or_else(|| default_out_dir(arch));
-        let python_archive = match (self.python_archive, self.python_sha256) {
-            (Some(a), Some(h)) => Some((
-                a,
+        let python_sha256 = match self.python_sha256 {
+            Some(h) => Some(
                 h.parse()
                     .map_err(|e: String| anyhow::anyhow!("--python-sha256: {e}"))?,
-            )),
-            _ => None,
+            ),
+            None => None,
         };
         let host_python_archive = match (self.host_python_archive, self.host_python_sha256) {
             (Some(a), Some(h)) => Some((
@@ -59,7 +61,8 @@ impl crate::flags::Layer {
             spec,
             arch,
             out,
-            python_archive,
+            python_archive: self.python_archive,
+            python_sha256,
             host_python_archive,
             profile: self.profile,
             offline: self.offline,
@@ -99,18 +102,38 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     fs_err::create_dir_all(&req.out)?;
     let fetcher = Fetcher::new(req.offline, progress.clone())?;
 
+    // Choosing wheels needs only the lock and the target: fail before any download.
+    let xy = spec.python_xy();
+    let py_minor: u32 = xy
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(11);
+    let target = Target {
+        arch,
+        glibc: spec.glibc(),
+        py_minor,
+    };
+    let env = marker::Env {
+        machine: arch.machine().to_owned(),
+        python_version: xy.clone(),
+        python_full_version: spec.python.version.clone(),
+    };
+    let chosen = choose_wheels(&lock, &env, &target, &lock_path)?;
+
     // 1. Runtime.
-    let (source, sha) = match &req.python_archive {
-        Some((source, sha)) => (source.clone(), sha.clone()),
+    let source = match &req.python_archive {
+        Some(source) => source.clone(),
         None => {
             let mirror = std::env::var("LAYER_PYTHON_MIRROR")
                 .ok()
                 .filter(|m| !m.is_empty());
-            (
-                spec.python_url(arch, mirror.as_deref()),
-                spec.python_sha256(arch)?.clone(),
-            )
+            spec.python_url(arch, mirror.as_deref())
         }
+    };
+    let sha = match &req.python_sha256 {
+        Some(sha) => sha.clone(),
+        None => spec.python_sha256(arch)?.clone(),
     };
     let file_name = source
         .rsplit('/')
@@ -140,23 +163,6 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     fs_err::create_dir_all(&site_packages)?;
 
     // 2. Dependencies.
-    let py_minor: u32 = runtime
-        .xy
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(11);
-    let target = Target {
-        arch,
-        glibc: spec.glibc(),
-        py_minor,
-    };
-    let env = marker::Env {
-        machine: arch.machine().to_owned(),
-        python_version: runtime.xy.clone(),
-        python_full_version: runtime.version.clone(),
-    };
-    let chosen = choose_wheels(&lock, &env, &target, &lock_path)?;
     let downloaded = download_wheels(&fetcher, &chosen, &progress)?;
     let mut owners = Owners::new(site_rel.clone());
     let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
