@@ -380,6 +380,15 @@ impl Protections {
         rule: &Rule,
         native_dirs: &BTreeSet<Utf8PathBuf>,
     ) -> Option<String> {
+        // A rule that removes a whole distribution removes its metadata too: METADATA left
+        // behind would tell importlib.metadata the distribution is still installed.
+        let whole_dist = e
+            .dist
+            .as_ref()
+            .is_some_and(|d| rule.distributions.contains(d));
+        if whole_dist && classify(&e.path) == FileKind::DistMetadata {
+            return None;
+        }
         for (why, set) in &self.sets {
             if set.is_match(e.path.as_std_path()) {
                 return Some(why.clone());
@@ -697,8 +706,11 @@ mod tests {
             e("python/lib/python3.11/tkinterx.py", None),
         ];
         let p = plan(&entries, &[r, s], &protections());
-        assert_eq!(p.delete.len(), 4, "{:?}", p.delete);
-        assert_eq!(p.refused.len(), 1, "METADATA stays");
+        assert_eq!(p.delete.len(), 5, "{:?}", p.delete);
+        assert!(
+            p.refused.is_empty(),
+            "a removed distribution takes its METADATA along"
+        );
         assert!(!p
             .delete
             .contains_key(Utf8Path::new("python/lib/python3.11/tkinterx.py")));
