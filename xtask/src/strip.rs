@@ -241,7 +241,7 @@ mod tests {
         let after = fs_err::read(&so).unwrap();
         let elf = Elf::parse(&after).unwrap();
         assert_eq!(elf.header.e_machine, goblin::elf::header::EM_AARCH64);
-        assert!(elf.dynsyms.len() > 0);
+        assert!(!elf.dynsyms.is_empty());
         assert_eq!(candidate(&after, Arch::Arm64), Candidate::AlreadyStripped);
         assert_eq!(strip_file(&so, Arch::Arm64, &tool).unwrap(), None);
     }
