@@ -6,6 +6,8 @@
 //! - `ping x64`: 64 tasks issuing pings concurrently (throughput).
 //! - `run_python`: a fresh `python -c` per call (median of 20).
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use std::time::{Duration, Instant};
 
 use pythonexec::{run_python, Interpreter, RunOptions, Worker, WorkerConfig};

@@ -165,6 +165,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     // 2. Dependencies.
     let downloaded = download_wheels(&fetcher, &chosen, &progress)?;
     let mut owners = Owners::new(site_rel.clone());
+    let mut skipped_notes = Vec::new();
     let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
     for (wheel, path) in chosen.iter().zip(&downloaded) {
         let installed = wheels::install_wheel(path, &site_packages).with_context(|| {
@@ -179,6 +180,13 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
             &installed.wheel,
             &installed.files,
         );
+        if !installed.skipped.is_empty() {
+            skipped_notes.push(format!(
+                "{}: left out {} file(s) of the wheel's scripts, headers or data, which a layer does not use",
+                installed.name,
+                installed.skipped.len(),
+            ));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -221,6 +229,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         &report_stats,
         &owners,
     );
+    report.notes.extend(skipped_notes);
     slimmed.fill(&mut report);
     report.write(&req.out)?;
 

@@ -17,8 +17,6 @@ use crate::spec::{Arch, Sha256Hex, Spec};
 pub struct PyLock {
     pub lock_version: String,
     #[serde(default)]
-    pub requires_python: Option<String>,
-    #[serde(default)]
     pub packages: Vec<LockedPackage>,
     #[serde(default)]
     pub tool: Option<ToolTable>,

@@ -151,8 +151,6 @@ pub struct Installed {
     pub name: String,
     pub version: String,
     pub wheel: String,
-    /// The `.dist-info` folder, relative to site-packages.
-    pub dist_info: Utf8PathBuf,
     /// Every file written, relative to site-packages.
     pub files: Vec<Utf8PathBuf>,
     /// Files of the wheel's `.data/scripts`, `headers` and `data`, which a layer does not need.
@@ -229,7 +227,7 @@ pub fn install_wheel(wheel: &Utf8Path, site_packages: &Utf8Path) -> Result<Insta
         if entry.is_dir() {
             continue;
         }
-        let member = safe_member(&name).with_context(|| format!("{file_name}"))?;
+        let member = safe_member(&name).with_context(|| file_name.clone())?;
         let dest_rel = match member.strip_prefix(&data_dir) {
             Ok(rest) => {
                 let mut comps = rest.components();
@@ -299,7 +297,6 @@ pub fn install_wheel(wheel: &Utf8Path, site_packages: &Utf8Path) -> Result<Insta
         name,
         version,
         wheel: file_name,
-        dist_info: dist_info.into(),
         files,
         skipped,
     })
