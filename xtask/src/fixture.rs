@@ -4,6 +4,9 @@
 //! x86_64 takes this machine's CPython 3.11; arm64 assembles Debian's arm64 CPython 3.11
 //! packages. Either way the tree is made self-contained the way PBS's is: every library
 //! it needs except glibc's own is copied into `python/lib/`, and RPATHs point there.
+//! Like PBS's, it should need no glibc newer than Lambda's (2.34): `hypot@GLIBC_2.35` is
+//! rebound to the architecture's first version and `_crypt` is left out; on arm64,
+//! Debian's libexpat (needed by the interpreter itself) still needs 2.36, with a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -24,7 +27,7 @@ pub enum Flavour {
 }
 
 /// Bump when the assembled tree changes shape, so stale cached trees are not reused.
-const TREE_FORMAT: &str = "fixture-tree-v2";
+const TREE_FORMAT: &str = "fixture-tree-v3";
 
 /// Every tar entry gets this mtime (2020-01-01), so the same tree gives the same bytes.
 const MTIME: u64 = 1_577_836_800;
@@ -37,6 +40,7 @@ const LAMBDA_GLIBC: Glibc = Glibc {
 
 /// Debian arm64 packages that make up the interpreter and the libraries its modules need.
 /// `libnsl2`/`libtirpc3` (for the obsolete `nis` module) are left out: `nis` is dropped.
+/// So is `libcrypt1`: `_crypt` is left out (see [`skip_stdlib`]).
 const ARM64_PACKAGES: &[&str] = &[
     "python3.11-minimal",
     "libpython3.11-minimal",
@@ -55,8 +59,15 @@ const ARM64_PACKAGES: &[&str] = &[
     "libtinfo6",
     "libreadline8",
     "libdb5.3",
-    "libcrypt1",
 ];
+
+/// What the fixture leaves out or changes compared with PBS, printed with every build.
+const NOTES: &[&str] = &[
+    "`_crypt` and libcrypt.so.1 are left out (libxcrypt here is built against glibc 2.36; the module is deprecated and nothing in this project needs it): `import crypt` raises ImportError, as on many minimal Pythons",
+];
+
+/// Why the arm64 fixture still needs glibc 2.36.
+const ARM64_EXPAT_NOTE: &str = "Debian compiles pyexpat and _elementtree into its python3.11, which therefore needs libexpat.so.1; bookworm's libexpat needs arc4random_buf@GLIBC_2.36, which has no older version, and no older expat is available here: the arm64 fixture needs glibc 2.36 because of it (PBS's bundles its own expat)";
 
 /// What `import` must manage in the check, beyond starting at all.
 const CHECK_IMPORTS: &str =
@@ -93,6 +104,13 @@ impl crate::flags::FixtureRuntime {
             built.unpacked,
             mb(built.unpacked)
         );
+        for note in NOTES
+            .iter()
+            .copied()
+            .chain(built.meta.notes.iter().map(|n| n.as_str()))
+        {
+            println!("  note: {note}");
+        }
         report_glibc(&built.glibc);
         println!("  built in {:.1} s", started.elapsed().as_secs_f64());
 
@@ -145,6 +163,9 @@ struct TreeMeta {
     xy: String,
     /// `importlib.util.MAGIC_NUMBER` in hex.
     magic: String,
+    /// What assembling did to lower the glibc the tree needs, for the summary.
+    #[serde(default)]
+    notes: Vec<String>,
 }
 
 /// Assembles (or reuses) the tree for `arch` and writes it to `out` as an archive.
@@ -410,8 +431,10 @@ fn skip_stdlib(rel: &Utf8Path) -> bool {
         // Debian's is a link into /etc; the layer brings its own.
         || s == "sitecustomize.py"
         || (first.starts_with("config-") && (name.ends_with(".a") || name.ends_with(".o")))
+        // `_crypt` (deprecated) needs libxcrypt's libcrypt.so.1, which the build machines
+        // have only built against glibc 2.36; nothing here needs it. See [`NOTES`].
         || (first == "lib-dynload"
-            && ["_tkinter", "_test", "_ctypes_test", "xxlimited", "_xxtestfuzz", "xxsubtype"]
+            && ["_tkinter", "_test", "_ctypes_test", "xxlimited", "_xxtestfuzz", "xxsubtype", "_crypt."]
                 .iter()
                 .any(|p| name.starts_with(p)))
 }
@@ -498,11 +521,12 @@ fn assemble_x86_64(
         "/lib64".into(),
         "/usr/lib64".into(),
     ];
-    make_self_contained(root, xy, Arch::X86_64, &search, progress)?;
+    let notes = make_self_contained(root, xy, Arch::X86_64, &search, progress)?;
     Ok(TreeMeta {
         version: host.version.clone(),
         xy: xy.clone(),
         magic: host.magic.clone(),
+        notes,
     })
 }
 
@@ -551,7 +575,8 @@ fn assemble_arm64(
         sysroot.join("lib/aarch64-linux-gnu"),
         sysroot.join("usr/lib/aarch64-linux-gnu"),
     ];
-    make_self_contained(root, xy, Arch::Arm64, &search, progress)?;
+    let mut notes = make_self_contained(root, xy, Arch::Arm64, &search, progress)?;
+    notes.push(ARM64_EXPAT_NOTE.to_owned());
 
     // The version of the Debian package, `3.11.2-6+deb12u9` -> `3.11.2`.
     let version = fs_err::read_to_string(sysroot.join(".complete"))?
@@ -565,7 +590,204 @@ fn assemble_arm64(
         version,
         xy: xy.to_owned(),
         magic: host.magic.clone(),
+        notes,
     })
+}
+
+/// libm functions whose `GLIBC_2.35` version differs from the architecture's first one only
+/// in how errors are reported (glibc 2.35 dropped the SVID `matherr` wrapper; both set
+/// `errno`): a file needing only these from `GLIBC_2.35` can be bound to the older version.
+const REBINDABLE: &[&str] = &["hypot", "hypotf"];
+
+/// The glibc version [`REBINDABLE`] symbols are bound to instead: the first one of the
+/// architecture, which every glibc for it has.
+fn baseline_glibc_version(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "GLIBC_2.2.5",
+        Arch::Arm64 => "GLIBC_2.17",
+    }
+}
+
+/// What [`rebind_glibc_2_35`] did to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rebind {
+    /// The file needs nothing from `GLIBC_2.35` of libm or libc.
+    NotNeeded,
+    /// Renamed: these symbols now need the baseline version.
+    Rebound(Vec<String>),
+    /// Left alone, and why.
+    Refused(String),
+}
+
+/// The SysV ELF hash (`vna_hash`).
+fn elf_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &c in name {
+        h = (h << 4).wrapping_add(u32::from(c));
+        let g = h & 0xf000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+        }
+        h &= !g;
+    }
+    h
+}
+
+/// In the ELF file `bytes`, renames the `GLIBC_2.35` requirement on `libm.so.6` (or
+/// `libc.so.6`) to `new_version` when every symbol bound to it is in [`REBINDABLE`]:
+/// `vna_name` gets the offset of `new_version` in `.dynstr` (which must already hold it)
+/// and `vna_hash` its hash. Nothing else moves, so the file stays valid.
+fn rebind_glibc_2_35(bytes: &mut [u8], new_version: &str) -> Result<Rebind> {
+    rebind_glibc_2_35_of(bytes, new_version, REBINDABLE)
+}
+
+fn rebind_glibc_2_35_of(bytes: &mut [u8], new_version: &str, allowed: &[&str]) -> Result<Rebind> {
+    use goblin::elf::section_header::SHT_GNU_VERNEED;
+    const OLD: &str = "GLIBC_2.35";
+
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| anyhow::anyhow!("not ELF: {e}"))?;
+    if !elf.little_endian {
+        return Ok(Rebind::Refused(
+            "big-endian ELF files are not handled".into(),
+        ));
+    }
+    // The `vna_other` index and file offset of each GLIBC_2.35 entry to rename.
+    let Some(shdr) = elf
+        .section_headers
+        .iter()
+        .find(|s| s.sh_type == SHT_GNU_VERNEED)
+    else {
+        return Ok(Rebind::NotNeeded);
+    };
+    let verneed_start = shdr.sh_offset as usize;
+    let verneed_end = verneed_start + shdr.sh_size as usize;
+    let dynstr = elf
+        .section_headers
+        .get(shdr.sh_link as usize)
+        .context("the link of .gnu.version_r is not a section")?;
+    let (dynstr_start, dynstr_len) = (dynstr.sh_offset as usize, dynstr.sh_size as usize);
+    if verneed_end > bytes.len() || dynstr_start + dynstr_len > bytes.len() {
+        bail!("version sections lie outside the file");
+    }
+    let u16_at = |off: usize| u16::from_le_bytes([bytes[off], bytes[off + 1]]);
+    let u32_at = |off: usize| {
+        u32::from_le_bytes([bytes[off], bytes[off + 1], bytes[off + 2], bytes[off + 3]])
+    };
+    let mut targets: Vec<(usize, u16)> = Vec::new();
+    let mut need_off = verneed_start;
+    loop {
+        if need_off + 16 > verneed_end {
+            bail!(".gnu.version_r is truncated");
+        }
+        let (cnt, file, aux, next) = (
+            u16_at(need_off + 2),
+            u32_at(need_off + 4),
+            u32_at(need_off + 8),
+            u32_at(need_off + 12),
+        );
+        let file = elf.dynstrtab.get_at(file as usize).unwrap_or("");
+        let mut aux_off = need_off + aux as usize;
+        for _ in 0..cnt {
+            if aux_off + 16 > verneed_end {
+                bail!(".gnu.version_r is truncated");
+            }
+            let (other, name, aux_next) = (
+                u16_at(aux_off + 6),
+                u32_at(aux_off + 8),
+                u32_at(aux_off + 12),
+            );
+            if elf.dynstrtab.get_at(name as usize) == Some(OLD) {
+                if !matches!(file, "libm.so.6" | "libc.so.6") {
+                    return Ok(Rebind::Refused(format!("{OLD} is needed from {file}")));
+                }
+                targets.push((aux_off, other));
+            }
+            if aux_next == 0 {
+                break;
+            }
+            aux_off += aux_next as usize;
+        }
+        if next == 0 {
+            break;
+        }
+        need_off += next as usize;
+    }
+    if targets.is_empty() {
+        return Ok(Rebind::NotNeeded);
+    }
+
+    // Every symbol bound to those entries must be one that may be rebound.
+    let versym = elf
+        .versym
+        .as_ref()
+        .context("version requirements but no .gnu.version")?;
+    let mut symbols = BTreeSet::new();
+    for (i, sym) in elf.dynsyms.iter().enumerate() {
+        let Some(v) = versym.get_at(i) else { continue };
+        if targets.iter().any(|&(_, other)| other == v.vs_val & 0x7fff) {
+            let name = elf.dynstrtab.get_at(sym.st_name).unwrap_or("?");
+            if !allowed.contains(&name) {
+                return Ok(Rebind::Refused(format!(
+                    "{name} needs {OLD}, and only {allowed:?} may be rebound"
+                )));
+            }
+            symbols.insert(name.to_owned());
+        }
+    }
+
+    // The new name, already in .dynstr (ending in a NUL; it may be the tail of a longer one).
+    let needle = format!("{new_version}\0");
+    let table = &bytes[dynstr_start..dynstr_start + dynstr_len];
+    let Some(name_off) = table
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+    else {
+        return Ok(Rebind::Refused(format!("{new_version} is not in .dynstr")));
+    };
+    if elf.dynstrtab.get_at(name_off) != Some(new_version) {
+        return Ok(Rebind::Refused(
+            ".dynstr and DT_STRTAB disagree; not patching".into(),
+        ));
+    }
+    let hash = elf_hash(new_version.as_bytes());
+    drop(elf);
+    for (aux_off, _) in targets {
+        bytes[aux_off..aux_off + 4].copy_from_slice(&hash.to_le_bytes());
+        bytes[aux_off + 8..aux_off + 12].copy_from_slice(&(name_off as u32).to_le_bytes());
+    }
+    Ok(Rebind::Rebound(symbols.into_iter().collect()))
+}
+
+/// Applies [`rebind_glibc_2_35`] to the runtime's ELF files; returns notes for the summary.
+fn rebind_tree(root: &Utf8Path, xy: &str, arch: Arch) -> Result<Vec<String>> {
+    let new_version = baseline_glibc_version(arch);
+    let mut rebound: BTreeMap<Vec<String>, Vec<Utf8PathBuf>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for (rel, _) in elf_files(root, xy)? {
+        let path = root.join(&rel);
+        let mut bytes = fs_err::read(&path)?;
+        match rebind_glibc_2_35(&mut bytes, new_version).with_context(|| format!("{path}"))? {
+            Rebind::NotNeeded => {}
+            Rebind::Rebound(symbols) => {
+                make_writable(&path)?;
+                // In place: keeps the file's mode.
+                fs_err::write(&path, &bytes)?;
+                rebound.entry(symbols).or_default().push(rel);
+            }
+            Rebind::Refused(why) => {
+                notes.push(format!("{rel} still needs GLIBC_2.35: {why}"));
+            }
+        }
+    }
+    for (symbols, files) in rebound {
+        let files: Vec<&str> = files.iter().map(|f| f.as_str()).collect();
+        notes.push(format!(
+            "{} rebound from GLIBC_2.35 to {new_version} (same function; 2.35 only changed its errno handling) in {}",
+            symbols.join(", "),
+            files.join(", ")
+        ));
+    }
+    Ok(notes)
 }
 
 /// glibc's own libraries: Lambda provides them, and they must match its loader.
@@ -620,15 +842,15 @@ fn elf_files(root: &Utf8Path, xy: &str) -> Result<Vec<(Utf8PathBuf, &'static str
 }
 
 /// Copies every non-glibc library the ELF files need (transitively) from `search` into
-/// `lib/`, drops extension modules whose libraries are missing, strips debug info, and
-/// points RPATHs into the tree.
+/// `lib/`, drops extension modules whose libraries are missing, strips debug info, points
+/// RPATHs into the tree, and rebinds [`REBINDABLE`] symbols; returns notes for the summary.
 fn make_self_contained(
     root: &Utf8Path,
     xy: &str,
     arch: Arch,
     search: &[Utf8PathBuf],
     progress: &crate::progress::Progress,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let lib = root.join("lib");
     // file (relative to root) -> its needed libraries
     let mut deps: BTreeMap<Utf8PathBuf, Vec<String>> = BTreeMap::new();
@@ -728,7 +950,12 @@ fn make_self_contained(
             .args(&paths))
         .context("setting RPATHs with patchelf")?;
     }
-    Ok(())
+    // Last: patchelf may move .dynstr.
+    let notes = rebind_tree(root, xy, arch)?;
+    for note in &notes {
+        progress.line(format!("  {note}"));
+    }
+    Ok(notes)
 }
 
 fn make_writable(path: &Utf8Path) -> Result<()> {
@@ -986,6 +1213,7 @@ mod tests {
             "config-3.11-x86_64-linux-gnu/libpython3.11.a",
             "lib-dynload/_tkinter.cpython-311-x86_64-linux-gnu.so",
             "lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so",
+            "lib-dynload/_crypt.cpython-311-aarch64-linux-gnu.so",
             "sitecustomize.py",
             "EXTERNALLY-MANAGED",
         ] {
@@ -1002,6 +1230,7 @@ mod tests {
             "lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
             "unittest/case.py",
             "testing.py",
+            "crypt.py",
         ] {
             assert!(!skip_stdlib(Utf8Path::new(kept)), "{kept} should be kept");
         }
@@ -1023,6 +1252,7 @@ mod tests {
             version: "3.11.7".into(),
             xy: "3.11".into(),
             magic: "a70d0d0a".into(),
+            notes: vec![],
         };
         let glibc = GlibcNeeds {
             max: Some(Glibc {
@@ -1039,6 +1269,96 @@ mod tests {
         assert_eq!(v["crt_features"][0], "glibc-max-symbol-version:2.34");
     }
 
+    /// `(library, version, hash)` of every version requirement of an ELF file.
+    fn requirements(bytes: &[u8]) -> Vec<(String, String, u32)> {
+        let elf = goblin::elf::Elf::parse(bytes).expect("still parses");
+        let mut out = Vec::new();
+        for need in elf.verneed.as_ref().expect("verneed").iter() {
+            let file = elf.dynstrtab.get_at(need.vn_file).expect("file").to_owned();
+            for aux in need.iter() {
+                let name = elf.dynstrtab.get_at(aux.vna_name).expect("name").to_owned();
+                out.push((file.clone(), name, aux.vna_hash));
+            }
+        }
+        out
+    }
+
+    const PYENV_LIBPYTHON: &str = "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0";
+
+    #[test]
+    fn elf_hash_matches_the_linker() {
+        // As `ld` wrote them into glibc's own files.
+        assert_eq!(elf_hash(b"GLIBC_2.2.5"), 0x0969_1a75);
+        assert_eq!(elf_hash(b"GLIBC_2.17"), 0x0696_9197);
+        assert_eq!(elf_hash(b""), 0);
+    }
+
+    /// On a copy of a real libpython that needs `hypot@GLIBC_2.35`.
+    #[test]
+    fn rebinds_hypot_in_a_real_libpython() {
+        let Ok(original) = fs_err::read(PYENV_LIBPYTHON) else {
+            eprintln!("skipped: needs {PYENV_LIBPYTHON}");
+            return;
+        };
+        let before = requirements(&original);
+        if !before.iter().any(|(_, v, _)| v == "GLIBC_2.35") {
+            eprintln!("skipped: {PYENV_LIBPYTHON} does not need GLIBC_2.35");
+            return;
+        }
+        // The hash ld wrote for GLIBC_2.2.5 elsewhere in the file.
+        let (_, _, ld_hash) = before
+            .iter()
+            .find(|(_, v, _)| v == "GLIBC_2.2.5")
+            .expect("GLIBC_2.2.5")
+            .clone();
+
+        // Not allowed: left alone, byte for byte.
+        let mut bytes = original.clone();
+        let refused = rebind_glibc_2_35_of(&mut bytes, "GLIBC_2.2.5", &["hypotf"]).expect("ok");
+        assert!(
+            matches!(&refused, Rebind::Refused(why) if why.contains("hypot")),
+            "{refused:?}"
+        );
+        assert!(bytes == original);
+        // A version .dynstr does not hold: left alone.
+        let refused = rebind_glibc_2_35(&mut bytes, "GLIBC_2.99").expect("ok");
+        assert!(matches!(refused, Rebind::Refused(_)), "{refused:?}");
+        assert!(bytes == original);
+
+        let done = rebind_glibc_2_35(&mut bytes, "GLIBC_2.2.5").expect("rebind");
+        assert_eq!(done, Rebind::Rebound(vec!["hypot".to_owned()]));
+        assert_eq!(bytes.len(), original.len());
+        let after = requirements(&bytes);
+        assert!(
+            !after.iter().any(|(_, v, _)| v == "GLIBC_2.35"),
+            "{after:?}"
+        );
+        assert_eq!(after.len(), before.len());
+        for ((lib_a, v_a, h_a), (lib_b, v_b, h_b)) in after.iter().zip(&before) {
+            assert_eq!(lib_a, lib_b);
+            if v_b == "GLIBC_2.35" {
+                assert_eq!((v_a.as_str(), *h_a), ("GLIBC_2.2.5", ld_hash));
+            } else {
+                assert_eq!((v_a, h_a), (v_b, h_b));
+            }
+        }
+        // Only the renamed entry's 8 bytes changed.
+        let changed = bytes.iter().zip(&original).filter(|(a, b)| a != b).count();
+        assert!((1..=8).contains(&changed), "{changed} bytes changed");
+        // Once is enough.
+        assert_eq!(
+            rebind_glibc_2_35(&mut bytes, "GLIBC_2.2.5").expect("again"),
+            Rebind::NotNeeded
+        );
+        // And glibc_needs agrees, on a tree holding it.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
+        fs_err::write(root.join("libpython3.11.so.1.0"), &bytes).expect("write");
+        let needs = glibc_needs(&root).expect("needs");
+        assert!(needs.too_new.is_empty(), "{needs:?}");
+        assert!(needs.max <= Some(LAMBDA_GLIBC), "{needs:?}");
+    }
+
     /// Builds the real x86_64 fixture (tens of seconds the first time, cached after),
     /// twice: same bytes; then unpacks and runs it.
     #[test]
@@ -1052,7 +1372,10 @@ mod tests {
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
         let a = dir.join("a.tar.gz");
         let b = dir.join("b.tar.gz");
-        build(Arch::X86_64, Flavour::InstallOnly, &a, &progress).expect("build a");
+        let built = build(Arch::X86_64, Flavour::InstallOnly, &a, &progress).expect("build a");
+        // hypot rebound, _crypt left out: nothing needs more than Lambda's glibc.
+        assert!(built.glibc.too_new.is_empty(), "{:?}", built.glibc);
+        assert!(built.glibc.max <= Some(LAMBDA_GLIBC), "{:?}", built.glibc);
         build(Arch::X86_64, Flavour::InstallOnly, &b, &progress).expect("build b");
         assert_eq!(
             crate::util::sha256_file(&a).expect("a"),
@@ -1069,10 +1392,15 @@ mod tests {
         assert!(info.version.starts_with("3.11."), "{}", info.version);
         let out = Command::new(info.root.join(&info.exe))
             .env_clear()
-            .args(["-c", "import ssl; print(1)"])
+            .env("LD_BIND_NOW", "1")
+            .args(["-c", REBOUND_CHECK])
             .output();
-        assert_eq!(out.expect("run").stdout, b"1\n");
+        assert_eq!(out.expect("run").stdout, b"ok\n");
+        assert!(!dest.join("python/install/lib/libcrypt.so.1").exists());
     }
+
+    /// Uses the rebound `hypot` (from libpython and from cmath); `crypt` is left out.
+    const REBOUND_CHECK: &str = "import ssl, math, cmath\nassert math.hypot(3, 4) == 5.0\nassert cmath.polar(3+4j)[0] == 5.0\ntry:\n    import crypt\nexcept ImportError:\n    print('ok')";
 
     /// Builds the arm64 fixture from Debian's packages and runs it under qemu.
     #[test]
@@ -1087,8 +1415,40 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
         let out = dir.join("arm64.tar.gz");
-        build(Arch::Arm64, Flavour::InstallOnly, &out, &progress).expect("build");
+        let built = build(Arch::Arm64, Flavour::InstallOnly, &out, &progress).expect("build");
+        // Only Debian's libexpat (needed by the interpreter itself) is left above 2.34.
+        let too_new: Vec<&str> = built
+            .glibc
+            .too_new
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .collect();
+        assert!(
+            too_new.is_empty() || too_new == ["lib/libexpat.so.1"],
+            "{:?}",
+            built.glibc
+        );
         let report = check(Arch::Arm64, &out, &progress).expect("check");
         assert!(report.contains("aarch64"), "{report}");
+        let dest = dir.join("unpacked");
+        let info = crate::runtime::extract(&out, &dest, Arch::Arm64).expect("extract");
+        let sysroot = arm64_sysroot().expect("sysroot");
+        let out = Command::new("qemu-aarch64-static")
+            .env_clear()
+            .arg("-L")
+            .arg(&sysroot)
+            .arg("-E")
+            .arg(format!("PYTHONHOME={}", info.root))
+            .args(["-E", "LD_BIND_NOW=1"])
+            .arg(info.root.join(&info.exe))
+            .args(["-s", "-c", REBOUND_CHECK])
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.stdout,
+            b"ok\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
