@@ -169,6 +169,28 @@ fn is_top_level(first: &str, name: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('.'))
 }
 
+/// Module names a distribution commonly installs besides its own name, for layers whose
+/// RECORD and top_level.txt are gone: `python-dotenv` -> `dotenv`, `rpds-py` -> `rpds`,
+/// `pyyaml` -> `yaml`, `_yaml`; `tiktoken` -> `tiktoken_ext`; `attrs` -> `attr`.
+fn guessed_modules(norm: &str) -> Vec<String> {
+    let n = norm.replace('-', "_");
+    let mut stems = vec![n.clone()];
+    for p in ["python_", "py_", "py"] {
+        if let Some(rest) = n.strip_prefix(p).filter(|r| r.len() > 2) {
+            stems.push(rest.to_owned());
+        }
+    }
+    for suffix in ["_py", "_python", "s"] {
+        if let Some(rest) = n.strip_suffix(suffix).filter(|r| r.len() > 2) {
+            stems.push(rest.to_owned());
+        }
+    }
+    stems
+        .iter()
+        .flat_map(|s| [s.clone(), format!("_{s}"), format!("{s}_ext")])
+        .collect()
+}
+
 /// The module name a first path component stands for: `six.py` -> `six`, `yaml/` -> `yaml`.
 fn module_of(first: &str) -> Option<&str> {
     if first.ends_with(".dist-info") || first.ends_with(".data") || first == "__pycache__" {
@@ -315,19 +337,22 @@ pub fn attribute(raw: RawLayer) -> Layer {
             attributed_by: if by_record { "RECORD" } else { "top-level names" },
         });
     }
-    // Files no RECORD lists (RECORD pruned, or never there): by top-level name.
-    for f in files.iter_mut().filter(|f| f.dist.is_none()) {
-        let Some(site) = f.site else { continue };
-        let Ok(rel) = f.path.strip_prefix(&sites[site]) else {
-            continue;
-        };
-        let Some(first) = rel.components().next().map(|c| c.as_str()) else {
-            continue;
-        };
-        f.dist = dists
-            .iter()
-            .zip(&top_levels)
-            .position(|(d, tops)| d.site == site && tops.iter().any(|t| is_top_level(first, t)));
+    // Files no RECORD lists (RECORD pruned, or never there): by top-level name, first the names
+    // the distribution declares, then names guessed from its own.
+    let guesses: Vec<Vec<String>> = dists.iter().map(|d| guessed_modules(&d.norm)).collect();
+    for names in [&top_levels, &guesses] {
+        for f in files.iter_mut().filter(|f| f.dist.is_none()) {
+            let Some(site) = f.site else { continue };
+            let Ok(rel) = f.path.strip_prefix(&sites[site]) else {
+                continue;
+            };
+            let Some(first) = rel.components().next().map(|c| c.as_str()) else {
+                continue;
+            };
+            f.dist = dists.iter().zip(names.iter()).position(|(d, tops)| {
+                d.site == site && tops.iter().any(|t| is_top_level(first, t))
+            });
+        }
     }
     // Bytecode compiled after installation belongs to its source's distribution.
     for i in 0..files.len() {
@@ -1241,6 +1266,16 @@ mod tests {
             assert_eq!(is_top_level(first, name), expected, "{first} {name}");
         }
         assert_eq!(module_of("six.py"), Some("six"));
+        for (dist, module) in [
+            ("python-dotenv", "dotenv"),
+            ("rpds-py", "rpds"),
+            ("pyyaml", "_yaml"),
+            ("pyyaml", "yaml"),
+            ("tiktoken", "tiktoken_ext"),
+            ("attrs", "attr"),
+        ] {
+            assert!(guessed_modules(dist).contains(&module.to_owned()), "{dist}");
+        }
         assert_eq!(module_of("six-1.0.dist-info"), None);
         assert_eq!(module_of("distutils-precedence.pth"), None);
     }

@@ -220,7 +220,11 @@ fn dynamic_imports(text: &str, lang: Lang) -> Vec<String> {
             };
             if let Some(end) = args[1..].find(q) {
                 let module = &args[1..1 + end];
-                if let Some(first) = module.split('.').next().filter(|m| !m.is_empty()) {
+                let first = module.split('.').next().unwrap_or_default();
+                let is_name = !first.is_empty()
+                    && !first.starts_with(|c: char| c.is_ascii_digit())
+                    && first.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if is_name {
                     out.push(first.to_owned());
                 }
             }
