@@ -201,7 +201,10 @@ mod tests {
 
     #[test]
     fn extras_in_markers() {
-        assert_eq!(with_extra("extra == 'proxy'", "proxy"), "\"proxy\" == 'proxy'");
+        assert_eq!(
+            with_extra("extra == 'proxy'", "proxy"),
+            "\"proxy\" == 'proxy'"
+        );
         assert_eq!(
             with_extra("extra_x == 'extra' and extra=='a'", "a"),
             "extra_x == 'extra' and \"a\"=='a'"
@@ -209,7 +212,11 @@ mod tests {
         let table: [(&str, &[&str], bool); 5] = [
             ("extra == \"proxy\"", &[], false),
             ("extra == \"proxy\"", &["proxy"], true),
-            ("extra == \"proxy\" and python_version < \"3.9\"", &["proxy"], false),
+            (
+                "extra == \"proxy\" and python_version < \"3.9\"",
+                &["proxy"],
+                false,
+            ),
             ("python_version >= \"3.8\"", &[], true),
             ("frobnicate == \"x\"", &[], true),
         ];
@@ -227,7 +234,11 @@ mod tests {
         let mut requires = BTreeMap::new();
         requires.insert(
             "app".to_owned(),
-            metadata(&["lib", "proxy-dep ; extra == 'proxy'", "winonly ; sys_platform == 'win32'"]),
+            metadata(&[
+                "lib",
+                "proxy-dep ; extra == 'proxy'",
+                "winonly ; sys_platform == 'win32'",
+            ]),
         );
         requires.insert("lib".to_owned(), metadata(&["app"]));
         requires.insert("proxy-dep".to_owned(), vec![]);

@@ -104,9 +104,8 @@ pub fn diff(old: &Analysis, new: &Analysis) -> Diff {
             let (a, b) = (o.get(name), n.get(name));
             let bytes = |x: Option<&(String, u64, u64)>| x.map(|x| (x.1, x.2)).unwrap_or((0, 0));
             let ((ob, oc), (nb, nc)) = (bytes(a), bytes(b));
-            let version = |x: Option<&(String, u64, u64)>| {
-                x.map(|x| x.0.clone()).filter(|v| !v.is_empty())
-            };
+            let version =
+                |x: Option<&(String, u64, u64)>| x.map(|x| x.0.clone()).filter(|v| !v.is_empty());
             let change = match (a, b) {
                 (None, _) => Change::Added,
                 (_, None) => Change::Removed,
@@ -132,7 +131,11 @@ pub fn diff(old: &Analysis, new: &Analysis) -> Diff {
     rows.sort_by(|a, b| {
         (a.change == Change::Same)
             .cmp(&(b.change == Change::Same))
-            .then(b.delta_bytes.unsigned_abs().cmp(&a.delta_bytes.unsigned_abs()))
+            .then(
+                b.delta_bytes
+                    .unsigned_abs()
+                    .cmp(&a.delta_bytes.unsigned_abs()),
+            )
             .then_with(|| a.name.cmp(&b.name))
     });
     Diff {
@@ -197,7 +200,11 @@ impl Diff {
                 signed(n as i64 - o as i64)
             );
         }
-        let changed: Vec<&Row> = self.rows.iter().filter(|r| r.change != Change::Same).collect();
+        let changed: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.change != Change::Same)
+            .collect();
         let _ = writeln!(s);
         if changed.is_empty() {
             let _ = writeln!(s, "No distribution changed.");

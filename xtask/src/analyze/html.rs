@@ -56,7 +56,9 @@ impl Trie {
     }
 
     fn dominant(kinds: &[u64; 8]) -> usize {
-        (0..8).max_by_key(|&i| (kinds[i], std::cmp::Reverse(i))).unwrap_or(0)
+        (0..8)
+            .max_by_key(|&i| (kinds[i], std::cmp::Reverse(i)))
+            .unwrap_or(0)
     }
 
     fn into_node(self, name: String, depth: usize) -> Node {

@@ -334,7 +334,11 @@ pub fn attribute(raw: RawLayer) -> Layer {
             version,
             site,
             requires: deps::requires_dist(&metadata),
-            attributed_by: if by_record { "RECORD" } else { "top-level names" },
+            attributed_by: if by_record {
+                "RECORD"
+            } else {
+                "top-level names"
+            },
         });
     }
     // Files no RECORD lists (RECORD pruned, or never there): by top-level name, first the names
@@ -795,7 +799,9 @@ fn pruning(
         .iter()
         .map(|f| {
             let path = match f.site {
-                Some(s) => canonical_sp.join(f.path.strip_prefix(&layer.sites[s]).unwrap_or(&f.path)),
+                Some(s) => {
+                    canonical_sp.join(f.path.strip_prefix(&layer.sites[s]).unwrap_or(&f.path))
+                }
                 None => f.path.clone(),
             };
             *compressed.entry(path.clone()).or_default() += f.compressed;
@@ -875,7 +881,11 @@ fn pct(part: u64, whole: u64) -> String {
 impl Analysis {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let est = if self.compressed_estimated { " (estimated)" } else { "" };
+        let est = if self.compressed_estimated {
+            " (estimated)"
+        } else {
+            ""
+        };
         let _ = writeln!(s, "layer       {}", self.layer);
         if let Some(z) = self.zip_bytes {
             let _ = writeln!(s, "zip         {}", mb(z));
@@ -895,7 +905,15 @@ impl Analysis {
             );
         }
         for site in &self.sites {
-            let _ = writeln!(s, "site        {}", if site.as_str().is_empty() { "(layer root)" } else { site.as_str() });
+            let _ = writeln!(
+                s,
+                "site        {}",
+                if site.as_str().is_empty() {
+                    "(layer root)"
+                } else {
+                    site.as_str()
+                }
+            );
         }
         let total = self.files_bytes;
         let _ = writeln!(s, "\nby distribution");
@@ -1016,11 +1034,7 @@ impl Analysis {
             }
         }
         if let Some(scan) = &self.scan {
-            let _ = writeln!(
-                s,
-                "\nsource scan of {} ({} files)",
-                scan.dir, scan.files
-            );
+            let _ = writeln!(s, "\nsource scan of {} ({} files)", scan.dir, scan.files);
             let _ = writeln!(
                 s,
                 "  LiteLLM providers referenced ({} known, from {}):",
@@ -1094,7 +1108,10 @@ fn default_layer(spec: &crate::spec::Spec) -> Result<Utf8PathBuf> {
             .filter_map(|d| d.ok())
             .filter_map(|d| crate::util::utf8(d.path()).ok())
             .filter_map(|p| {
-                let t = fs_err::metadata(p.join("report.json")).ok()?.modified().ok()?;
+                let t = fs_err::metadata(p.join("report.json"))
+                    .ok()?
+                    .modified()
+                    .ok()?;
                 Some((t, p))
             })
             .collect();
@@ -1104,8 +1121,8 @@ fn default_layer(spec: &crate::spec::Spec) -> Result<Utf8PathBuf> {
     for dir in candidates {
         let report = dir.join("report.json");
         if let Ok(text) = fs_err::read_to_string(&report) {
-            let r: crate::report::Report = serde_json::from_str(&text)
-                .with_context(|| format!("reading {report}"))?;
+            let r: crate::report::Report =
+                serde_json::from_str(&text).with_context(|| format!("reading {report}"))?;
             if r.zip_path.exists() {
                 return Ok(r.zip_path);
             }
@@ -1145,13 +1162,11 @@ impl crate::flags::Analyze {
         // The spec applies when given, or when this tool built the layer from the default one.
         let spec = match &self.spec {
             Some(p) => Some(crate::spec::Spec::load(p)?),
-            None => own
-                .as_ref()
-                .and_then(|(_, r)| {
-                    crate::spec::Spec::load(&default_spec_path)
-                        .ok()
-                        .filter(|s| s.layer.name == r.name)
-                }),
+            None => own.as_ref().and_then(|(_, r)| {
+                crate::spec::Spec::load(&default_spec_path)
+                    .ok()
+                    .filter(|s| s.layer.name == r.name)
+            }),
         };
         let raw = read::read_layer(&layer_path)
             .with_context(|| format!("reading the layer {layer_path}"))?;
@@ -1308,8 +1323,7 @@ mod tests {
             (format!("{sp}/b-2.0.dist-info/top_level.txt"), "b_pkg\n"),
             ("python/c-3.0.dist-info/METADATA".to_owned(), meta_c),
         ];
-        let contents: Vec<(&str, &str)> =
-            contents.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        let contents: Vec<(&str, &str)> = contents.iter().map(|(p, c)| (p.as_str(), *c)).collect();
         let layer = attribute(raw(&files, &contents));
         let owner = |path: &str| -> Option<&str> {
             let f = layer.files.iter().find(|f| f.path == path).unwrap();
@@ -1320,7 +1334,11 @@ mod tests {
             owner(&format!("{sp}/a/__pycache__/__init__.cpython-311.pyc")),
             Some("a")
         );
-        assert_eq!(owner(&format!("{sp}/b_pkg/mod.pyc")), Some("b"), "top_level.txt");
+        assert_eq!(
+            owner(&format!("{sp}/b_pkg/mod.pyc")),
+            Some("b"),
+            "top_level.txt"
+        );
         assert_eq!(owner(&format!("{sp}/stray.py")), None);
         assert_eq!(owner("python/lib/python3.11/os.py"), None);
         assert_eq!(owner("python/c.py"), Some("c"));

@@ -184,11 +184,17 @@ mod tests {
     #[test]
     fn wanted_table() {
         let table = [
-            ("python/lib/python3.11/site-packages/six-1.16.0.dist-info/METADATA", true),
+            (
+                "python/lib/python3.11/site-packages/six-1.16.0.dist-info/METADATA",
+                true,
+            ),
             ("python/six-1.16.0.dist-info/RECORD", true),
             ("x.dist-info/top_level.txt", true),
             ("x.dist-info/licenses/METADATA", false),
-            ("python/lib/python3.11/site-packages/litellm/types/utils.py", true),
+            (
+                "python/lib/python3.11/site-packages/litellm/types/utils.py",
+                true,
+            ),
             ("python/bin/python3.11", true),
             ("python/bin/python3", false),
             ("python/bin/python3.11-config", false),

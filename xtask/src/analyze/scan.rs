@@ -214,7 +214,11 @@ fn dynamic_imports(text: &str, lang: Lang) -> Vec<String> {
     for call in calls {
         for (at, _) in text.match_indices(call) {
             let args = &text[at + call.len()..];
-            let args = args.trim_start().strip_prefix("py,").unwrap_or(args).trim_start();
+            let args = args
+                .trim_start()
+                .strip_prefix("py,")
+                .unwrap_or(args)
+                .trim_start();
             let Some(q) = args.chars().next().filter(|c| matches!(c, '"' | '\'')) else {
                 continue;
             };
@@ -346,7 +350,10 @@ fn own_modules(files: &[Utf8PathBuf], dir: &Utf8Path) -> BTreeSet<String> {
         .filter_map(|f| f.strip_prefix(dir).ok())
         .flat_map(|rel| {
             let stem = rel.file_stem().map(str::to_owned);
-            let parent = rel.parent().and_then(Utf8Path::file_name).map(str::to_owned);
+            let parent = rel
+                .parent()
+                .and_then(Utf8Path::file_name)
+                .map(str::to_owned);
             stem.into_iter().chain(parent)
         })
         .collect()
@@ -433,7 +440,11 @@ pub fn scan_dir(
         .collect();
     not_needed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut providers: Vec<ProviderUse> = prov.into_values().collect();
-    providers.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.provider.cmp(&b.provider)));
+    providers.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.provider.cmp(&b.provider))
+    });
     Ok(ScanReport {
         dir: dir.to_owned(),
         files: files.len(),
@@ -455,10 +466,17 @@ mod tests {
     use super::*;
 
     fn providers() -> BTreeSet<String> {
-        ["openai", "anthropic", "bedrock", "azure", "gemini", "vertex_ai"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+        [
+            "openai",
+            "anthropic",
+            "bedrock",
+            "azure",
+            "gemini",
+            "vertex_ai",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
     }
 
     fn bare() -> BTreeMap<String, String> {
@@ -473,7 +491,10 @@ mod tests {
         let table: [(&str, &[(usize, &str)]); 6] = [
             (r#"x = "a/b"; y = 'c'"#, &[(1, "a/b"), (1, "c")]),
             ("fn f<'a>(x: &'a str) {}", &[]),
-            ("const m = `line1\nline2`;\nz = \"q\"", &[(1, "line1\nline2"), (3, "q")]),
+            (
+                "const m = `line1\nline2`;\nz = \"q\"",
+                &[(1, "line1\nline2"), (3, "q")],
+            ),
             (r#""esc\"aped""#, &[(1, "esc\"aped")]),
             ("\"unclosed\nnext 'ok'", &[(2, "ok")]),
             ("let c = 'x';", &[(1, "x")]),
@@ -545,7 +566,8 @@ const r = await litellm.completion({ custom_llm_provider: "azure" });
         assert_eq!(provs, ["anthropic", "bedrock", "azure"]);
         let mods: Vec<&str> = f.modules.iter().map(|m| m.0.as_str()).collect();
         assert_eq!(mods, ["litellm", "tiktoken"], "require() is not Python");
-        let rs = r#"let m = py.import("litellm")?; let t = PyModule::import(py, "tiktoken.core")?;"#;
+        let rs =
+            r#"let m = py.import("litellm")?; let t = PyModule::import(py, "tiktoken.core")?;"#;
         let f = scan_text(rs, Lang::Rust, &providers(), &bare());
         let mods: Vec<&str> = f.modules.iter().map(|m| m.0.as_str()).collect();
         assert_eq!(mods, ["litellm", "tiktoken"]);
