@@ -231,6 +231,21 @@ fn machine(files: &[read::RawFile]) -> Option<String> {
     None
 }
 
+/// In a site folder that is not named site-packages (Lambda's classic `/opt/python`), the
+/// interpreter's own folders (`bin/`, `lib/`...) are the runtime, not packages.
+fn runtime_below(site: &Utf8Path, path: &Utf8Path) -> bool {
+    let named = matches!(
+        site.file_name(),
+        Some("site-packages" | "site-packages.zip")
+    );
+    let first = path
+        .strip_prefix(site)
+        .ok()
+        .and_then(|r| r.components().next())
+        .map(|c| c.as_str());
+    !named && matches!(first, Some("bin" | "lib" | "lib64" | "include" | "share"))
+}
+
 /// Assigns every file to a distribution; pure.
 pub fn attribute(raw: RawLayer) -> Layer {
     let python_xy = python_xy(&raw.files);
@@ -259,6 +274,7 @@ pub fn attribute(raw: RawLayer) -> Layer {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.as_str().is_empty() || p.starts_with(s))
+            .filter(|(_, s)| !runtime_below(s, p))
             .max_by_key(|(_, s)| s.components().count())
             .map(|(i, _)| i)
     };
