@@ -858,7 +858,7 @@ fn pruning(
         });
     }
     for l in levels.values_mut() {
-        l.rules.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        l.rules.sort_by_key(|r| std::cmp::Reverse(r.bytes));
     }
     Ok(Pruning {
         rules_file: rules_path.to_owned(),

@@ -84,7 +84,9 @@ pub fn providers_from_litellm(utils_py: &str) -> Vec<String> {
 /// String literals of a source text with their line numbers: `'...'`, `"..."` (one line) and
 /// `` `...` `` (any number of lines). A `'` with no closing quote on its line is a Rust
 /// lifetime or char, not a string.
-pub fn string_literals(text: &str) -> Vec<(usize, String)> {
+/// `single_quotes` is false for Rust, where `'` opens a lifetime or a char, never a string.
+/// Template literals are read inside too: they often hold Python code with its own strings.
+pub fn string_literals(text: &str, single_quotes: bool) -> Vec<(usize, String)> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
     let mut line = 1;
@@ -96,7 +98,7 @@ pub fn string_literals(text: &str) -> Vec<(usize, String)> {
             i += 1;
             continue;
         }
-        if !matches!(c, '"' | '\'' | '`') {
+        if !matches!(c, '"' | '`') && !(c == '\'' && single_quotes) {
             i += 1;
             continue;
         }
@@ -127,7 +129,13 @@ pub fn string_literals(text: &str) -> Vec<(usize, String)> {
             j += 1;
         }
         if closed {
-            out.push((start_line, value));
+            if c == '`' {
+                let inner = string_literals(&value, true);
+                out.push((start_line, value));
+                out.extend(inner.into_iter().map(|(l, v)| (start_line + l - 1, v)));
+            } else {
+                out.push((start_line, value));
+            }
             i = j + 1;
         } else {
             // Not a string after all: go on from the character after the quote.
@@ -254,7 +262,7 @@ pub fn scan_text(
 ) -> Found {
     let mut found = Found::default();
     let lines: Vec<&str> = text.lines().collect();
-    for (line, lit) in string_literals(text) {
+    for (line, lit) in string_literals(text, lang != Lang::Rust) {
         if let Some(p) = provider_of_model(&lit, providers, bare) {
             found.providers.push((p.to_owned(), line, lit.clone()));
         } else if providers.contains(&lit) {
@@ -490,17 +498,17 @@ mod tests {
     fn literals_table() {
         let table: [(&str, &[(usize, &str)]); 6] = [
             (r#"x = "a/b"; y = 'c'"#, &[(1, "a/b"), (1, "c")]),
-            ("fn f<'a>(x: &'a str) {}", &[]),
+            ("fn f<'a>(x: &'a str) -> \"s\" {}", &[(1, "s")]),
             (
                 "const m = `line1\nline2`;\nz = \"q\"",
                 &[(1, "line1\nline2"), (3, "q")],
             ),
             (r#""esc\"aped""#, &[(1, "esc\"aped")]),
             ("\"unclosed\nnext 'ok'", &[(2, "ok")]),
-            ("let c = 'x';", &[(1, "x")]),
+            ("c = 'x'; t = `a 'b'`", &[(1, "x"), (1, "a 'b'"), (1, "b")]),
         ];
         for (text, expected) in table {
-            let got = string_literals(text);
+            let got = string_literals(text, !text.starts_with("fn "));
             let expected: Vec<(usize, String)> =
                 expected.iter().map(|(l, s)| (*l, s.to_string())).collect();
             assert_eq!(got, expected, "{text:?}");
