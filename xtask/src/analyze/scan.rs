@@ -98,7 +98,7 @@ pub fn string_literals(text: &str, single_quotes: bool) -> Vec<(usize, String)> 
             i += 1;
             continue;
         }
-        if !matches!(c, '"' | '`') && !(c == '\'' && single_quotes) {
+        if !(matches!(c, '"' | '`') || (c == '\'' && single_quotes)) {
             i += 1;
             continue;
         }
