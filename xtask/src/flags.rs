@@ -30,6 +30,9 @@ pub enum Command {
     FixtureRuntime(FixtureRuntime),
     /// Report what this machine has and lacks for each command.
     Doctor(Doctor),
+    /// What a layer (zip or folder, this tool's or anybody's) is made of; `--diff OLD NEW`
+    /// compares two.
+    Analyze(Analyze),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -101,4 +104,30 @@ pub struct Doctor {
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Analyze {
+    /// A layer zip or an unpacked layer folder (default: the last layer built).
+    pub layer: Option<Utf8PathBuf>,
+    /// Print the analysis (or the diff) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML page with a treemap of the layer.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<Utf8PathBuf>,
+    /// Report which LiteLLM providers and Python modules the code under DIR refers to.
+    #[arg(long, value_name = "DIR")]
+    pub scan_source: Option<Utf8PathBuf>,
+    /// The spec whose requirements and rules apply (default: layer/layer.toml when this tool
+    /// built the layer from it; otherwise none, and the roots are the distributions nothing
+    /// else requires).
+    #[arg(long)]
+    pub spec: Option<Utf8PathBuf>,
+    /// How many of the largest files to list.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Compare two layers (markdown for pull-request comments, or `--json`).
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with_all = ["layer", "html", "scan_source"])]
+    pub diff: Option<Vec<Utf8PathBuf>>,
 }

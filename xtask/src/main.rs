@@ -2,6 +2,7 @@
 //!
 //! This file only parses flags and dispatches; each subcommand lives in its own module.
 
+mod analyze;
 mod bytecode;
 mod doctor;
 mod download;
@@ -30,6 +31,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Lock(cmd) => cmd.run(),
         flags::Command::FixtureRuntime(cmd) => cmd.run(),
         flags::Command::Doctor(cmd) => cmd.run(),
+        flags::Command::Analyze(cmd) => cmd.run(),
     };
     match result {
         Ok(code) => code,

@@ -140,7 +140,7 @@ impl Owners {
 }
 
 /// `pkg/__pycache__/mod.cpython-311.pyc` and `pkg/mod.pyc` both belong to `pkg/mod.py`.
-fn source_of_pyc(rel: &Utf8Path) -> Option<Utf8PathBuf> {
+pub(crate) fn source_of_pyc(rel: &Utf8Path) -> Option<Utf8PathBuf> {
     let file = rel.file_name()?;
     let parent = rel.parent().unwrap_or(Utf8Path::new(""));
     if parent.file_name() == Some("__pycache__") {
