@@ -4,6 +4,7 @@
 
 mod doctor;
 mod download;
+mod elf;
 mod fixture;
 mod flags;
 mod layer;
@@ -15,6 +16,7 @@ mod runtime;
 mod slim;
 mod spec;
 mod util;
+mod verify;
 mod wheels;
 
 use clap::Parser;
@@ -26,6 +28,8 @@ fn main() -> std::process::ExitCode {
         flags::Command::Lock(cmd) => cmd.run(),
         flags::Command::FixtureRuntime(cmd) => cmd.run(),
         flags::Command::Doctor(cmd) => cmd.run(),
+        flags::Command::Verify(cmd) => cmd.run(),
+        flags::Command::VerifyInside(cmd) => cmd.run(),
     };
     match result {
         Ok(code) => code,
