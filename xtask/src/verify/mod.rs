@@ -533,7 +533,7 @@ pub fn render(r: &VerifyReport) -> String {
         let _ = writeln!(s, "WARNING: {w}");
     }
     let width = r.checks.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
-    let _ = writeln!(s, "\n{:<width$}  {:<4}  detail", "check", "");
+    let _ = writeln!(s, "\n{:<width$}  {:<4}  detail", "check", "ok");
     for c in &r.checks {
         let _ = writeln!(
             s,
@@ -597,8 +597,13 @@ mod tests {
         let text = render(&r);
         assert!(text.contains("import: litellm           pass  2.1 s"), "{text}");
         assert!(text.contains("FAIL  x.so needs libssl.so.3"), "{text}");
-        assert!(text.contains("import litellm         2.500 s"), "{text}");
-        assert!(text.contains("first completion           -"), "{text}");
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(line("import litellm").as_deref(), Some("import litellm 2.500 s"));
+        assert_eq!(line("first completion").as_deref(), Some("first completion -"));
         assert!(text.contains("NOT VERIFIED: 1 of 2 checks failed"), "{text}");
     }
 
