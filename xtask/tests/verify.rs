@@ -59,7 +59,9 @@ fn good_layer() -> &'static Path {
             return cached;
         }
         let built = build_with_xtask().or_else(|e| {
-            eprintln!("building the layer with `cargo xtask layer` failed ({e}); assembling it by hand");
+            eprintln!(
+                "building the layer with `cargo xtask layer` failed ({e}); assembling it by hand"
+            );
             assemble_by_hand()
         });
         let zip = built.expect("a good layer for the verify tests");
@@ -136,7 +138,10 @@ fn assemble_by_hand() -> Result<PathBuf, String> {
         .map_err(|e| e.to_string())?;
     std::fs::write(
         py.join("lib/python3.11/sitecustomize.py"),
-        template.replace("__LAYER_ENV__", r#"{"LITELLM_LOCAL_MODEL_COST_MAP": "True"}"#),
+        template.replace(
+            "__LAYER_ENV__",
+            r#"{"LITELLM_LOCAL_MODEL_COST_MAP": "True"}"#,
+        ),
     )
     .map_err(|e| e.to_string())?;
     let zip = work().join("hand.zip");
@@ -311,9 +316,15 @@ fn broken_layers_are_caught_with_their_cause() {
             .get(name)
             .unwrap_or_else(|| panic!("no check {name}: {got:#?}"));
         assert!(!ok, "{name} should fail: {detail}");
-        assert!(detail.contains(needle), "{name}: {detail:?} should name {needle:?}");
+        assert!(
+            detail.contains(needle),
+            "{name}: {detail:?} should name {needle:?}"
+        );
         if let Some((good_ok, good_detail)) = good.get(name) {
-            assert!(good_ok, "{name} already fails on the good layer: {good_detail}");
+            assert!(
+                good_ok,
+                "{name} already fails on the good layer: {good_detail}"
+            );
         }
     };
     expect("metadata: sniffio", "sniffio");
@@ -323,11 +334,17 @@ fn broken_layers_are_caught_with_their_cause() {
     expect("import: phonehome", "resolve pypi.org");
     expect("audit: no egress", "import phonehome: resolve pypi.org");
     expect("import: selfwriter", "selfwriter/cache.json");
-    expect("audit: no writes outside /tmp", "/opt/python/lib/python3.11/site-packages/selfwriter/cache.json");
+    expect(
+        "audit: no writes outside /tmp",
+        "/opt/python/lib/python3.11/site-packages/selfwriter/cache.json",
+    );
     // The glibc check fails on the fixture interpreter already (this machine's glibc is
     // newer than the target's), so look for this file by name.
     let (ok, detail) = &got["static: glibc <= 2.34"];
-    assert!(!ok && detail.contains("multidict/_multidict.") && detail.contains("GLIBC_2.99"), "{detail}");
+    assert!(
+        !ok && detail.contains("multidict/_multidict.") && detail.contains("GLIBC_2.99"),
+        "{detail}"
+    );
 }
 
 /// The good layer passes every runtime, package and LiteLLM check.
@@ -336,7 +353,9 @@ fn the_good_layer_runs_like_lambda_would() {
     let good = good_report();
     let failing: Vec<_> = good
         .iter()
-        .filter(|(name, (ok, _))| !ok && !name.starts_with("static: ") && !name.starts_with("size: "))
+        .filter(|(name, (ok, _))| {
+            !ok && !name.starts_with("static: ") && !name.starts_with("size: ")
+        })
         .collect();
     assert!(failing.is_empty(), "{failing:#?}");
     for name in [
@@ -354,7 +373,11 @@ fn the_good_layer_runs_like_lambda_would() {
     ] {
         assert!(good.contains_key(name), "no check {name}");
     }
-    assert!(good["runtime: executed"].1.contains("bubblewrap"), "{:?}", good["runtime: executed"]);
+    assert!(
+        good["runtime: executed"].1.contains("bubblewrap"),
+        "{:?}",
+        good["runtime: executed"]
+    );
 }
 
 /// An arm64 check of an x86_64 layer with nothing to run it: static checks name every
@@ -377,5 +400,53 @@ fn not_executed_is_never_verified() {
         !checks(&report).contains_key("runtime: executed"),
         "--static-only reports no runtime check"
     );
-    assert!(report["warnings"].to_string().contains("NOT run"), "{report}");
+    assert!(
+        report["warnings"].to_string().contains("NOT run"),
+        "{report}"
+    );
+}
+
+/// Every profile of `layer/profiles.toml` (the slimming issue's) builds a layer that passes
+/// every runtime, package and LiteLLM check. Builds one layer per profile, so it is slow.
+#[test]
+#[ignore = "needs the runtime (fixture) and slim branches on main: run with --ignored"]
+fn every_profile_verifies() {
+    let text = std::fs::read_to_string(root().join("layer/profiles.toml"))
+        .expect("layer/profiles.toml (from the slim branch)");
+    let table: toml::Table = toml::from_str(&text).expect("profiles.toml parses");
+    let profiles: Vec<String> = table
+        .get("profile")
+        .and_then(|p| p.as_table())
+        .expect("[profile.NAME] tables")
+        .keys()
+        .cloned()
+        .collect();
+    assert!(!profiles.is_empty());
+    let archive = work().join("build/fixture-x86_64.tar.gz");
+    if !archive.is_file() {
+        build_with_xtask().expect("the fixture runtime and a standard layer build");
+    }
+    let sha = sha256(&std::fs::read(&archive).expect("read the fixture runtime"));
+    let mut failures = Vec::new();
+    for profile in &profiles {
+        let out = work().join(format!("profile-{profile}"));
+        run(Command::new(XTASK)
+            .args(["layer", "--arch", "x86_64", "--profile", profile, "--out"])
+            .arg(&out)
+            .arg("--python-archive")
+            .arg(&archive)
+            .args(["--python-sha256", &sha])
+            .current_dir(root()))
+        .unwrap_or_else(|e| panic!("building profile {profile}: {e}"));
+        let (_, report) = verify(&out.join("python-litellm-x86_64.zip"), &[]);
+        for (name, (ok, detail)) in checks(&report) {
+            // Static findings about the fixture interpreter itself are the same for every
+            // profile; the good layer's report says which.
+            let fixture_finding = good_report().get(&name).is_some_and(|(ok, _)| !ok);
+            if !ok && !fixture_finding {
+                failures.push(format!("{profile}: {name}: {detail}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -337,7 +337,10 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
                 if problems.is_empty() {
                     (true, format!("{:.2} s", run.elapsed.as_secs_f64()))
                 } else {
-                    (false, format!("imports, but at import: {}", problems.join("; ")))
+                    (
+                        false,
+                        format!("imports, but at import: {}", problems.join("; ")),
+                    )
                 }
             }
             None => {
@@ -393,21 +396,39 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
                     );
                 }
                 match got {
-                    Some(g) if g == want => Check::new(name, true, format!("got the server's {} characters", want.len())),
-                    Some(g) => Check::new(name, false, format!("got {g:?}, the server sent {want:?}")),
+                    Some(g) if g == want => Check::new(
+                        name,
+                        true,
+                        format!("got the server's {} characters", want.len()),
+                    ),
+                    Some(g) => {
+                        Check::new(name, false, format!("got {g:?}, the server sent {want:?}"))
+                    }
                     None => Check::new(name, false, "no text in the answer".to_owned()),
                 }
             };
             let imp = ll.field("import");
             checks.push(if imp["ok"].as_bool() == Some(true) {
-                Check::new("litellm: import", true, format!("{:.2} s", ll.field("import_s").as_f64().unwrap_or(0.0)))
+                Check::new(
+                    "litellm: import",
+                    true,
+                    format!("{:.2} s", ll.field("import_s").as_f64().unwrap_or(0.0)),
+                )
             } else {
-                Check::new("litellm: import", false, imp["error"].as_str().unwrap_or("failed").to_owned())
+                Check::new(
+                    "litellm: import",
+                    false,
+                    imp["error"].as_str().unwrap_or("failed").to_owned(),
+                )
             });
             let c = ll.field("completion");
             checks.push(text_check("litellm: completion", c["value"].as_str(), c));
             let s = ll.field("stream");
-            let mut stream = text_check("litellm: streamed completion", s["value"]["text"].as_str(), s);
+            let mut stream = text_check(
+                "litellm: streamed completion",
+                s["value"]["text"].as_str(),
+                s,
+            );
             if stream.ok {
                 stream.detail += &format!(" in {} chunks", s["value"]["chunks"]);
             }
@@ -420,9 +441,19 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
                 .map(|v| v.iter().filter_map(|x| x.as_str()).collect())
                 .unwrap_or_default();
             checks.push(if models.contains(&"gpt-4o-mini") {
-                Check::new("litellm: /v1/models", true, format!("listed {}", models.join(", ")))
+                Check::new(
+                    "litellm: /v1/models",
+                    true,
+                    format!("listed {}", models.join(", ")),
+                )
             } else {
-                Check::new("litellm: /v1/models", false, m["error"].as_str().map_or_else(|| format!("listed {models:?}"), str::to_owned))
+                Check::new(
+                    "litellm: /v1/models",
+                    false,
+                    m["error"]
+                        .as_str()
+                        .map_or_else(|| format!("listed {models:?}"), str::to_owned),
+                )
             });
             let served = mock.requests() - before;
             checks.push(Check::new(
@@ -465,12 +496,20 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
         }
     };
     checks.push(if audit.egress.is_empty() {
-        Check::new("audit: no egress", true, "no connection or lookup beyond loopback".to_owned())
+        Check::new(
+            "audit: no egress",
+            true,
+            "no connection or lookup beyond loopback".to_owned(),
+        )
     } else {
         Check::new("audit: no egress", false, list(&audit.egress))
     });
     checks.push(if audit.writes.is_empty() {
-        Check::new("audit: no writes outside /tmp", true, "nothing opened for writing outside /tmp".to_owned())
+        Check::new(
+            "audit: no writes outside /tmp",
+            true,
+            "nothing opened for writing outside /tmp".to_owned(),
+        )
     } else {
         Check::new("audit: no writes outside /tmp", false, list(&audit.writes))
     });
@@ -498,6 +537,9 @@ mod tests {
     #[test]
     fn pool_keeps_order() {
         let items: Vec<u32> = (0..20).collect();
-        assert_eq!(pool(&items, 3, |x| x * 2), (0..20).map(|x| x * 2).collect::<Vec<_>>());
+        assert_eq!(
+            pool(&items, 3, |x| x * 2),
+            (0..20).map(|x| x * 2).collect::<Vec<_>>()
+        );
     }
 }

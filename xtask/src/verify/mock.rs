@@ -84,10 +84,8 @@ fn answer(mut request: tiny_http::Request, reply: &str) -> std::io::Result<()> {
     request.as_reader().read_to_string(&mut body)?;
     let path = request.url().split('?').next().unwrap_or("").to_owned();
     let json = |v: serde_json::Value| {
-        tiny_http::Response::from_string(v.to_string()).with_header(header(
-            "Content-Type",
-            "application/json",
-        ))
+        tiny_http::Response::from_string(v.to_string())
+            .with_header(header("Content-Type", "application/json"))
     };
     match (request.method(), path.as_str()) {
         (tiny_http::Method::Get, "/v1/models") => request.respond(json(serde_json::json!({
@@ -180,7 +178,11 @@ mod tests {
             .filter_map(|l| l.strip_prefix("data: "))
             .filter(|l| *l != "[DONE]")
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect();
         assert_eq!(text, "a b c");
     }

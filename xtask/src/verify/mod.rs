@@ -60,7 +60,10 @@ pub enum Execution {
     /// In bubblewrap, natively or under qemu.
     Sandboxed { emulator: Option<String> },
     /// Unsandboxed on a plain folder, because bubblewrap could not be used.
-    Plain { emulator: Option<String>, why: String },
+    Plain {
+        emulator: Option<String>,
+        why: String,
+    },
     /// Not at all.
     NotRun { why: String },
 }
@@ -97,7 +100,11 @@ impl crate::flags::Verify {
 fn exit_code(report: &VerifyReport) -> ExitCode {
     if report.ok {
         ExitCode::SUCCESS
-    } else if report.checks.iter().all(|c| c.ok || c.name == "runtime: executed") {
+    } else if report
+        .checks
+        .iter()
+        .all(|c| c.ok || c.name == "runtime: executed")
+    {
         ExitCode::from(EXIT_NOT_EXECUTED)
     } else {
         ExitCode::from(EXIT_FAILED)
@@ -139,8 +146,9 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
     // Which architecture: the flag, else the interpreter's own ELF header, else the spec.
     let arch = match flags.arch {
         Some(a) => a,
-        None if flags.layer.is_some() => arch_of(&root.join(&interpreter))
-            .unwrap_or(spec.layer.default_arch),
+        None if flags.layer.is_some() => {
+            arch_of(&root.join(&interpreter)).unwrap_or(spec.layer.default_arch)
+        }
         None => spec.layer.default_arch,
     };
 
@@ -150,7 +158,11 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
     let (elf_files, broken) = static_checks::scan_elf(&root)?;
     let paths = static_checks::layer_paths(&root)?;
     checks.push(if paths.contains(&interpreter) {
-        Check::new("static: interpreter present", true, format!("/opt/{interpreter}"))
+        Check::new(
+            "static: interpreter present",
+            true,
+            format!("/opt/{interpreter}"),
+        )
     } else {
         Check::new(
             "static: interpreter present",
@@ -196,7 +208,11 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
     if !unknown_skips.is_empty() {
         warnings.push(format!(
             "[verify] skip-imports names modules this layer does not have: {}",
-            unknown_skips.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            unknown_skips
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
 
@@ -223,7 +239,10 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
                         zip_path,
                         arch,
                         Execution::NotRun {
-                            why: format!("nothing here can execute an arm64 layer: {}", why.join("; ")),
+                            why: format!(
+                                "nothing here can execute an arm64 layer: {}",
+                                why.join("; ")
+                            ),
                         },
                         warnings,
                         checks,
@@ -266,9 +285,9 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
         .filter(|(m, _)| modules.contains(*m))
         .map(|(m, r)| (m.clone(), r.clone()))
         .collect();
-    let jobs = flags.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    });
+    let jobs = flags
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut plan = Plan {
         python: String::new(),
         launcher: Vec::new(),
@@ -306,7 +325,12 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
                 ];
             }
             let outcome = run_sandboxed(&sandbox_spec, &plan)?;
-            (outcome, Execution::Sandboxed { emulator: emulator.clone() })
+            (
+                outcome,
+                Execution::Sandboxed {
+                    emulator: emulator.clone(),
+                },
+            )
         }
         Err(why) => {
             warnings.push(format!(
@@ -320,7 +344,13 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
                 plan.launcher = vec![q.to_string(), "-L".to_owned(), s.to_string()];
             }
             let outcome = inside::run(&plan)?;
-            (outcome, Execution::Plain { emulator: emulator.clone(), why })
+            (
+                outcome,
+                Execution::Plain {
+                    emulator: emulator.clone(),
+                    why,
+                },
+            )
         }
     };
     let mut all = vec![Check::new(
@@ -328,7 +358,8 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
         true,
         match &execution {
             Execution::Sandboxed { emulator: None } => {
-                "in bubblewrap: /opt read-only, only /tmp writable, loopback-only network".to_owned()
+                "in bubblewrap: /opt read-only, only /tmp writable, loopback-only network"
+                    .to_owned()
             }
             Execution::Sandboxed { emulator: Some(e) } => format!(
                 "in bubblewrap under {e}: /opt read-only, only /tmp writable, loopback-only network"
@@ -339,7 +370,15 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
     )];
     all.extend(outcome.checks);
     checks.extend(all);
-    finish(flags, zip_path, arch, execution, warnings, checks, outcome.timings)
+    finish(
+        flags,
+        zip_path,
+        arch,
+        execution,
+        warnings,
+        checks,
+        outcome.timings,
+    )
 }
 
 fn finish(
@@ -532,7 +571,13 @@ pub fn render(r: &VerifyReport) -> String {
     for w in &r.warnings {
         let _ = writeln!(s, "WARNING: {w}");
     }
-    let width = r.checks.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
+    let width = r
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let _ = writeln!(s, "\n{:<width$}  {:<4}  detail", "check", "ok");
     for c in &r.checks {
         let _ = writeln!(
@@ -595,16 +640,28 @@ mod tests {
             Execution::Sandboxed { emulator: None },
         );
         let text = render(&r);
-        assert!(text.contains("import: litellm           pass  2.1 s"), "{text}");
+        assert!(
+            text.contains("import: litellm           pass  2.1 s"),
+            "{text}"
+        );
         assert!(text.contains("FAIL  x.so needs libssl.so.3"), "{text}");
         let line = |start: &str| {
             text.lines()
                 .find(|l| l.trim_start().starts_with(start))
                 .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         };
-        assert_eq!(line("import litellm").as_deref(), Some("import litellm 2.500 s"));
-        assert_eq!(line("first completion").as_deref(), Some("first completion -"));
-        assert!(text.contains("NOT VERIFIED: 1 of 2 checks failed"), "{text}");
+        assert_eq!(
+            line("import litellm").as_deref(),
+            Some("import litellm 2.500 s")
+        );
+        assert_eq!(
+            line("first completion").as_deref(),
+            Some("first completion -")
+        );
+        assert!(
+            text.contains("NOT VERIFIED: 1 of 2 checks failed"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -627,7 +684,9 @@ mod tests {
                 Check::new("runtime: executed", false, "no qemu"),
                 Check::new("static: elf machine", true, ""),
             ],
-            Execution::NotRun { why: "no qemu".into() },
+            Execution::NotRun {
+                why: "no qemu".into(),
+            },
         );
         assert_eq!(exit_code(&r), ExitCode::from(EXIT_NOT_EXECUTED));
         let r = report(
@@ -635,7 +694,9 @@ mod tests {
                 Check::new("runtime: executed", false, "no qemu"),
                 Check::new("static: elf machine", false, "AArch64"),
             ],
-            Execution::NotRun { why: "no qemu".into() },
+            Execution::NotRun {
+                why: "no qemu".into(),
+            },
         );
         assert_eq!(exit_code(&r), ExitCode::from(EXIT_FAILED));
     }

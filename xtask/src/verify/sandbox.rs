@@ -41,10 +41,7 @@ pub fn lambda_env(root: &str, python_xy: &str) -> Vec<(String, String)> {
         ("AWS_EXECUTION_ENV", "AWS_Lambda_nodejs22.x".to_owned()),
         ("LANG", "en_US.UTF-8".to_owned()),
         ("TZ", ":UTC".to_owned()),
-        (
-            "PATH",
-            format!("/usr/local/bin:/usr/bin/:/bin:{root}/bin"),
-        ),
+        ("PATH", format!("/usr/local/bin:/usr/bin/:/bin:{root}/bin")),
         (
             "LD_LIBRARY_PATH",
             format!("/var/lang/lib:/lib64:/usr/lib64:{root}/lib"),
@@ -92,7 +89,9 @@ pub fn bwrap_args(s: &SandboxSpec<'_>) -> Vec<OsString> {
     // This machine's own Python must not stand in for anything the layer lacks: its
     // standard library folders become empty and its interpreters empty files.
     for dir in ["/usr/lib", "/usr/local/lib"] {
-        for name in host_pythons(dir, |n| n.starts_with("python3") || n.starts_with("python2")) {
+        for name in host_pythons(dir, |n| {
+            n.starts_with("python3") || n.starts_with("python2")
+        }) {
             push(&["--tmpfs", &name]);
         }
     }
@@ -168,9 +167,10 @@ pub fn probe_bwrap(s: &SandboxSpec<'_>) -> Result<(), String> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err("bubblewrap (`bwrap`) is not installed (Debian/Ubuntu: apt-get install bubblewrap)".to_owned())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(
+            "bubblewrap (`bwrap`) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+                .to_owned(),
+        ),
         Err(e) => Err(format!("bwrap could not start: {e}")),
     }
 }

@@ -25,7 +25,8 @@ pub struct BaseLibs {
 
 impl BaseLibs {
     pub fn load(path: &Utf8Path) -> Result<BaseLibs> {
-        let text = fs_err::read_to_string(path).context("reading the list of base-image libraries")?;
+        let text =
+            fs_err::read_to_string(path).context("reading the list of base-image libraries")?;
         toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e)))
     }
@@ -84,7 +85,12 @@ fn summarize(items: &[String], what_ok: String) -> (bool, String) {
     if items.is_empty() {
         return (true, what_ok);
     }
-    let mut s = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
     if items.len() > SHOWN {
         s += &format!("; and {} more", items.len() - SHOWN);
     }
@@ -103,7 +109,10 @@ pub fn elf_checks(
 ) -> Vec<Check> {
     let mut checks = Vec::new();
     let want = arch.elf_machine();
-    let mut wrong: Vec<String> = broken.iter().map(|b| format!("unreadable ELF {b}")).collect();
+    let mut wrong: Vec<String> = broken
+        .iter()
+        .map(|b| format!("unreadable ELF {b}"))
+        .collect();
     wrong.extend(files.iter().filter(|f| f.info.machine != want).map(|f| {
         format!(
             "{} is {}, not {}",
@@ -291,8 +300,8 @@ pub fn layer_paths(root: &Utf8Path) -> Result<BTreeSet<Utf8PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use goblin::elf::header::{EM_AARCH64, EM_X86_64};
+    use std::collections::BTreeMap;
 
     fn file(rel: &str, machine: u16, needed: &[&str], rpath: &[&str], glibc: u32) -> ElfFile {
         ElfFile {
@@ -314,7 +323,11 @@ mod tests {
         assert_eq!(
             expand_search_paths(
                 "python/bin/python3.11".into(),
-                &["$ORIGIN/../lib".into(), "/usr/lib".into(), "/opt/lib64".into()]
+                &[
+                    "$ORIGIN/../lib".into(),
+                    "/usr/lib".into(),
+                    "/opt/lib64".into()
+                ]
             ),
             vec![Utf8PathBuf::from("python/lib"), "lib64".into()]
         );
@@ -346,7 +359,13 @@ mod tests {
                 &["$ORIGIN/../lib"],
                 17,
             ),
-            file("sp/a/x.so", EM_X86_64, &["libgfortran.so.5"], &["$ORIGIN/../a.libs"], 28),
+            file(
+                "sp/a/x.so",
+                EM_X86_64,
+                &["libgfortran.so.5"],
+                &["$ORIGIN/../a.libs"],
+                28,
+            ),
             file("sp/b/y.so", EM_AARCH64, &["libc.so.6"], &[], 17),
             file("sp/c/z.so", EM_X86_64, &["libssl.so.3"], &[], 35),
         ];
@@ -362,14 +381,22 @@ mod tests {
             &layer,
             "python/bin/python3.11".into(),
         );
-        let by_name: BTreeMap<&str, &Check> =
-            checks.iter().map(|c| (c.name.as_str(), c)).collect();
+        let by_name: BTreeMap<&str, &Check> = checks.iter().map(|c| (c.name.as_str(), c)).collect();
         let machine = by_name["static: elf machine"];
-        assert!(!machine.ok && machine.detail.contains("sp/b/y.so is AArch64"), "{machine:?}");
+        assert!(
+            !machine.ok && machine.detail.contains("sp/b/y.so is AArch64"),
+            "{machine:?}"
+        );
         let glibc = by_name["static: glibc <= 2.34"];
-        assert!(!glibc.ok && glibc.detail.contains("sp/c/z.so needs GLIBC_2.35"), "{glibc:?}");
+        assert!(
+            !glibc.ok && glibc.detail.contains("sp/c/z.so needs GLIBC_2.35"),
+            "{glibc:?}"
+        );
         let needed = by_name["static: needed libraries"];
-        assert!(!needed.ok && needed.detail.contains("sp/c/z.so needs libssl.so.3"), "{needed:?}");
+        assert!(
+            !needed.ok && needed.detail.contains("sp/c/z.so needs libssl.so.3"),
+            "{needed:?}"
+        );
         assert!(!needed.detail.contains("libgfortran"), "{needed:?}");
         assert!(!needed.detail.contains("libpython"), "{needed:?}");
     }
@@ -383,6 +410,8 @@ mod tests {
             assert!(al2023.contains(lib), "{lib}");
         }
         assert!(!al2023.contains("libssl.so.3"));
-        assert!(libs.for_runtime(Some(Runtime::Al2)).contains("libcrypt.so.1"));
+        assert!(libs
+            .for_runtime(Some(Runtime::Al2))
+            .contains("libcrypt.so.1"));
     }
 }
