@@ -212,9 +212,16 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     let stats = crate::package::write_zip(&stage, &zip_path, 9)?;
 
     // 6. Report.
-    let mut report = crate::report::build(spec, arch, &runtime.version, &zip_path, &stats, &owners);
-    report.removed = slimmed.removed;
-    report.notes.extend(slimmed.notes);
+    let report_stats = slimmed.stats_for_report(&stats);
+    let mut report = crate::report::build(
+        spec,
+        arch,
+        &runtime.version,
+        &zip_path,
+        &report_stats,
+        &owners,
+    );
+    slimmed.fill(&mut report);
     report.write(&req.out)?;
 
     // Keep the unpacked tree for `verify` and `analyze`.

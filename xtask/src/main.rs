@@ -2,6 +2,7 @@
 //!
 //! This file only parses flags and dispatches; each subcommand lives in its own module.
 
+mod bytecode;
 mod doctor;
 mod download;
 mod elf;
@@ -11,10 +12,13 @@ mod layer;
 mod lock;
 mod package;
 mod progress;
+mod prune;
 mod report;
 mod runtime;
+mod sitezip;
 mod slim;
 mod spec;
+mod strip;
 mod util;
 mod verify;
 mod wheels;

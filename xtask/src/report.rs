@@ -30,9 +30,21 @@ pub struct Report {
     pub budget: Limits,
     /// Each limit or budget the layer exceeds, in words; empty when it fits.
     pub over_budget: Vec<String>,
+    /// The profile the layer was built with.
+    #[serde(default)]
+    pub profile: String,
+    /// Everything under site-packages (what `site-packages.zip` holds counted as if unpacked).
+    #[serde(default)]
+    pub site_packages: Part,
     /// What pruning removed, per rule.
     #[serde(default)]
     pub removed: Vec<Removed>,
+    /// Protected files a rule tried to delete (and did not).
+    #[serde(default)]
+    pub refused: Vec<Refused>,
+    /// ELF files stripping looked at: bytes before and after (`after` null: left as it was).
+    #[serde(default)]
+    pub stripped: Vec<StrippedFile>,
     #[serde(default)]
     pub notes: Vec<String>,
 }
@@ -52,6 +64,23 @@ pub struct PackageReport {
     pub bytes: u64,
     pub compressed_bytes: u64,
     pub files: u64,
+    /// Unpacked bytes as installed, before slimming.
+    #[serde(default)]
+    pub bytes_before: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refused {
+    pub rule: String,
+    pub path: Utf8PathBuf,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StrippedFile {
+    pub path: Utf8PathBuf,
+    pub before: u64,
+    pub after: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -137,6 +166,7 @@ pub fn build(
     owners: &Owners,
 ) -> Report {
     let mut runtime = Part::default();
+    let mut site_packages = Part::default();
     let mut per_dist: Vec<Part> = vec![Part::default(); owners.dists.len()];
     let mut unpacked = 0;
     for e in &stats.entries {
@@ -144,6 +174,11 @@ pub fn build(
             continue;
         }
         unpacked += e.uncompressed;
+        if e.path.starts_with(&owners.site_packages) {
+            site_packages.bytes += e.uncompressed;
+            site_packages.compressed_bytes += e.compressed;
+            site_packages.files += 1;
+        }
         let part = match owners.owner(&e.path) {
             Some(i) => &mut per_dist[i],
             None => &mut runtime,
@@ -163,6 +198,7 @@ pub fn build(
             bytes: part.bytes,
             compressed_bytes: part.compressed_bytes,
             files: part.files,
+            bytes_before: None,
         })
         .collect();
     packages.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
@@ -225,7 +261,11 @@ pub fn build(
         limits,
         budget,
         over_budget: over,
+        profile: String::new(),
+        site_packages,
         removed: Vec::new(),
+        refused: Vec::new(),
+        stripped: Vec::new(),
         notes: Vec::new(),
     }
 }
@@ -274,11 +314,21 @@ impl Report {
                 pct(self.unpacked_bytes, b)
             );
         }
+        if !self.profile.is_empty() {
+            let _ = writeln!(s, "profile {}", self.profile);
+        }
+        let _ = writeln!(
+            s,
+            "site-packages {} unpacked, {} compressed, {} files",
+            mb(self.site_packages.bytes),
+            mb(self.site_packages.compressed_bytes),
+            self.site_packages.files
+        );
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "{:<32} {:>12} {:>10} {:>12} {:>7}",
-            "part", "version", "files", "unpacked", "zipped"
+            "{:<32} {:>12} {:>10} {:>12} {:>7} {:>10}",
+            "part", "version", "files", "unpacked", "zipped", "before"
         );
         let _ = writeln!(
             s,
@@ -292,12 +342,13 @@ impl Report {
         for p in &self.packages {
             let _ = writeln!(
                 s,
-                "{:<32} {:>12} {:>10} {:>12} {:>7}",
+                "{:<32} {:>12} {:>10} {:>12} {:>7} {:>10}",
                 p.name,
                 p.version,
                 p.files,
                 mb(p.bytes),
-                mb(p.compressed_bytes)
+                mb(p.compressed_bytes),
+                p.bytes_before.map(mb).unwrap_or_default()
             );
         }
         if !self.removed.is_empty() {
@@ -309,6 +360,42 @@ impl Report {
             );
             for r in &self.removed {
                 let _ = writeln!(s, "{:<40} {:>8} {:>12}", r.rule, r.files, mb(r.bytes));
+            }
+        }
+        if !self.stripped.is_empty() {
+            let _ = writeln!(s);
+            let saved: u64 = self
+                .stripped
+                .iter()
+                .filter_map(|f| f.after.map(|a| f.before - a.min(f.before)))
+                .sum();
+            let _ = writeln!(
+                s,
+                "stripped {} ELF files, saved {}",
+                self.stripped.len(),
+                mb(saved)
+            );
+            for f in &self.stripped {
+                match f.after {
+                    Some(a) => {
+                        let _ = writeln!(
+                            s,
+                            "  {:<70} {:>12} saved",
+                            f.path,
+                            f.before - a.min(f.before)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(s, "  {:<70} left as it was", f.path);
+                    }
+                }
+            }
+        }
+        if !self.refused.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "protected files rules tried to delete (kept):");
+            for r in &self.refused {
+                let _ = writeln!(s, "  {} by `{}`: {}", r.path, r.rule, r.why);
             }
         }
         for note in &self.notes {

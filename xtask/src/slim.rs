@@ -1,13 +1,22 @@
 //! Slimming a staged layer as its profile says: pruning rules, bytecode, stripping and
 //! the optional `site-packages.zip`. Each step lives in its own module; this one sequences them.
 
-use anyhow::Result;
-use camino::{Utf8Path, Utf8PathBuf};
+use std::collections::BTreeMap;
 
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Deserialize;
+
+use crate::bytecode::Mode;
+use crate::package::EntryStat;
 use crate::progress::Progress;
+use crate::prune::{Layout, Level, Protections, Refusal, Rule, RulesFile};
 use crate::report::{Owners, Removed};
 use crate::runtime::RuntimeInfo;
 use crate::spec::{Arch, Spec};
+
+/// The profile used when neither `--profile` nor the spec names one.
+pub const DEFAULT_PROFILE: &str = "slim";
 
 /// What the slimming steps may look at.
 pub struct SlimContext<'a> {
@@ -27,14 +36,427 @@ pub struct SlimContext<'a> {
     pub progress: &'a Progress,
 }
 
+/// One profile of `layer/profiles.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Profile {
+    pub description: String,
+    pub levels: Vec<Level>,
+    pub bytecode: Mode,
+    #[serde(default)]
+    pub optimize: u8,
+    #[serde(default)]
+    pub strip: bool,
+    #[serde(default)]
+    pub site_packages_zip: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilesFile {
+    pub profile: BTreeMap<String, Profile>,
+}
+
+impl ProfilesFile {
+    pub fn load(path: &Utf8Path) -> Result<ProfilesFile> {
+        let text = fs_err::read_to_string(path).context("reading the profiles")?;
+        let file: ProfilesFile = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e))
+        })?;
+        for (name, p) in &file.profile {
+            if p.optimize > 2 {
+                bail!("{path}: profile `{name}`: optimize must be 0, 1 or 2");
+            }
+            // __pycache__/*.opt-N.pyc is only read by `python -O`: a layer run without it would
+            // compile every module in memory again.
+            if p.optimize > 0 && p.bytecode != Mode::Sourceless {
+                bail!("{path}: profile `{name}`: optimize > 0 needs bytecode = \"sourceless\"");
+            }
+            if p.site_packages_zip && p.bytecode == Mode::None {
+                bail!("{path}: profile `{name}`: site-packages-zip needs bytecode (zipimport never caches compiled code)");
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn get(&self, name: &str, path: &Utf8Path) -> Result<&Profile> {
+        self.profile.get(name).with_context(|| {
+            format!(
+                "no profile `{name}` in {path} (it has: {})",
+                self.profile.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+/// One ELF file stripping changed or left alone.
+#[derive(Debug, Clone)]
+pub struct StripNote {
+    pub path: Utf8PathBuf,
+    pub before: u64,
+    /// `None` when the file was left as it was (a note says why).
+    pub after: Option<u64>,
+}
+
 /// What slimming did, for the report.
 #[derive(Debug, Default)]
 pub struct Slimmed {
+    pub profile: String,
     pub removed: Vec<Removed>,
     pub notes: Vec<String>,
+    /// Files a rule tried to delete but may not.
+    pub refused: Vec<Refusal>,
+    /// Unpacked bytes of each distribution (by name as installed) before slimming.
+    pub bytes_before: BTreeMap<String, u64>,
+    pub stripped: Vec<StripNote>,
+    /// The entries of `site-packages.zip`, as layer paths under site-packages (for the report).
+    pub zip_entries: Vec<EntryStat>,
+    /// The layer path of `site-packages.zip`, when written.
+    pub site_zip: Option<Utf8PathBuf>,
+}
+
+impl Slimmed {
+    /// The layer zip's entries with `site-packages.zip` replaced by what it holds, so that the
+    /// report counts each distribution's files wherever they ended up.
+    pub fn stats_for_report(&self, stats: &crate::package::ZipStats) -> crate::package::ZipStats {
+        let mut out = stats.clone();
+        if let Some(zip) = &self.site_zip {
+            out.entries.retain(|e| &e.path != zip);
+            out.entries.extend(self.zip_entries.iter().cloned());
+        }
+        out
+    }
+
+    /// Moves what slimming did into the report.
+    pub fn fill(self, report: &mut crate::report::Report) {
+        report.profile = self.profile;
+        report.removed = self.removed;
+        report.notes.extend(self.notes);
+        if self.site_zip.is_some() {
+            report.notes.push(
+                "unpacked and per-distribution sizes count site-packages.zip's entries as if unpacked".into(),
+            );
+        }
+        report.refused = self
+            .refused
+            .into_iter()
+            .map(|r| crate::report::Refused {
+                rule: r.rule,
+                path: r.path,
+                why: r.why,
+            })
+            .collect();
+        report.stripped = self
+            .stripped
+            .into_iter()
+            .map(|s| crate::report::StrippedFile {
+                path: s.path,
+                before: s.before,
+                after: s.after,
+            })
+            .collect();
+        for p in &mut report.packages {
+            p.bytes_before = self.bytes_before.get(&p.name).copied();
+        }
+    }
 }
 
 pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
-    let _ = ctx;
-    Ok(Slimmed::default())
+    let spec = ctx.spec;
+    let name = ctx
+        .profile
+        .or(spec.layer.profile.as_deref())
+        .unwrap_or(DEFAULT_PROFILE);
+    let profiles_path = spec.dir().join(&spec.prune.profiles);
+    let profiles = ProfilesFile::load(&profiles_path)?;
+    let profile = profiles.get(name, &profiles_path)?.clone();
+    let rules_path = spec.dir().join(&spec.prune.rules);
+    let rules_file = RulesFile::load(&rules_path)?;
+    let layout = Layout {
+        xy: ctx.runtime.xy.clone(),
+    };
+    let mut out = Slimmed {
+        profile: name.to_owned(),
+        ..Slimmed::default()
+    };
+    ctx.progress
+        .line(format!("profile {name}: {}", profile.description));
+
+    // Sizes before, per distribution.
+    for (rel, &i) in &ctx.owners.files {
+        if let Ok(meta) = fs_err::symlink_metadata(ctx.stage.join(ctx.site_packages).join(rel)) {
+            *out.bytes_before
+                .entry(ctx.owners.dists[i].0.clone())
+                .or_default() += meta.len();
+        }
+    }
+
+    // 1. Pruning.
+    for d in &spec.prune.disable {
+        if !rules_file.rules.iter().any(|r| &r.name == d) {
+            bail!(
+                "{}: [prune] disable names `{d}`, which {rules_path} does not define",
+                spec.path
+            );
+        }
+    }
+    let defs: Vec<_> = rules_file
+        .rules
+        .iter()
+        .filter(|r| !spec.prune.disable.contains(&r.name))
+        .chain(&spec.prune.rule)
+        .filter(|r| profile.levels.contains(&r.level))
+        .collect();
+    if !defs.is_empty() {
+        let rules: Vec<Rule> = defs
+            .iter()
+            .map(|d| Rule::compile(d, &layout))
+            .collect::<Result<_>>()?;
+        let mut startup = rules_file.protect.startup_modules.clone();
+        startup.extend(startup_modules(&(ctx.host_python)()?)?);
+        let needed = interpreter_files(ctx.stage, &ctx.runtime.exe)?;
+        let protections = Protections::new(
+            &layout,
+            &rules_file.protect.paths,
+            &startup,
+            &needed,
+            &spec.prune.keep,
+        )?;
+        let entries = crate::prune::entries(ctx.stage, ctx.owners)?;
+        let plan = crate::prune::plan(&entries, &rules, &protections);
+        crate::prune::execute(ctx.stage, &plan, &rules)?;
+        for (rule, files, bytes) in &plan.totals {
+            if *files > 0 {
+                out.removed.push(Removed {
+                    rule: rule.clone(),
+                    files: *files,
+                    bytes: *bytes,
+                });
+            }
+        }
+        for rule in &plan.unmatched {
+            out.notes.push(format!("rule `{rule}` matched nothing"));
+        }
+        for (rule, path) in &plan.kept {
+            out.notes.push(format!(
+                "kept by layer.toml [prune] keep: {path} (rule `{rule}`)"
+            ));
+        }
+        out.refused = plan.refused;
+        ctx.progress.line(format!(
+            "pruned {} files ({}) by {} rules; {} protected files refused",
+            plan.delete.len(),
+            crate::report::mb(out.removed.iter().map(|r| r.bytes).sum()),
+            rules.len(),
+            out.refused.len()
+        ));
+    }
+
+    // 2. Bytecode.
+    let files: Vec<Utf8PathBuf> = crate::util::walk(ctx.stage)?
+        .into_iter()
+        .filter(|w| w.file_type.is_file())
+        .map(|w| w.rel)
+        .collect();
+    let mut keep_source = globset::GlobSetBuilder::new();
+    for g in rules_file
+        .sources
+        .keep
+        .iter()
+        .chain(&spec.prune.keep_source)
+    {
+        keep_source.add(
+            globset::Glob::new(&format!("{}/{g}", layout.site_packages()))
+                .with_context(|| format!("keep-source glob `{g}`"))?,
+        );
+    }
+    let jobs = crate::bytecode::plan(
+        &files,
+        profile.bytecode,
+        &layout.xy,
+        profile.optimize,
+        &keep_source.build()?,
+    );
+    let python = if jobs.is_empty() {
+        None
+    } else {
+        Some((ctx.host_python)()?)
+    };
+    let compiled = match &python {
+        Some(python) => {
+            ctx.progress
+                .line(format!("compiling {} modules with {python}", jobs.len()));
+            crate::bytecode::compile(ctx.stage, &jobs, python, profile.optimize)?
+        }
+        None => crate::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0)?,
+    };
+    if compiled.stale_removed > 0 {
+        out.notes.push(format!(
+            "removed {} .pyc files the runtime or wheels brought (replaced by unchecked-hash bytecode)",
+            compiled.stale_removed
+        ));
+    }
+    if !compiled.failed.is_empty() {
+        let shown: Vec<String> = compiled
+            .failed
+            .iter()
+            .take(5)
+            .map(|(p, e)| format!("{p} ({e})"))
+            .collect();
+        out.notes.push(format!(
+            "{} sources did not compile and are kept as sources: {}{}",
+            compiled.failed.len(),
+            shown.join("; "),
+            if compiled.failed.len() > 5 {
+                "; ..."
+            } else {
+                ""
+            }
+        ));
+    }
+
+    // 3. Stripping.
+    if profile.strip {
+        for s in crate::strip::strip_tree(ctx.stage, ctx.arch)? {
+            let note = match s.outcome {
+                crate::strip::Outcome::Stripped { before, after } => StripNote {
+                    path: s.path,
+                    before,
+                    after: Some(after),
+                },
+                crate::strip::Outcome::Kept(why) => {
+                    out.notes
+                        .push(format!("not stripped, left as it was: {} ({why})", s.path));
+                    StripNote {
+                        before: fs_err::metadata(ctx.stage.join(&s.path))?.len(),
+                        path: s.path,
+                        after: None,
+                    }
+                }
+            };
+            out.stripped.push(note);
+        }
+    }
+
+    // 4. site-packages.zip.
+    if profile.site_packages_zip {
+        let sp = ctx.stage.join(ctx.site_packages);
+        let files: Vec<Utf8PathBuf> = crate::util::walk(&sp)?
+            .into_iter()
+            .filter(|w| w.file_type.is_file())
+            .map(|w| w.rel)
+            .collect();
+        let names: Vec<String> = ctx.owners.dists.iter().map(|d| d.0.clone()).collect();
+        let owner = |f: &Utf8Path| {
+            ctx.owners
+                .files
+                .get(f)
+                .map(|&i| crate::wheels::normalize(&names[i]))
+        };
+        let plan = crate::sitezip::plan(&files, &owner, &rules_file.site_zip.keep_out);
+        let dest_rel = layout.stdlib().join(crate::sitezip::FILE_NAME);
+        let entries = crate::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan)?;
+        for (dist, why) in &plan.kept_out {
+            out.notes
+                .push(format!("kept out of site-packages.zip: {dist}: {why}"));
+        }
+        out.zip_entries = entries
+            .into_iter()
+            .map(|e| EntryStat {
+                path: ctx.site_packages.join(&e.path),
+                ..e
+            })
+            .collect();
+        out.site_zip = Some(dest_rel);
+    }
+    Ok(out)
+}
+
+/// Standard-library modules loaded by `python -c pass` (with `site`): what start-up needs.
+fn startup_modules(python: &Utf8Path) -> Result<Vec<String>> {
+    let out = duct::cmd!(
+        python.as_std_path(),
+        "-I",
+        "-B",
+        "-c",
+        "import sys, json; print(json.dumps(sorted(sys.modules)))"
+    )
+    .stderr_capture()
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .with_context(|| format!("could not start {python} to list start-up modules"))?;
+    if !out.status.success() {
+        bail!(
+            "{python} exited with {} while listing start-up modules: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{python} printed bad JSON while listing start-up modules"))
+}
+
+/// The interpreter and the shared libraries of the layer it needs (DT_NEEDED found in
+/// `python/lib`, links followed), as layer paths.
+fn interpreter_files(stage: &Utf8Path, exe: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    let exe_rel = Utf8Path::new("python").join(exe);
+    let mut out = vec![exe_rel.clone()];
+    let bytes = fs_err::read(stage.join(&exe_rel))?;
+    let elf =
+        goblin::elf::Elf::parse(&bytes).with_context(|| format!("{exe_rel} is not an ELF file"))?;
+    for lib in &elf.libraries {
+        let mut rel = Utf8PathBuf::from("python/lib").join(lib);
+        // Follow links inside python/lib so that the file behind them is protected too.
+        for _ in 0..8 {
+            let full = stage.join(&rel);
+            if full.symlink_metadata().is_err() {
+                break;
+            }
+            out.push(rel.clone());
+            match fs_err::read_link(&full) {
+                Ok(target) => {
+                    let target = crate::util::utf8(target)?;
+                    rel = rel.parent().unwrap_or(Utf8Path::new("")).join(target);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_profiles_parse() {
+        let path = crate::util::project_root().join("layer/profiles.toml");
+        let p = ProfilesFile::load(&path).unwrap();
+        let standard = p.get("standard", &path).unwrap();
+        assert!(standard.levels.is_empty() && standard.bytecode == Mode::Both && !standard.strip);
+        let slim = p.get("slim", &path).unwrap();
+        assert_eq!(slim.bytecode, Mode::Sourceless);
+        assert!(p.get("optimized", &path).unwrap().levels == [Level::Safe]);
+        assert!(p.get(DEFAULT_PROFILE, &path).is_ok());
+        assert!(p
+            .get("nope", &path)
+            .unwrap_err()
+            .to_string()
+            .contains("standard"));
+    }
+
+    #[test]
+    fn optimize_needs_sourceless() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = Utf8Path::from_path(tmp.path()).unwrap().join("p.toml");
+        fs_err::write(
+            &path,
+            "[profile.x]\ndescription='d'\nlevels=[]\nbytecode='both'\noptimize=1\n",
+        )
+        .unwrap();
+        let err = ProfilesFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("sourceless"), "{err}");
+    }
 }

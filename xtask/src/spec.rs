@@ -206,6 +206,9 @@ pub struct Spec {
     pub budget: BudgetSection,
     #[serde(default)]
     pub verify: VerifySection,
+    /// The user's pruning rules and exceptions, on top of `layer/rules.toml`.
+    #[serde(default)]
+    pub prune: PruneSection,
 
     /// The file this spec was read from.
     #[serde(skip)]
@@ -310,6 +313,51 @@ pub struct VerifySection {
     pub skip_imports: BTreeMap<String, String>,
 }
 
+/// `[prune]`: where the rules and profiles are, and the user's own rules and exceptions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PruneSection {
+    /// The rules file, relative to the spec.
+    #[serde(default = "default_rules")]
+    pub rules: Utf8PathBuf,
+    /// The profiles file, relative to the spec.
+    #[serde(default = "default_profiles")]
+    pub profiles: Utf8PathBuf,
+    /// Globs relative to `python/` that no rule deletes (exceptions, not refusals).
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Names of rules (of the rules file) not to apply.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// Globs relative to site-packages whose sources a `sourceless` profile keeps.
+    #[serde(default)]
+    pub keep_source: Vec<String>,
+    /// The user's own rules, applied after those of the rules file, same shape.
+    #[serde(default)]
+    pub rule: Vec<crate::prune::RuleDef>,
+}
+
+impl Default for PruneSection {
+    fn default() -> Self {
+        PruneSection {
+            rules: default_rules(),
+            profiles: default_profiles(),
+            keep: Vec::new(),
+            disable: Vec::new(),
+            keep_source: Vec::new(),
+            rule: Vec::new(),
+        }
+    }
+}
+
+fn default_rules() -> Utf8PathBuf {
+    Utf8PathBuf::from("rules.toml")
+}
+
+fn default_profiles() -> Utf8PathBuf {
+    Utf8PathBuf::from("profiles.toml")
+}
+
 impl Spec {
     /// Reads and checks a spec; errors name the file, the line and what is wrong.
     pub fn load(path: &Utf8Path) -> Result<Spec> {
@@ -351,6 +399,7 @@ impl Spec {
         if self.requirements.packages.is_empty() {
             bail!("[requirements] packages is empty");
         }
+        crate::prune::check_names(&self.prune.rule).context("[prune]")?;
         Ok(())
     }
 
@@ -529,6 +578,14 @@ packages = ["litellm==1.78.7"]
             err.starts_with("line 14,") && err.contains("glibcc"),
             "{err}"
         );
+
+        let with_rule = format!(
+            "{GOOD}\n[prune]\nkeep = [\"lib/python3.11/site-packages/x/**\"]\n[[prune.rule]]\nname = \"mine\"\nlevel = \"check\"\nreason = \"because\"\npaths = [\"big/**\"]\n"
+        );
+        let spec = Spec::parse(&with_rule).expect("a user rule parses");
+        assert_eq!(spec.prune.rule[0].name, "mine");
+        let bad_rule = with_rule.replace("paths = [\"big/**\"]\n", "pathz = []\n");
+        assert!(Spec::parse(&bad_rule).unwrap_err().contains("pathz"));
 
         let not_toml = GOOD.replace("[requirements]", "[requirements");
         let err = Spec::parse(&not_toml).unwrap_err();

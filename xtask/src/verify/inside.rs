@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::mock::MockOpenAi;
 use super::{Check, Timings};
+use pythonexec::testing::MockOpenAi;
 
 const AUDIT: &str = include_str!("py/audit.py");
 const RUNTIME: &str = include_str!("py/runtime.py");

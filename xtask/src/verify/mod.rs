@@ -7,7 +7,6 @@
 //! sysroot. A layer that could not be executed is never reported as verified.
 
 mod inside;
-mod mock;
 mod modules;
 mod sandbox;
 mod static_checks;
@@ -223,7 +222,13 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
             (None, None, None)
         } else if arch == Arch::Arm64 {
             let qemu = sandbox::which("qemu-aarch64-static");
-            let sysroot = flags.sysroot.clone().filter(|s| s.is_dir());
+            // The flag, else the fixture runtime's Debian arm64 sysroot (cached download).
+            let sysroot = match &flags.sysroot {
+                Some(s) => Some(s.clone()).filter(|s| s.is_dir()),
+                None => crate::fixture::arm64_sysroot()
+                    .map_err(|e| warnings.push(format!("no arm64 sysroot: {e:#}")))
+                    .ok(),
+            };
             match (qemu, sysroot) {
                 (Some(q), Some(s)) => (Some(q), Some(s), Some("qemu-aarch64-static".to_owned())),
                 (q, s) => {

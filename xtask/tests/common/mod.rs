@@ -1,0 +1,234 @@
+//! Shared fixtures for the end-to-end tests: they run the real `xtask` binary.
+//!
+//! Fixture runtimes and built layers are expensive (tens of seconds), so each is made once
+//! under `target/test-fixtures/` and reused by every test and test binary; a file lock keeps
+//! concurrent test processes from building the same thing twice.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root().join(target)
+    };
+    let dir = target.join("test-fixtures");
+    std::fs::create_dir_all(&dir).expect("create target/test-fixtures");
+    dir
+}
+
+/// The real binary, run from the workspace root.
+pub fn xtask() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.current_dir(root())
+        .env("CI", "true")
+        .env_remove("LAYER_PYTHON_MIRROR");
+    cmd
+}
+
+/// Runs a command, printing its output on failure.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Holds an exclusive lock on a file under the fixtures folder while alive.
+pub struct FileLock(std::fs::File);
+
+pub fn lock(name: &str) -> FileLock {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(fixtures_dir().join(format!("{name}.lock")))
+        .expect("open lock file");
+    file.lock().expect("lock");
+    FileLock(file)
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).expect("open");
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A python-build-standalone-shaped archive of this machine's CPython (x86_64) or of
+/// Debian's arm64 CPython, built once.
+pub fn fixture_archive(arch: &str) -> (PathBuf, String) {
+    let path = fixtures_dir().join(format!("cpython-fixture-{arch}-install_only.tar.gz"));
+    let _guard = lock(&format!("fixture-{arch}"));
+    if !path.exists() {
+        run_ok(
+            xtask()
+                .args(["fixture-runtime", "--arch", arch, "--out"])
+                .arg(&path),
+        );
+    }
+    let sha = sha256_file(&path);
+    (path, sha)
+}
+
+/// A built layer of the default spec, built once per (arch, profile).
+pub struct BuiltLayer {
+    pub out: PathBuf,
+    pub zip: PathBuf,
+    pub tree: PathBuf,
+    pub report: serde_json::Value,
+}
+
+pub fn built_layer(arch: &str, profile: Option<&str>) -> BuiltLayer {
+    static CACHE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _in_process = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let name = format!("layer-{arch}-{}", profile.unwrap_or("default"));
+    let out = fixtures_dir().join(&name);
+    let (archive, sha) = fixture_archive(arch);
+    let _guard = lock(&name);
+    let report_path = out.join("report.json");
+    if !report_path.exists() {
+        let mut cmd = xtask();
+        cmd.args(["layer", "--arch", arch, "--out"]).arg(&out);
+        cmd.arg("--python-archive")
+            .arg(&archive)
+            .args(["--python-sha256", &sha]);
+        if let Some(p) = profile {
+            cmd.args(["--profile", p]);
+        }
+        if arch == "arm64" {
+            let (host, host_sha) = fixture_archive("x86_64");
+            cmd.arg("--host-python-archive")
+                .arg(host)
+                .args(["--host-python-sha256", &host_sha]);
+        }
+        run_ok(&mut cmd);
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report.json"))
+            .expect("report.json is JSON");
+    let zip = PathBuf::from(report["zip_path"].as_str().expect("zip_path"));
+    BuiltLayer {
+        tree: out.join("tree"),
+        zip,
+        out,
+        report,
+    }
+}
+
+/// Runs `code` with the layer's interpreter the way Lambda would: the layer read-only at
+/// /opt, the rest of the system read-only, /tmp writable, /root (and this machine's own
+/// Python) hidden, no network.
+pub fn run_in_sandbox(tree: &Path, code: &str) -> Output {
+    let mut cmd = Command::new("bwrap");
+    for dir in ["/usr", "/lib", "/lib64", "/etc", "/bin", "/sbin"] {
+        if Path::new(dir).exists() {
+            cmd.args(["--ro-bind", dir, dir]);
+        }
+    }
+    cmd.arg("--ro-bind").arg(tree).arg("/opt");
+    cmd.args([
+        "--tmpfs",
+        "/tmp",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--unshare-net",
+        "--clearenv",
+    ]);
+    cmd.args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"]);
+    cmd.args(["--setenv", "PYTHONHOME", "/opt/python"]);
+    cmd.args(["--setenv", "LAMBDA_TASK_ROOT", "/var/task"]);
+    cmd.args(["--", "/opt/python/bin/python3.11", "-c", code]);
+    cmd.output().expect("spawn bwrap")
+}
+
+/// Serves `dir` over HTTP on loopback until the returned server is dropped.
+pub struct FileServer {
+    pub base_url: String,
+    server: std::sync::Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub fn serve_dir(dir: PathBuf) -> FileServer {
+    let server =
+        std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
+    let port = server.server_addr().to_ip().expect("ip").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s, h) = (server.clone(), hits.clone());
+    let thread = std::thread::spawn(move || {
+        for request in s.incoming_requests() {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let rel = request.url().trim_start_matches('/').replace("%2B", "+");
+            let path = dir.join(rel);
+            let response = match std::fs::File::open(&path) {
+                Ok(f) if !rel_escapes(request.url()) => tiny_http::Response::from_file(f).boxed(),
+                _ => tiny_http::Response::from_string("not found")
+                    .with_status_code(404)
+                    .boxed(),
+            };
+            let _ = request.respond(response);
+        }
+    });
+    FileServer {
+        base_url: format!("http://127.0.0.1:{port}"),
+        server,
+        thread: Some(thread),
+        hits,
+    }
+}
+
+fn rel_escapes(url: &str) -> bool {
+    url.split('/').any(|c| c == "..")
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! End-to-end tests of `cargo xtask layer`: real fixture runtime, real wheels from PyPI,
+//! real HTTP on loopback, a real bubblewrap sandbox.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// The spec's asset name for an architecture, as the mirror must serve it.
+fn asset(arch_triple: &str) -> String {
+    let spec = std::fs::read_to_string(root().join("layer/layer.toml")).expect("layer.toml");
+    let field = |key: &str| -> String {
+        let line = spec
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .expect(key);
+        line.split('"').nth(1).expect("quoted").to_owned()
+    };
+    format!(
+        "cpython-{}+{}-{arch_triple}-install_only_stripped.tar.gz",
+        field("version"),
+        field("release")
+    )
+}
+
+fn release() -> String {
+    let spec = std::fs::read_to_string(root().join("layer/layer.toml")).expect("layer.toml");
+    let line = spec
+        .lines()
+        .find(|l| l.starts_with("release = "))
+        .expect("release");
+    line.split('"').nth(1).expect("quoted").to_owned()
+}
+
+#[test]
+fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
+    let (archive, sha) = fixture_archive("x86_64");
+    let mirror = tempfile::tempdir().unwrap();
+    let release_dir = mirror.path().join(release());
+    std::fs::create_dir_all(&release_dir).unwrap();
+    std::fs::copy(
+        &archive,
+        release_dir.join(asset("x86_64-unknown-linux-gnu")),
+    )
+    .unwrap();
+    let server = serve_dir(mirror.path().to_path_buf());
+
+    let out = tempfile::tempdir().unwrap();
+    // A private cache so that the runtime really goes through HTTP, hashing and caching.
+    let cache = tempfile::tempdir().unwrap();
+    let output = run_ok(
+        xtask()
+            .args([
+                "layer",
+                "--arch",
+                "x86_64",
+                "--json",
+                "--python-sha256",
+                &sha,
+                "--out",
+            ])
+            .arg(out.path())
+            .env("LAYER_PYTHON_MIRROR", &server.base_url)
+            .env("LAYER_CACHE_DIR", cache.path()),
+    );
+    assert!(
+        server.hits.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the runtime came over HTTP"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("--json prints one JSON object");
+    assert_eq!(report["arch"], "x86_64");
+    let zip = Path::new(report["zip_path"].as_str().unwrap());
+    assert_eq!(zip, out.path().join("python-litellm-x86_64.zip"));
+    assert_eq!(
+        report["zip_bytes"].as_u64().unwrap(),
+        std::fs::metadata(zip).unwrap().len()
+    );
+    assert!(report["unpacked_bytes"].as_u64().unwrap() > report["zip_bytes"].as_u64().unwrap());
+    assert!(report["python_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("3.11"));
+    let packages = report["packages"].as_array().unwrap();
+    let litellm = packages
+        .iter()
+        .find(|p| p["name"] == "litellm")
+        .expect("litellm in the report");
+    assert_eq!(litellm["version"], "1.78.7");
+    assert!(litellm["bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(packages.iter().any(|p| p["name"] == "openai"));
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        on_disk, report,
+        "report.json beside the zip is the same object"
+    );
+    assert!(out.path().join("layer-size-report.txt").exists());
+
+    // The zip, unpacked as Lambda does at /opt, runs litellm with /root and this machine's Python hidden.
+    let unpacked = tempfile::tempdir().unwrap();
+    unzip(zip, unpacked.path());
+    let run = run_in_sandbox(
+        unpacked.path(),
+        "import sys, os, litellm; print(sys.prefix, os.environ['LITELLM_LOCAL_MODEL_COST_MAP']); \
+         print(os.path.exists('/root/.pyenv'))",
+    );
+    let text = text(&run);
+    assert!(run.status.success(), "{text}");
+    assert!(text.contains("/opt/python True"), "{text}");
+    assert!(
+        text.contains("False"),
+        "this machine's Python is hidden: {text}"
+    );
+
+    // The runtime is in the cache now: an offline build succeeds without the server.
+    drop(server);
+    let out2 = tempfile::tempdir().unwrap();
+    run_ok(
+        xtask()
+            .args([
+                "layer",
+                "--arch",
+                "x86_64",
+                "--offline",
+                "--python-sha256",
+                &sha,
+                "--out",
+            ])
+            .arg(out2.path())
+            .env("LAYER_PYTHON_MIRROR", "http://127.0.0.1:9")
+            .env("LAYER_CACHE_DIR", cache.path()),
+    );
+    assert_eq!(
+        std::fs::read(zip).unwrap(),
+        std::fs::read(out2.path().join("python-litellm-x86_64.zip")).unwrap(),
+        "two builds of the same inputs give the same bytes"
+    );
+}
+
+/// Unzips keeping modes and symlinks, as Lambda does.
+fn unzip(zip: &Path, dest: &Path) {
+    let status = std::process::Command::new("unzip")
+        .arg("-q")
+        .arg(zip)
+        .arg("-d")
+        .arg(dest)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        _ => {
+            // Without the unzip tool, use the zip crate (keeps modes; links become files).
+            let mut archive = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();
+            archive.extract(dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_wrong_sha256_fails_names_both_hashes_and_leaves_no_zip() {
+    let (archive, sha) = fixture_archive("x86_64");
+    let wrong = "0".repeat(64);
+    let out = tempfile::tempdir().unwrap();
+    let output = xtask()
+        .args([
+            "layer",
+            "--arch",
+            "x86_64",
+            "--python-sha256",
+            &wrong,
+            "--out",
+        ])
+        .arg(out.path())
+        .arg("--python-archive")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let text = text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(&wrong) && text.contains(&sha),
+        "both hashes are shown: {text}"
+    );
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.iter().all(|n| !n.to_string_lossy().ends_with(".zip")),
+        "no zip left: {left:?}"
+    );
+    assert!(!out.path().join("report.json").exists());
+}
+
+#[test]
+fn an_archive_with_dotdot_paths_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("evil.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&evil).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        let body = b"#!/bin/sh\necho pwned\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o755);
+        header.set_entry_type(tar::EntryType::Regular);
+        // Written by hand: the tar crate refuses to build such a path itself.
+        let name = b"python/../../evil";
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_cksum();
+        tar.append(&header, &body[..]).unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let sha = sha256_file(&evil);
+    let out = dir.path().join("out");
+    let output = xtask()
+        .args([
+            "layer",
+            "--arch",
+            "x86_64",
+            "--python-sha256",
+            &sha,
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--python-archive")
+        .arg(&evil)
+        .env("LAYER_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let text = text(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("../"), "the error names the entry: {text}");
+    assert!(!dir.path().join("evil").exists() && !out.join("evil").exists());
+    assert!(!out.join("python-litellm-x86_64.zip").exists());
+}
+
+#[test]
+fn a_malformed_spec_is_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(root().join("layer/layer.toml")).unwrap();
+    let bad = spec.replace("runtime = \"al2023\"", "runtime = \"al2025\"");
+    let path = dir.path().join("layer.toml");
+    std::fs::write(&path, &bad).unwrap();
+    let line = bad.lines().position(|l| l.contains("al2025")).unwrap() + 1;
+    let output = xtask()
+        .args(["layer", "--arch", "x86_64", "--spec"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        text.contains(&path.display().to_string()),
+        "names the file: {text}"
+    );
+    assert!(
+        text.contains(&format!("line {line}")),
+        "names the line: {text}"
+    );
+    assert!(text.contains("al2025"), "says what is wrong: {text}");
+}
+
+#[test]
+fn a_package_without_a_wheel_for_the_target_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
+        .unwrap()
+        .replace(
+            "packages = [\"litellm==1.78.7\"]",
+            "packages = [\"winonly==1.0\"]",
+        );
+    std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
+    std::fs::copy(
+        root().join("layer/sitecustomize.py"),
+        dir.path().join("sitecustomize.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pylock.toml"),
+        r#"lock-version = "1.0"
+created-by = "test"
+
+[[packages]]
+name = "winonly"
+version = "1.0"
+wheels = [{ name = "winonly-1.0-cp311-cp311-win_amd64.whl", url = "https://example.invalid/w.whl", hashes = { sha256 = "0000000000000000000000000000000000000000000000000000000000000000" } }]
+"#,
+    )
+    .unwrap();
+    let output = xtask()
+        .args(["layer", "--arch", "x86_64", "--spec"])
+        .arg(dir.path().join("layer.toml"))
+        .output()
+        .unwrap();
+    let text = text(&output);
+    assert!(!output.status.success());
+    assert!(text.contains("winonly 1.0"), "names the package: {text}");
+    assert!(
+        text.contains("x86_64") && text.contains("2.34"),
+        "names the target: {text}"
+    );
+    assert!(
+        text.contains("cp311-cp311-win_amd64"),
+        "names the tags that exist: {text}"
+    );
+}
+
+#[test]
+fn an_arm64_layer_holds_only_aarch64_native_code() {
+    if std::process::Command::new("qemu-aarch64-static")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: qemu-aarch64-static is not installed (ci/test.sh installs it)");
+        return;
+    }
+    let layer = built_layer("arm64", Some("standard"));
+    let site = layer.tree.join("python/lib/python3.11/site-packages");
+    let mut elf_files = 0;
+    for entry in walk(&layer.tree) {
+        let bytes = std::fs::read(&entry).unwrap();
+        if !bytes.starts_with(b"\x7fELF") {
+            continue;
+        }
+        let elf =
+            goblin::elf::Elf::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", entry.display()));
+        assert_eq!(
+            elf.header.e_machine,
+            goblin::elf::header::EM_AARCH64,
+            "{} is not AArch64",
+            entry.display()
+        );
+        if entry.starts_with(&site) {
+            elf_files += 1;
+        }
+    }
+    assert!(
+        elf_files > 10,
+        "site-packages holds native code of several distributions ({elf_files} files)"
+    );
+    assert_eq!(layer.report["arch"], "arm64");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
