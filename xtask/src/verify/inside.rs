@@ -458,8 +458,11 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
             let served = mock.requests() - before;
             checks.push(Check::new(
                 "litellm: through the loopback server",
-                served >= 4,
-                format!("the server answered {served} requests (4 expected)"),
+                // The library server counts the three completions; /v1/models may not count.
+                served >= 3,
+                format!(
+                    "the server counted {served} requests (at least the 3 completions expected)"
+                ),
             ));
         }
     }
