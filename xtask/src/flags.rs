@@ -33,6 +33,15 @@ pub enum Command {
     /// What a layer (zip or folder, this tool's or anybody's) is made of; `--diff OLD NEW`
     /// compares two.
     Analyze(Analyze),
+    /// Run a layer the way Lambda would and check it: interpreter, standard library, every
+    /// package, LiteLLM against a loopback server, no egress, no writes, ELF files, sizes.
+    ///
+    /// Exit code 0 only when every check passed; 2 when the checks that need to execute the
+    /// layer could not run (and --static-only was not given).
+    Verify(Verify),
+    /// Internal: the supervisor `verify` runs inside its sandbox (plan on stdin, JSON out).
+    #[command(hide = true)]
+    VerifyInside(VerifyInside),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -131,3 +140,37 @@ pub struct Analyze {
     #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with_all = ["layer", "html", "scan_source"])]
     pub diff: Option<Vec<Utf8PathBuf>>,
 }
+
+#[derive(Args, Debug)]
+pub struct Verify {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Target architecture (default: the spec's `default-arch`, or with --layer the
+    /// architecture of the layer's interpreter).
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// The layer zip (default: the last one `cargo xtask layer` built for the architecture).
+    #[arg(long)]
+    pub layer: Option<Utf8PathBuf>,
+    /// Print `{"ok", "checks": [{"name", "ok", "detail"}], "timings"}` as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only the checks that read files; succeed even though nothing was executed.
+    #[arg(long)]
+    pub static_only: bool,
+    /// An arm64 sysroot (glibc and friends) for running an arm64 layer under qemu.
+    #[arg(long, env = "LAYER_ARM64_SYSROOT")]
+    pub sysroot: Option<Utf8PathBuf>,
+    /// Fresh processes per timing (default 5, or 3 under emulation).
+    #[arg(long)]
+    pub timing_runs: Option<usize>,
+    /// Interpreters run at once for the import checks (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Do not use bubblewrap even where it works (runs the unsandboxed fallback).
+    #[arg(long)]
+    pub no_sandbox: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyInside {}

@@ -6,6 +6,7 @@ mod analyze;
 mod bytecode;
 mod doctor;
 mod download;
+mod elf;
 mod fixture;
 mod flags;
 mod layer;
@@ -20,6 +21,7 @@ mod slim;
 mod spec;
 mod strip;
 mod util;
+mod verify;
 mod wheels;
 
 use clap::Parser;
@@ -32,6 +34,8 @@ fn main() -> std::process::ExitCode {
         flags::Command::FixtureRuntime(cmd) => cmd.run(),
         flags::Command::Doctor(cmd) => cmd.run(),
         flags::Command::Analyze(cmd) => cmd.run(),
+        flags::Command::Verify(cmd) => cmd.run(),
+        flags::Command::VerifyInside(cmd) => cmd.run(),
     };
     match result {
         Ok(code) => code,

@@ -204,6 +204,8 @@ pub struct Spec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub budget: BudgetSection,
+    #[serde(default)]
+    pub verify: VerifySection,
     /// The user's pruning rules and exceptions, on top of `layer/rules.toml`.
     #[serde(default)]
     pub prune: PruneSection,
@@ -299,6 +301,16 @@ pub struct BudgetSection {
     pub zip_bytes: Option<u64>,
     /// Largest acceptable unpacked layer, in bytes.
     pub unpacked_bytes: Option<u64>,
+}
+
+/// `[verify]`: what `cargo xtask verify` must know about this layer's packages.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VerifySection {
+    /// Top-level modules that legitimately cannot be imported on their own, each with the
+    /// reason; verify lists them instead of importing them.
+    #[serde(default)]
+    pub skip_imports: BTreeMap<String, String>,
 }
 
 /// `[prune]`: where the rules and profiles are, and the user's own rules and exceptions.
