@@ -47,6 +47,9 @@ const ARM64_PACKAGES: &[&str] = &[
     "libpython3.11-stdlib",
     "libc6",
     "libgcc-s1",
+    // Not needed by the interpreter, but by wheels (tokenizers, ...): Lambda's base image
+    // provides it, so the sysroot that stands in for that image under qemu must too.
+    "libstdc++6",
     "zlib1g",
     "libexpat1",
     "libssl3",
@@ -1022,7 +1025,9 @@ fn glibc_needs(root: &Utf8Path) -> Result<GlibcNeeds> {
 /// returns it. `verify` runs arm64 layers as `qemu-aarch64-static -L SYSROOT ...`.
 pub fn arm64_sysroot() -> Result<Utf8PathBuf> {
     let base = crate::util::cache_dir().join("debian-arm64");
-    let sysroot = base.join("sysroot");
+    // Keyed by the package list, so that adding a package makes a new sysroot.
+    let key = crate::util::sha256_hex(ARM64_PACKAGES.join(" ").as_bytes());
+    let sysroot = base.join(format!("sysroot-{}", &key[..16]));
     if sysroot.join(".complete").is_file() {
         return Ok(sysroot);
     }

@@ -214,6 +214,31 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         progress: &progress,
     })?;
 
+    // The layer describes itself: what it holds and what was removed on purpose.
+    let manifest = crate::report::Manifest {
+        name: spec.layer.name.clone(),
+        arch: arch.to_string(),
+        profile: slimmed.profile.clone(),
+        python_version: runtime.version.clone(),
+        distributions: owners
+            .dists
+            .iter()
+            .filter(|(name, _, _)| {
+                !slimmed
+                    .removed_distributions
+                    .iter()
+                    .any(|r| &r.name == name)
+            })
+            .map(|(name, version, _)| (name.clone(), version.clone()))
+            .collect(),
+        removed_distributions: slimmed.removed_distributions.clone(),
+    };
+    let manifest_path = stage.join(crate::report::MANIFEST);
+    fs_err::write(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
+
     // 5. Package.
     let zip_path = req.out.join(format!("{}-{}.zip", spec.layer.name, arch));
     progress.line(format!("packaging {zip_path}"));
@@ -429,6 +454,12 @@ fn write_sitecustomize(spec: &Spec, stdlib: &Utf8Path) -> Result<()> {
         fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
     let env = serde_json::to_string(&spec.env)?;
     let text = template.replace("__LAYER_ENV__", &env);
-    fs_err::write(stdlib.join("sitecustomize.py"), text)?;
+    // Debian's stdlib ships sitecustomize.py as a link into /etc: writing through it would
+    // change the build machine, so whatever is there is replaced, never written through.
+    let path = stdlib.join("sitecustomize.py");
+    if path.symlink_metadata().is_ok() {
+        fs_err::remove_file(&path)?;
+    }
+    fs_err::write(&path, text)?;
     Ok(())
 }

@@ -36,6 +36,9 @@ pub struct Report {
     /// Everything under site-packages (what `site-packages.zip` holds counted as if unpacked).
     #[serde(default)]
     pub site_packages: Part,
+    /// Distributions a rule removed whole.
+    #[serde(default)]
+    pub removed_distributions: Vec<RemovedDistribution>,
     /// What pruning removed, per rule.
     #[serde(default)]
     pub removed: Vec<Removed>,
@@ -88,6 +91,29 @@ pub struct Limits {
     pub zip_bytes: Option<u64>,
     pub unpacked_bytes: Option<u64>,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemovedDistribution {
+    pub name: String,
+    pub version: String,
+    pub rule: String,
+}
+
+/// `python/layer-manifest.json`: what a layer holds, written into the layer itself so that
+/// `verify` (and anyone on the machine it runs on) can tell what was installed and removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub arch: String,
+    pub profile: String,
+    pub python_version: String,
+    /// Distributions present in the layer: (name, version).
+    pub distributions: Vec<(String, String)>,
+    pub removed_distributions: Vec<RemovedDistribution>,
+}
+
+/// The manifest's path inside a layer.
+pub const MANIFEST: &str = "python/layer-manifest.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Removed {
@@ -264,6 +290,7 @@ pub fn build(
         profile: String::new(),
         site_packages,
         removed: Vec::new(),
+        removed_distributions: Vec::new(),
         refused: Vec::new(),
         stripped: Vec::new(),
         notes: Vec::new(),

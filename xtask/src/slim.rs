@@ -113,6 +113,8 @@ pub struct Slimmed {
     pub zip_entries: Vec<EntryStat>,
     /// The layer path of `site-packages.zip`, when written.
     pub site_zip: Option<Utf8PathBuf>,
+    /// Distributions a rule removed whole (their METADATA went with them).
+    pub removed_distributions: Vec<crate::report::RemovedDistribution>,
 }
 
 impl Slimmed {
@@ -131,6 +133,7 @@ impl Slimmed {
     pub fn fill(self, report: &mut crate::report::Report) {
         report.profile = self.profile;
         report.removed = self.removed;
+        report.removed_distributions = self.removed_distributions;
         report.notes.extend(self.notes);
         if self.site_zip.is_some() {
             report.notes.push(
@@ -225,6 +228,7 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
         let entries = crate::prune::entries(ctx.stage, ctx.owners)?;
         let plan = crate::prune::plan(&entries, &rules, &protections);
         crate::prune::execute(ctx.stage, &plan, &rules)?;
+        out.removed_distributions = removed_distributions(ctx.owners, &plan, &rules);
         for (rule, files, bytes) in &plan.totals {
             if *files > 0 {
                 out.removed.push(Removed {
@@ -459,4 +463,34 @@ mod tests {
         let err = ProfilesFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("sourceless"), "{err}");
     }
+}
+
+/// The distributions whose METADATA the plan deletes: a rule removed them whole, so
+/// `importlib.metadata` must no longer find them, and `verify` must not look for them.
+fn removed_distributions(
+    owners: &Owners,
+    plan: &crate::prune::Plan,
+    rules: &[Rule],
+) -> Vec<crate::report::RemovedDistribution> {
+    let mut out = Vec::new();
+    for (rel, &index) in &owners.files {
+        if rel.file_name() != Some("METADATA")
+            || !rel
+                .parent()
+                .is_some_and(|p| p.as_str().ends_with(".dist-info"))
+        {
+            continue;
+        }
+        let layer_path = owners.site_packages.join(rel);
+        if let Some(&rule) = plan.delete.get(&layer_path) {
+            let (name, version, _) = &owners.dists[index];
+            out.push(crate::report::RemovedDistribution {
+                name: name.clone(),
+                version: version.clone(),
+                rule: rules.get(rule).map(|r| r.name.clone()).unwrap_or_default(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }

@@ -197,7 +197,27 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
             modules.extend(modules::top_level_in_zip(names.iter().map(String::as_str)));
         }
     }
-    let dists = locked_dists(spec, arch)?;
+    // A layer this tool built says which distributions it holds (a profile may remove some
+    // on purpose); for any other layer, every distribution the lock installs must answer.
+    let manifest_path = root.join(crate::report::MANIFEST);
+    let dists = if manifest_path.is_file() {
+        let manifest: crate::report::Manifest =
+            serde_json::from_str(&fs_err::read_to_string(&manifest_path)?)
+                .with_context(|| format!("{manifest_path} is not a layer manifest"))?;
+        for removed in &manifest.removed_distributions {
+            warnings.push(format!(
+                "{} {} was removed on purpose by rule `{}`: its metadata is not checked",
+                removed.name, removed.version, removed.rule
+            ));
+        }
+        manifest
+            .distributions
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    } else {
+        locked_dists(spec, arch)?
+    };
     let unknown_skips: Vec<&String> = spec
         .verify
         .skip_imports
