@@ -257,6 +257,7 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
     }
 
     // 2. Bytecode.
+    materialize_linked_sources(ctx.stage)?;
     let files: Vec<Utf8PathBuf> = crate::util::walk(ctx.stage)?
         .into_iter()
         .filter(|w| w.file_type.is_file())
@@ -493,4 +494,69 @@ fn removed_distributions(
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// Replaces each link to a `.py` file by a copy of it. Debian's stdlib links
+/// `_sysconfigdata__linux_<arch>.py` to the multiarch name: a sourceless profile would leave
+/// that link dangling (its target becomes `.pyc`), and `both` would compile nothing for it.
+fn materialize_linked_sources(stage: &Utf8Path) -> Result<()> {
+    for entry in crate::util::walk(stage)? {
+        if !entry.file_type.is_symlink() || entry.rel.extension() != Some("py") {
+            continue;
+        }
+        let link = stage.join(&entry.rel);
+        // Only links that resolve to a file inside the layer; the runtime refuses others.
+        let Ok(target) = fs_err::canonicalize(&link) else {
+            continue;
+        };
+        let Ok(stage_real) = fs_err::canonicalize(stage) else {
+            continue;
+        };
+        if !target.starts_with(&stage_real) || !target.is_file() {
+            continue;
+        }
+        let bytes = fs_err::read(&target)?;
+        fs_err::remove_file(&link)?;
+        fs_err::write(&link, bytes)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn links_to_sources_become_copies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stage = Utf8Path::from_path(tmp.path()).unwrap();
+        let lib = stage.join("python/lib/python3.11");
+        fs_err::create_dir_all(&lib).unwrap();
+        fs_err::write(
+            lib.join("_sysconfigdata__aarch64-linux-gnu.py"),
+            "build_time_vars = {}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "_sysconfigdata__aarch64-linux-gnu.py",
+            lib.join("_sysconfigdata__linux_aarch64-linux-gnu.py"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", lib.join("outside.py")).unwrap();
+        materialize_linked_sources(stage).unwrap();
+        let linked = lib.join("_sysconfigdata__linux_aarch64-linux-gnu.py");
+        assert!(linked.symlink_metadata().unwrap().file_type().is_file());
+        assert_eq!(
+            fs_err::read_to_string(linked).unwrap(),
+            "build_time_vars = {}\n"
+        );
+        assert!(
+            lib.join("outside.py")
+                .symlink_metadata()
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "links leaving the layer are not followed"
+        );
+    }
 }
