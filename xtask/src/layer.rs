@@ -251,7 +251,8 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         arch,
         &runtime.version,
         &zip_path,
-        &report_stats,
+        &stats,
+        &report_stats.entries,
         &owners,
     );
     report.notes.extend(skipped_notes);

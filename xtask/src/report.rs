@@ -189,17 +189,24 @@ pub fn build(
     python_version: &str,
     zip_path: &Utf8Path,
     stats: &ZipStats,
+    attribution: &[crate::package::EntryStat],
     owners: &Owners,
 ) -> Report {
     let mut runtime = Part::default();
     let mut site_packages = Part::default();
     let mut per_dist: Vec<Part> = vec![Part::default(); owners.dists.len()];
-    let mut unpacked = 0;
-    for e in &stats.entries {
+    // What Lambda unpacks: the layer zip's own entries (a site-packages.zip counts as one file).
+    let unpacked = stats
+        .entries
+        .iter()
+        .filter(|e| !e.path.as_str().ends_with('/'))
+        .map(|e| e.uncompressed)
+        .sum();
+    // Who owns the bytes: `attribution` also lists the entries inside site-packages.zip.
+    for e in attribution {
         if e.path.as_str().ends_with('/') {
             continue;
         }
-        unpacked += e.uncompressed;
         if e.path.starts_with(&owners.site_packages) {
             site_packages.bytes += e.uncompressed;
             site_packages.compressed_bytes += e.compressed;

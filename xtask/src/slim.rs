@@ -137,7 +137,7 @@ impl Slimmed {
         report.notes.extend(self.notes);
         if self.site_zip.is_some() {
             report.notes.push(
-                "unpacked and per-distribution sizes count site-packages.zip's entries as if unpacked".into(),
+                "per-distribution sizes count the entries inside site-packages.zip; the unpacked total counts the zip as one file, as Lambda unpacks it".into(),
             );
         }
         report.refused = self
