@@ -143,7 +143,14 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     progress.line(format!("runtime: {source}"));
     let archive = fetcher
         .fetch(&source, &file_name, &sha, "python")
-        .with_context(|| format!("fetching the CPython runtime for {arch}"))?;
+        .with_context(|| {
+            let hint = if req.python_archive.is_none() {
+                " (where that host is out of reach, set LAYER_PYTHON_MIRROR or pass --python-archive with --python-sha256)"
+            } else {
+                ""
+            };
+            format!("fetching the CPython runtime for {arch}{hint}")
+        })?;
 
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
