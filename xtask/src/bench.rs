@@ -254,7 +254,7 @@ impl crate::flags::Bench {
         let spec = Spec::load(&self.spec.spec)?;
         let report = run_bench(&spec, &self)?;
         let json = serde_json::to_string_pretty(&report)?;
-        let path = self.out_dir().join("bench.json");
+        let path = self.out_dir()?.join("bench.json");
         crate::util::write_bytes_atomic(&path, (json.clone() + "\n").as_bytes())?;
         if self.json {
             println!("{json}");
@@ -265,10 +265,14 @@ impl crate::flags::Bench {
         Ok(ExitCode::SUCCESS)
     }
 
-    fn out_dir(&self) -> Utf8PathBuf {
-        self.out
+    /// Absolute, because `zip` runs from inside the tree it packs.
+    fn out_dir(&self) -> Result<Utf8PathBuf> {
+        let dir = self
+            .out
             .clone()
-            .unwrap_or_else(|| crate::util::target_dir().join("bench"))
+            .unwrap_or_else(|| crate::util::target_dir().join("bench"));
+        let abs = std::path::absolute(&dir).with_context(|| format!("resolving {dir}"))?;
+        crate::util::utf8(abs)
     }
 }
 
@@ -283,7 +287,7 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
     if Arch::host() != Some(ARCH) {
         bail!("the bench builds and runs an {ARCH} layer and must run on an {ARCH} machine");
     }
-    let out = flags.out_dir();
+    let out = flags.out_dir()?;
     fs_err::create_dir_all(&out)?;
     let progress = Progress::new();
     let mut notes = Vec::new();
@@ -895,11 +899,21 @@ pub fn render(r: &BenchReport) -> String {
         .variants
         .iter()
         .flat_map(|v| {
+            // A few per variant: the guide's row fails one check per distribution.
+            const SHOWN: usize = 4;
             let mut lines: Vec<String> = v
                 .verify_failed
                 .iter()
+                .take(SHOWN)
                 .map(|c| format!("- {}: `{}`: {}", v.name, c.name, one_line(&c.detail, 300)))
                 .collect();
+            if v.verify_failed.len() > SHOWN {
+                lines.push(format!(
+                    "- {}: ... and {} more failed checks (bench.json lists them)",
+                    v.name,
+                    v.verify_failed.len() - SHOWN
+                ));
+            }
             if let Some(e) = &v.verify_error {
                 lines.push(format!(
                     "- {}: verify could not run: {}",
@@ -955,15 +969,7 @@ pub fn render_table(variants: &[Variant]) -> String {
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
     );
     for v in variants {
-        let verify = match (v.verify_ok, v.verify_failed.first()) {
-            (Some(true), _) => "pass".to_owned(),
-            (Some(false), Some(c)) if v.verify_failed.len() > 1 => {
-                format!("FAIL ({} +{})", c.name, v.verify_failed.len() - 1)
-            }
-            (Some(false), Some(c)) => format!("FAIL ({})", c.name),
-            (Some(false), None) => "FAIL".to_owned(),
-            (None, _) => "not run".to_owned(),
-        };
+        let verify = verify_cell(v);
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:.2}x | {:.2}x | {} | {} | {} | {} | {} | {} |",
@@ -981,6 +987,23 @@ pub fn render_table(variants: &[Variant]) -> String {
         );
     }
     s
+}
+
+/// `pass`, or what failed: up to three check names (a size check over Lambda's 50 MB
+/// is a failure too, and the reader should see that it is only that).
+fn verify_cell(v: &Variant) -> String {
+    match v.verify_ok {
+        Some(true) => "pass".to_owned(),
+        None => "not run".to_owned(),
+        Some(false) => {
+            let names: Vec<&str> = v.verify_failed.iter().map(|c| c.name.as_str()).collect();
+            match names.len() {
+                0 => "FAIL".to_owned(),
+                1..=3 => format!("FAIL: {}", names.join(", ")),
+                n => format!("FAIL: {} checks ({}, ...)", n, names[..2].join(", ")),
+            }
+        }
+    }
 }
 
 fn one_line(text: &str, max: usize) -> String {
@@ -1052,7 +1075,17 @@ fn machine() -> Machine {
         rustc: version_of("rustc", &["--version"]),
         pip: version_of("python3", &["-m", "pip", "--version"]),
         uv: version_of("uv", &["--version"]),
-        zip: version_of("zip", &["-v"]).replace("This is ", ""),
+        // `zip -v` opens with a copyright line; the version is on the next.
+        zip: Command::new("zip")
+            .arg("-v")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("This is ").map(str::to_owned))
+            })
+            .unwrap_or_else(|| "not installed".to_owned()),
     }
 }
 
@@ -1212,7 +1245,7 @@ mod tests {
         );
         assert_eq!(
             lines[3],
-            "| guide | 25.0 | 80.0 | 0.50x | 0.50x | FAIL (package: metadata +1) | 0.02 s | n/a | n/a | 12.35 s | n/a |"
+            "| guide | 25.0 | 80.0 | 0.50x | 0.50x | FAIL: package: metadata, litellm: import | 0.02 s | n/a | n/a | 12.35 s | n/a |"
         );
     }
 
