@@ -327,11 +327,6 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
     let archive = fetcher
         .fetch(&runtime_source, &file_name, &runtime_sha, "python")
         .context("fetching the cpython runtime for the plain build")?;
-    let runtime_label = if flags.python_archive.is_some() {
-        format!("{runtime_source} (sha256 {runtime_sha}), given with --python-archive")
-    } else {
-        format!("{runtime_source} (sha256 {runtime_sha}), the spec's pinned download")
-    };
 
     // 1. The plain way.
     let requirements = out.join("requirements.txt");
@@ -356,6 +351,18 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
     progress.line("bench: plain pip install --target, warm");
     let plain_warm = build_plain(spec, &archive, &requirements, &pip_cache, &plain_dir)?;
     let plain_build = plain_warm.pip_s + plain_warm.extract_s;
+    // Figures from another runtime than the spec's pinned one must say so wherever they go.
+    let runtime_label = if flags.python_archive.is_some() {
+        format!(
+            "CPython {} from {runtime_source} (sha256 {runtime_sha}), given with --python-archive: NOT the spec's pinned python-build-standalone {}",
+            plain_warm.python_version, spec.python.version
+        )
+    } else {
+        format!(
+            "CPython {} from {runtime_source} (sha256 {runtime_sha}), the spec's pinned download",
+            plain_warm.python_version
+        )
+    };
     notes.push(format!(
         "plain: pip install {:.1} s, runtime unpack {:.1} s, `{}` {:.1} s (warm run)",
         plain_warm.pip_s, plain_warm.extract_s, plain_warm.zipper, plain_warm.zip_s
@@ -430,8 +437,13 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
     fill_ratios(&mut variants);
 
     if !flags.skip_cold {
+        let ours = if chosen.contains(&default_profile) {
+            format!("and the default profile `{default_profile}` only")
+        } else {
+            "only (the default profile was not benched)".to_owned()
+        };
         notes.push(format!(
-            "cold builds (empty pip cache / empty LAYER_CACHE_DIR, wheels from PyPI) ran for the plain way and the default profile `{default_profile}` only; the guide's cold figure is the plain cold build plus its rules"
+            "cold builds (empty pip cache / empty LAYER_CACHE_DIR, wheels from PyPI) ran for the plain way {ours}; the guide's cold figure is the plain cold build plus its rules"
         ));
     }
     notes.push(
@@ -544,6 +556,7 @@ fn pip_platforms(glibc_minor: u32) -> Vec<String> {
 }
 
 struct PlainBuild {
+    python_version: String,
     extract_s: f64,
     pip_s: f64,
     zip_s: f64,
@@ -613,6 +626,7 @@ fn build_plain(
     let zip = dir.join("layer.zip");
     let (zipper, zip_s) = timed(|| zip_tree(&tree, &zip))?;
     Ok(PlainBuild {
+        python_version: runtime.version.clone(),
         extract_s,
         pip_s,
         zip_s,
@@ -948,11 +962,43 @@ pub fn render(r: &BenchReport) -> String {
             );
         }
     }
+    if let Some(w) = &r.worker {
+        s.push_str(&render_worker(w));
+    }
     if !r.notes.is_empty() {
         let _ = writeln!(s);
         for n in &r.notes {
             let _ = writeln!(s, "note: {n}");
         }
+    }
+    s
+}
+
+/// pythonexec-rs's worker figures (`{"interpreter", "results": [{name, count, median_us,
+/// p99_us, per_second}]}`); fields it lacks print as `?`.
+fn render_worker(w: &serde_json::Value) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\npythonexec-rs worker (interpreter: {}):\n",
+        w["interpreter"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(s, "| benchmark | n | median µs | p99 µs | req/s |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+    let num = |v: &serde_json::Value, digits: usize| {
+        v.as_f64()
+            .map_or_else(|| "?".to_owned(), |x| format!("{x:.digits$}"))
+    };
+    for row in w["results"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            row["name"].as_str().unwrap_or("?"),
+            num(&row["count"], 0),
+            num(&row["median_us"], 1),
+            num(&row["p99_us"], 1),
+            num(&row["per_second"], 0),
+        );
     }
     s
 }
@@ -1246,6 +1292,19 @@ mod tests {
         assert_eq!(
             lines[3],
             "| guide | 25.0 | 80.0 | 0.50x | 0.50x | FAIL: package: metadata, litellm: import | 0.02 s | n/a | n/a | 12.35 s | n/a |"
+        );
+    }
+
+    #[test]
+    fn worker_figures_render_as_a_table() {
+        let w = serde_json::json!({"interpreter": "python3", "results": [
+            {"name": "worker ping (sequential)", "count": 2000, "median_us": 80.5,
+             "p99_us": 218.0, "per_second": 9737.2}
+        ]});
+        let text = render_worker(&w);
+        assert!(
+            text.contains("| worker ping (sequential) | 2000 | 80.5 | 218.0 | 9737 |"),
+            "{text}"
         );
     }
 
