@@ -154,13 +154,11 @@ fn name_matches(pattern: &str, name: &str) -> bool {
         return pattern == name;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() {
+    // Both checks before slicing: they make the cuts character boundaries.
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
         return false;
     }
     let mut rest = &name[first.len()..name.len() - last.len()];
-    if !name[first.len()..].ends_with(last) {
-        return false;
-    }
     for middle in &parts[1..parts.len() - 1] {
         match rest.find(middle) {
             Some(i) => rest = &rest[i + middle.len()..],
@@ -284,6 +282,9 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 }
 
 fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
+    if flags.runs == 0 {
+        bail!("--runs must be at least 1: the timings are medians of that many processes");
+    }
     if Arch::host() != Some(ARCH) {
         bail!("the bench builds and runs an {ARCH} layer and must run on an {ARCH} machine");
     }
@@ -1229,6 +1230,8 @@ mod tests {
         assert!(!name_matches("ab*ba", "aba"));
         assert!(name_matches("pip", "pip"));
         assert!(!name_matches("pip", "pipx"));
+        assert!(!name_matches("*.md", "é"), "no panic on a multi-byte name");
+        assert!(name_matches("*.txt", "naïve.txt"));
     }
 
     #[test]
