@@ -39,6 +39,9 @@ pub enum Command {
     /// Exit code 0 only when every check passed; 2 when the checks that need to execute the
     /// layer could not run (and --static-only was not given).
     Verify(Verify),
+    /// Compare, on this machine, the plain `pip install --target` layer, the original guides'
+    /// deletion rules and each profile: sizes, verify, start-up and import times, build times.
+    Bench(Bench),
     /// Internal: the supervisor `verify` runs inside its sandbox (plan on stdin, JSON out).
     #[command(hide = true)]
     VerifyInside(VerifyInside),
@@ -174,3 +177,33 @@ pub struct Verify {
 
 #[derive(Args, Debug)]
 pub struct VerifyInside {}
+
+#[derive(Args, Debug)]
+pub struct Bench {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Also print the results as JSON on stdout (they are always written to OUT/bench.json).
+    #[arg(long)]
+    pub json: bool,
+    /// Where the variants, their caches and bench.json go (default: target/bench/).
+    #[arg(long)]
+    pub out: Option<Utf8PathBuf>,
+    /// Use this CPython archive (path or URL) instead of the spec's pinned download.
+    #[arg(long, requires = "python_sha256")]
+    pub python_archive: Option<String>,
+    /// The sha256 that `--python-archive` must have.
+    #[arg(long)]
+    pub python_sha256: Option<String>,
+    /// Fresh processes per timing (medians).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Only these profiles, comma-separated (default: every profile of profiles.toml).
+    #[arg(long, value_delimiter = ',')]
+    pub profiles: Option<Vec<String>>,
+    /// Skip the cold-cache builds (they download every wheel again).
+    #[arg(long)]
+    pub skip_cold: bool,
+    /// Also run pythonexec-rs's worker benchmark (`cargo bench -p pythonexec-rs --bench worker`).
+    #[arg(long)]
+    pub worker: bool,
+}

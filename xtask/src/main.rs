@@ -3,6 +3,7 @@
 //! This file only parses flags and dispatches; each subcommand lives in its own module.
 
 mod analyze;
+mod bench;
 mod bytecode;
 mod doctor;
 mod download;
@@ -35,6 +36,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Doctor(cmd) => cmd.run(),
         flags::Command::Analyze(cmd) => cmd.run(),
         flags::Command::Verify(cmd) => cmd.run(),
+        flags::Command::Bench(cmd) => cmd.run(),
         flags::Command::VerifyInside(cmd) => cmd.run(),
     };
     match result {
