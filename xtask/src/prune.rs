@@ -510,27 +510,9 @@ pub fn execute(stage: &Utf8Path, plan: &Plan, rules: &[Rule]) -> Result<()> {
         }
         fs_err::write(&dest, text).with_context(|| format!("gathering licenses into {target}"))?;
     }
-    let mut dirs = BTreeSet::new();
-    for path in plan.delete.keys() {
-        let full = stage.join(path);
-        fs_err::remove_file(&full).with_context(|| {
-            format!("deleting {path} (rule `{}`)", rules[plan.delete[path]].name)
-        })?;
-        let mut p = path.parent();
-        while let Some(d) = p.filter(|d| !d.as_str().is_empty()) {
-            dirs.insert(d.to_owned());
-            p = d.parent();
-        }
-    }
-    // Deepest first, so a parent is empty by the time it is tried.
-    let mut dirs: Vec<_> = dirs.into_iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for d in dirs {
-        let full = stage.join(&d);
-        if full.is_dir() && fs_err::read_dir(&full)?.next().is_none() {
-            fs_err::remove_dir(&full)?;
-        }
-    }
+    crate::util::remove_files_and_empty_dirs(stage, plan.delete.keys(), |path| {
+        format!("deleting {path} (rule `{}`)", rules[plan.delete[path]].name)
+    })?;
     Ok(())
 }
 

@@ -132,23 +132,11 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
     })
     .with_context(|| format!("writing {dest}"))?;
 
-    let mut dirs = BTreeSet::new();
-    for (disk, _) in &plan.zipped {
-        fs_err::remove_file(site_packages.join(disk))?;
-        let mut p = disk.parent();
-        while let Some(d) = p.filter(|d| !d.as_str().is_empty()) {
-            dirs.insert(d.to_owned());
-            p = d.parent();
-        }
-    }
-    let mut dirs: Vec<_> = dirs.into_iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for d in dirs {
-        let full = site_packages.join(&d);
-        if full.is_dir() && fs_err::read_dir(&full)?.next().is_none() {
-            fs_err::remove_dir(&full)?;
-        }
-    }
+    crate::util::remove_files_and_empty_dirs(
+        site_packages,
+        plan.zipped.iter().map(|(disk, _)| disk),
+        |path| format!("removing {path}, now in {dest}"),
+    )?;
     let stats = crate::package::read_stats(dest)?;
     Ok(stats.entries)
 }

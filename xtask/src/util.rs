@@ -168,3 +168,31 @@ pub fn walk(root: &Utf8Path) -> Result<Vec<WalkEntry>> {
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
 }
+
+/// Deletes `files` (relative to `root`), then every folder they leave empty, deepest first.
+/// `why` names the reason of a deletion in its error.
+pub fn remove_files_and_empty_dirs<'a>(
+    root: &Utf8Path,
+    files: impl IntoIterator<Item = &'a Utf8PathBuf>,
+    why: impl Fn(&Utf8Path) -> String,
+) -> Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in files {
+        fs_err::remove_file(root.join(path)).with_context(|| why(path))?;
+        let mut p = path.parent();
+        while let Some(d) = p.filter(|d| !d.as_str().is_empty()) {
+            dirs.insert(d.to_owned());
+            p = d.parent();
+        }
+    }
+    // Deepest first, so a parent is empty by the time it is tried.
+    let mut dirs: Vec<_> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        let full = root.join(&d);
+        if full.is_dir() && fs_err::read_dir(&full)?.next().is_none() {
+            fs_err::remove_dir(&full)?;
+        }
+    }
+    Ok(())
+}
