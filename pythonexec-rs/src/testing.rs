@@ -146,7 +146,9 @@ fn handle(mut request: tiny_http::Request, state: &State) {
                 {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "mock"}
             ]}),
         ),
-        (tiny_http::Method::Post, "/v1/chat/completions") => {
+        // Any path ending in /chat/completions: Azure's OpenAI-compatible deployments route
+        // (`/openai/deployments/<name>/chat/completions?api-version=...`) answers the same way.
+        (tiny_http::Method::Post, p) if p.ends_with("/chat/completions") => {
             let mut body = String::new();
             if request.as_reader().read_to_string(&mut body).is_err() {
                 let _ = request.respond(json_response(400, &error_body("unreadable body")));

@@ -28,6 +28,10 @@ pub struct BuildRequest {
     pub host_python_archive: Option<(String, Sha256Hex)>,
     pub profile: Option<String>,
     pub offline: bool,
+    /// `--minimize`: trace-driven minimization whatever the profile says.
+    pub minimize: bool,
+    /// `--trace`: a saved trace to minimize with, instead of running the workload.
+    pub trace: Option<Utf8PathBuf>,
 }
 
 /// What a finished build produced.
@@ -66,6 +70,8 @@ impl crate::flags::Layer {
             host_python_archive,
             profile: self.profile,
             offline: self.offline,
+            minimize: self.minimize || self.trace.is_some(),
+            trace: self.trace,
         };
         let built = build(&request)?;
         let report = &built.report;
@@ -214,6 +220,16 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         progress: &progress,
     })?;
 
+    // 4b. Minimization: keep only what the workload touched.
+    let mut removed_distributions = slimmed.removed_distributions.clone();
+    let minimized = if req.minimize || slimmed.minimize {
+        let m = minimize_stage(req, &stage, &site_rel, &owners, &progress)?;
+        removed_distributions.extend(m.plan.removed_distributions.iter().cloned());
+        Some(m)
+    } else {
+        None
+    };
+
     // The layer describes itself: what it holds and what was removed on purpose.
     let manifest = crate::report::Manifest {
         name: spec.layer.name.clone(),
@@ -223,15 +239,14 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         distributions: owners
             .dists
             .iter()
-            .filter(|(name, _, _)| {
-                !slimmed
-                    .removed_distributions
-                    .iter()
-                    .any(|r| &r.name == name)
-            })
+            .filter(|(name, _, _)| !removed_distributions.iter().any(|r| &r.name == name))
             .map(|(name, version, _)| (name.clone(), version.clone()))
             .collect(),
-        removed_distributions: slimmed.removed_distributions.clone(),
+        removed_distributions: removed_distributions.clone(),
+        removed_modules: minimized
+            .as_ref()
+            .map(|m| m.plan.removed_modules.clone())
+            .unwrap_or_default(),
     };
     let manifest_path = stage.join(crate::report::MANIFEST);
     fs_err::write(
@@ -256,7 +271,10 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     );
     report.notes.extend(skipped_notes);
     slimmed.fill(&mut report);
-    report.write(&req.out)?;
+    report.removed_distributions = removed_distributions;
+    if let Some(m) = &minimized {
+        report.minimized = Some(m.summary.clone());
+    }
 
     // Keep the unpacked tree for `verify` and `analyze`.
     let tree = req.out.join("tree");
@@ -265,7 +283,146 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     }
     let stage_path = staging.keep();
     fs_err::rename(&stage_path, &tree)?;
+
+    // A minimized layer must still pass verify and its workload; otherwise the build fails and
+    // names the removal that broke it. The report is written only for a layer that passed.
+    if let Some(m) = &minimized {
+        prove_minimized(req, &zip_path, &tree, &site_rel, &m.plan, &progress)?;
+    }
+    report.write(&req.out)?;
     Ok(Built { report, tree })
+}
+
+/// What minimization did to the staged layer.
+struct Minimized {
+    plan: crate::minimize::Plan,
+    summary: crate::minimize::Summary,
+}
+
+/// Traces the staged layer (or reads `--trace`), saves the trace beside the zip, removes what
+/// it never touched.
+fn minimize_stage(
+    req: &BuildRequest,
+    stage: &Utf8Path,
+    site_rel: &Utf8Path,
+    owners: &Owners,
+    progress: &Progress,
+) -> Result<Minimized> {
+    let spec = &req.spec;
+    let trace_path = req.out.join(format!("trace-{}.json", req.arch));
+    let trace = match &req.trace {
+        Some(path) => {
+            progress.line(format!("minimize: using the saved trace {path}"));
+            crate::minimize::Trace::load(path)?
+        }
+        None => {
+            progress.line(format!(
+                "minimize: tracing {} with providers {} in the sandbox",
+                spec.minimize
+                    .workloads
+                    .iter()
+                    .map(|w| w.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                spec.minimize.providers.join(", ")
+            ));
+            crate::minimize::trace(spec, req.arch, stage)?
+        }
+    };
+    let tmp = trace_path.with_extension("json.tmp");
+    fs_err::write(&tmp, serde_json::to_string_pretty(&trace)? + "\n")?;
+    fs_err::rename(&tmp, &trace_path)?;
+
+    let files: Vec<(Utf8PathBuf, u64)> = crate::util::walk(&stage.join(site_rel))?
+        .into_iter()
+        .filter(|w| !w.file_type.is_dir())
+        .map(|w| (site_rel.join(&w.rel), w.len))
+        .collect();
+    // [minimize] keep is relative to python/, like [prune] keep; the plan matches layer paths.
+    let keep = crate::prune::glob_set(
+        spec.minimize
+            .keep
+            .iter()
+            .map(|g| format!("python/{}", g.trim_start_matches('/'))),
+    )
+    .with_context(|| format!("{}: [minimize] keep", spec.path))?;
+    let plan = crate::minimize::plan(&files, owners, &trace, &keep);
+    crate::minimize::execute(stage, site_rel, &plan)?;
+    let sum = |f: fn(&crate::minimize::DistCount) -> u64| plan.per_dist.iter().map(f).sum();
+    let summary = crate::minimize::Summary {
+        trace: trace_path,
+        providers: trace.providers.clone(),
+        kept_files: sum(|d| d.kept_files),
+        kept_bytes: sum(|d| d.kept_bytes),
+        removed_files: sum(|d| d.removed_files),
+        removed_bytes: sum(|d| d.removed_bytes),
+        distributions: plan.per_dist.clone(),
+        removed_modules: plan.removed_modules.len(),
+    };
+    progress.line(format!(
+        "minimize: kept {} files of site-packages, removed {} ({:.1} MB), {} distribution(s) whole",
+        summary.kept_files,
+        summary.removed_files,
+        summary.removed_bytes as f64 / 1e6,
+        plan.removed_distributions.len()
+    ));
+    Ok(Minimized { plan, summary })
+}
+
+/// Runs `verify` on the minimized zip and the workload on its tree; on failure, names the
+/// removed files that explain it.
+fn prove_minimized(
+    req: &BuildRequest,
+    zip_path: &Utf8Path,
+    tree: &Utf8Path,
+    site_rel: &Utf8Path,
+    plan: &crate::minimize::Plan,
+    progress: &Progress,
+) -> Result<()> {
+    let spec = &req.spec;
+    progress.line("minimize: verifying the minimized layer".to_owned());
+    let flags = crate::flags::Verify {
+        spec: crate::flags::SpecArgs {
+            spec: spec.path.clone(),
+        },
+        arch: Some(req.arch),
+        layer: Some(zip_path.to_owned()),
+        json: false,
+        static_only: false,
+        sysroot: None,
+        timing_runs: Some(1),
+        jobs: None,
+        no_sandbox: false,
+    };
+    let report = crate::verify::verify(spec, &flags)?;
+    let mut failures: Vec<(String, String)> = report
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| (c.name.clone(), c.detail.clone()))
+        .collect();
+    progress.line("minimize: running the workload again on the minimized layer".to_owned());
+    let again = crate::verify::run_workloads(
+        spec,
+        req.arch,
+        tree,
+        crate::minimize::workloads(spec)?,
+        spec.minimize.providers.clone(),
+    )?;
+    failures.extend(
+        again
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| (c.name.clone(), c.detail.clone())),
+    );
+    if failures.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "the minimized layer {zip_path} does not work:\n  {}",
+        crate::minimize::explain(&failures, &plan.delete, site_rel)
+    )
 }
 
 /// An interpreter that runs on this machine and has the target's minor version, to compile

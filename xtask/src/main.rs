@@ -11,6 +11,7 @@ mod fixture;
 mod flags;
 mod layer;
 mod lock;
+mod minimize;
 mod package;
 mod progress;
 mod prune;

@@ -49,6 +49,9 @@ pub struct Profile {
     pub strip: bool,
     #[serde(default)]
     pub site_packages_zip: bool,
+    /// Trace a workload and keep only what it touched (`minimize.rs`).
+    #[serde(default)]
+    pub minimize: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +74,10 @@ impl ProfilesFile {
             // compile every module in memory again.
             if p.optimize > 0 && p.bytecode != Mode::Sourceless {
                 bail!("{path}: profile `{name}`: optimize > 0 needs bytecode = \"sourceless\"");
+            }
+            // The trace records paths on disk; what sits inside a zip is one file to it.
+            if p.minimize && p.site_packages_zip {
+                bail!("{path}: profile `{name}`: minimize cannot be combined with site-packages-zip");
             }
             if p.site_packages_zip && p.bytecode == Mode::None {
                 bail!("{path}: profile `{name}`: site-packages-zip needs bytecode (zipimport never caches compiled code)");
@@ -115,6 +122,8 @@ pub struct Slimmed {
     pub site_zip: Option<Utf8PathBuf>,
     /// Distributions a rule removed whole (their METADATA went with them).
     pub removed_distributions: Vec<crate::report::RemovedDistribution>,
+    /// The profile asks for trace-driven minimization after slimming.
+    pub minimize: bool,
 }
 
 impl Slimmed {
@@ -180,6 +189,7 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
     };
     let mut out = Slimmed {
         profile: name.to_owned(),
+        minimize: profile.minimize,
         ..Slimmed::default()
     };
     ctx.progress
