@@ -223,7 +223,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     // 4b. Minimization: keep only what the workload touched.
     let mut removed_distributions = slimmed.removed_distributions.clone();
     let minimized = if req.minimize || slimmed.minimize {
-        let m = minimize_stage(req, &stage, &site_rel, &owners, &progress)?;
+        let m = minimize_stage(req, &stage, &owners, &progress)?;
         removed_distributions.extend(m.plan.removed_distributions.iter().cloned());
         Some(m)
     } else {
@@ -304,7 +304,6 @@ struct Minimized {
 fn minimize_stage(
     req: &BuildRequest,
     stage: &Utf8Path,
-    site_rel: &Utf8Path,
     owners: &Owners,
     progress: &Progress,
 ) -> Result<Minimized> {
@@ -333,10 +332,13 @@ fn minimize_stage(
     fs_err::write(&tmp, serde_json::to_string_pretty(&trace)? + "\n")?;
     fs_err::rename(&tmp, &trace_path)?;
 
-    let files: Vec<(Utf8PathBuf, u64)> = crate::util::walk(&stage.join(site_rel))?
+    // Candidates: everything under python/lib (standard library, lib-dynload, the runtime's
+    // shared libraries, site-packages); the interpreter, headers and docs are the rules' job.
+    let lib = Utf8PathBuf::from("python/lib");
+    let files: Vec<(Utf8PathBuf, u64)> = crate::util::walk(&stage.join(&lib))?
         .into_iter()
         .filter(|w| !w.file_type.is_dir())
-        .map(|w| (site_rel.join(&w.rel), w.len))
+        .map(|w| (lib.join(&w.rel), w.len))
         .collect();
     // [minimize] keep is relative to python/, like [prune] keep; the plan matches layer paths.
     let keep = crate::prune::glob_set(
@@ -346,8 +348,21 @@ fn minimize_stage(
             .map(|g| format!("python/{}", g.trim_start_matches('/'))),
     )
     .with_context(|| format!("{}: [minimize] keep", spec.path))?;
-    let plan = crate::minimize::plan(&files, owners, &trace, &keep);
-    crate::minimize::execute(stage, site_rel, &plan)?;
+    // What the interpreter and every ELF file the trace or a keep rule keeps link against.
+    let mut roots: Vec<Utf8PathBuf> = crate::util::walk(&stage.join("python/bin"))?
+        .into_iter()
+        .filter(|w| w.file_type.is_file())
+        .map(|w| Utf8PathBuf::from("python/bin").join(&w.rel))
+        .collect();
+    roots.extend(
+        files
+            .iter()
+            .filter(|(p, _)| trace.files.contains(p) || keep.is_match(p.as_str()))
+            .map(|(p, _)| p.clone()),
+    );
+    let needed = crate::minimize::needed_libs(stage, &roots)?;
+    let plan = crate::minimize::plan(&files, owners, &trace, &keep, &needed);
+    crate::minimize::execute(stage, &lib, &plan)?;
     let sum = |f: fn(&crate::minimize::DistCount) -> u64| plan.per_dist.iter().map(f).sum();
     let summary = crate::minimize::Summary {
         trace: trace_path,
@@ -360,7 +375,7 @@ fn minimize_stage(
         removed_modules: plan.removed_modules.len(),
     };
     progress.line(format!(
-        "minimize: kept {} files of site-packages, removed {} ({:.1} MB), {} distribution(s) whole",
+        "minimize: kept {} files of python/lib, removed {} ({:.1} MB), {} distribution(s) whole",
         summary.kept_files,
         summary.removed_files,
         summary.removed_bytes as f64 / 1e6,
@@ -421,7 +436,7 @@ fn prove_minimized(
     }
     bail!(
         "the minimized layer {zip_path} does not work:\n  {}",
-        crate::minimize::explain(&failures, &plan.delete, site_rel)
+        crate::minimize::explain(&failures, plan, site_rel)
     )
 }
 

@@ -2,8 +2,9 @@
 //! run the spec's workload in the verify sandbox under an audit hook (`verify/py/trace.py`),
 //! keep the site-packages files it touched, every used distribution's metadata and licenses and
 //! the user's `[minimize] keep`, remove the rest, then prove the result (verify + the workload
-//! again). The standard library is left whole: the profile's rules already prune it, and what it
-//! needs to start is not worth the risk of a trace.
+//! again). The standard library and the runtime's shared libraries are minimized the same way:
+//! every workload starts the interpreter, so what start-up needs is in the trace; `verify`'s own
+//! runtime checks run traced too, so that the result still passes them.
 //!
 //! Pure first: [`plan`] decides from a file list and a trace; [`execute`] deletes.
 
@@ -160,16 +161,30 @@ fn hint(module: &str, rel: &Utf8Path, is_package: bool, site_rel_to_python: &Utf
     }
 }
 
-/// Decides what goes. `files` are (layer path, bytes) of everything under `owners.site_packages`;
-/// `keep` holds globs relative to the layer root.
+/// A license, notice or copyright text: never removed, whatever the trace says.
+fn is_license(p: &Utf8Path) -> bool {
+    let name = p.file_name().unwrap_or("").to_ascii_uppercase();
+    ["LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS"]
+        .iter()
+        .any(|l| name.starts_with(l))
+        || p.components().any(|c| c.as_str() == "licenses")
+}
+
+/// Decides what goes. `files` are (layer path, bytes) of every candidate: everything under
+/// `python/lib/` (standard library, its extension modules, the runtime's shared libraries,
+/// site-packages). `keep` holds globs relative to the layer root; `also_keep` lists layer paths
+/// the caller knows are needed (shared libraries a kept ELF file links against).
 pub fn plan(
     files: &[(Utf8PathBuf, u64)],
     owners: &Owners,
     trace: &Trace,
     keep: &globset::GlobSet,
+    also_keep: &BTreeSet<Utf8PathBuf>,
 ) -> Plan {
     let site = &owners.site_packages;
     let site_rel_to_python = site.strip_prefix("python").unwrap_or(site);
+    // The standard library: site-packages' parent.
+    let stdlib = site.parent().unwrap_or(site);
     let dist_info = |rel: &Utf8Path| {
         rel.components()
             .next()
@@ -178,7 +193,16 @@ pub fn plan(
     // 1. Kept by the trace or a keep rule.
     let mut kept: BTreeSet<&Utf8PathBuf> = files
         .iter()
-        .filter(|(p, _)| trace.files.contains(p) || keep.is_match(p.as_str()))
+        .filter(|(p, _)| {
+            trace.files.contains(p)
+                || keep.is_match(p.as_str())
+                || also_keep.contains(p)
+                || is_license(p)
+                // sitecustomize carries the layer's environment defaults and this very
+                // module's import hook: imported at start-up, but never the trace's to judge.
+                || p.parent() == Some(stdlib)
+                    && p.file_stem() == Some("sitecustomize")
+        })
         .map(|(p, _)| p)
         .collect();
     // 2. A package whose code ran keeps its `__init__` (imports run it; listed for safety) and
@@ -218,10 +242,9 @@ pub fn plan(
     }
     let with_inits: Vec<Utf8PathBuf> = kept
         .iter()
-        .filter_map(|p| p.strip_prefix(site).ok())
-        .flat_map(|rel| rel.ancestors().skip(1).map(|a| a.to_owned()))
+        .flat_map(|p| p.ancestors().skip(1).map(|a| a.to_owned()))
         .filter(|a| !a.as_str().is_empty())
-        .flat_map(|a| [site.join(&a).join("__init__.pyc"), site.join(&a).join("__init__.py")])
+        .flat_map(|a| [a.join("__init__.pyc"), a.join("__init__.py")])
         .collect();
     kept.extend(extra);
     let present: BTreeSet<&Utf8PathBuf> = files.iter().map(|(p, _)| p).collect();
@@ -234,11 +257,13 @@ pub fn plan(
     // 3. The account.
     let mut out = Plan::default();
     let mut counts: BTreeMap<String, DistCount> = BTreeMap::new();
-    let mut removed_mods: BTreeMap<String, (Utf8PathBuf, bool)> = BTreeMap::new();
+    let mut removed_mods: BTreeMap<String, (Utf8PathBuf, bool, Utf8PathBuf)> = BTreeMap::new();
     for (p, bytes) in files {
-        let name = owners
-            .owner(p)
-            .map_or_else(|| "(no distribution)".to_owned(), |i| owners.dists[i].0.clone());
+        let name = match owners.owner(p) {
+            Some(i) => owners.dists[i].0.clone(),
+            None if p.starts_with(site) => "(no distribution)".to_owned(),
+            None => "(runtime: CPython)".to_owned(),
+        };
         let c = counts.entry(name.clone()).or_insert_with(|| DistCount {
             name,
             ..DistCount::default()
@@ -250,10 +275,22 @@ pub fn plan(
             c.removed_files += 1;
             c.removed_bytes += bytes;
             out.delete.push(p.clone());
-            if let Some(rel) = p.strip_prefix(site).ok() {
+            // Module names are relative to site-packages, or to the standard library (whose
+            // extension modules sit in lib-dynload/).
+            let rel = p.strip_prefix(site).ok().or_else(|| {
+                let r = p.strip_prefix(stdlib).ok()?;
+                Some(r.strip_prefix("lib-dynload").unwrap_or(r))
+            });
+            if let Some(rel) = rel {
                 if let Some(m) = module_of(rel) {
                     let is_package = rel.file_stem().is_some_and(|s| s.starts_with("__init__"));
-                    removed_mods.insert(m, (rel.to_owned(), is_package));
+                    let base = if p.starts_with(site) { site } else { stdlib };
+                    let base_rel = base.strip_prefix("python").unwrap_or(base);
+                    let layer_rel = p
+                        .strip_prefix(base)
+                        .map(|r| r.to_owned())
+                        .unwrap_or_else(|_| rel.to_owned());
+                    removed_mods.insert(m, (layer_rel, is_package, base_rel.to_owned()));
                 }
             }
         }
@@ -269,14 +306,15 @@ pub fn plan(
     }
     out.removed_distributions.sort_by(|a, b| a.name.cmp(&b.name));
     // Only the outermost removed module of each branch: a removed package covers its children.
-    for (m, (rel, is_package)) in &removed_mods {
+    let _ = site_rel_to_python;
+    for (m, (rel, is_package, base_rel)) in &removed_mods {
         let covered = m
             .match_indices('.')
             .any(|(i, _)| removed_mods.contains_key(&m[..i]));
         if !covered {
             out.removed_modules.push(RemovedModule {
                 module: m.clone(),
-                hint: hint(m, rel, *is_package, site_rel_to_python),
+                hint: hint(m, rel, *is_package, base_rel),
             });
         }
     }
@@ -285,8 +323,53 @@ pub fn plan(
     out
 }
 
-/// Deletes the plan's files, then the folders under site-packages left empty.
-pub fn execute(stage: &Utf8Path, site: &Utf8Path, plan: &Plan) -> Result<()> {
+/// Shared libraries under `python/lib/` that the ELF files `roots` (layer paths) need, directly
+/// or through each other, links followed: the dynamic loader opens them by their link names,
+/// and a library loaded through a link shows in `/proc/self/maps` under the file's own name.
+pub fn needed_libs(stage: &Utf8Path, roots: &[Utf8PathBuf]) -> Result<BTreeSet<Utf8PathBuf>> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<Utf8PathBuf> = roots.to_vec();
+    let mut seen = BTreeSet::new();
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        let Ok(bytes) = fs_err::read(stage.join(&p)) else {
+            continue;
+        };
+        if !crate::elf::is_elf(&bytes) {
+            continue;
+        }
+        let Ok(info) = crate::elf::inspect(&bytes) else {
+            continue;
+        };
+        for name in info.needed {
+            let mut rel = Utf8PathBuf::from("python/lib").join(&name);
+            for _ in 0..8 {
+                let full = stage.join(&rel);
+                if full.symlink_metadata().is_err() {
+                    break;
+                }
+                out.insert(rel.clone());
+                match fs_err::read_link(&full) {
+                    Ok(target) => {
+                        let target = crate::util::utf8(target)?;
+                        rel = rel.parent().unwrap_or(Utf8Path::new("")).join(target);
+                    }
+                    Err(_) => {
+                        todo.push(rel.clone());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the plan's files, then the folders under `root` (a layer path) left empty.
+pub fn execute(stage: &Utf8Path, root: &Utf8Path, plan: &Plan) -> Result<()> {
+    let site = root;
     for p in &plan.delete {
         let path = stage.join(p);
         match fs_err::remove_file(&path) {
@@ -367,14 +450,22 @@ pub fn trace(spec: &Spec, arch: Arch, stage: &Utf8Path) -> Result<Trace> {
 }
 
 /// Why a check of the minimized layer failed, in terms of the files minimization removed.
-pub fn explain(failures: &[(String, String)], removed: &[Utf8PathBuf], site: &Utf8Path) -> String {
+pub fn explain(failures: &[(String, String)], plan: &Plan, site: &Utf8Path) -> String {
+    let removed = &plan.delete;
     let mut lines = Vec::new();
     for (check, detail) in failures {
         let mut culprits: Vec<&Utf8PathBuf> = Vec::new();
+        let mut hints: Vec<String> = Vec::new();
         for module in names_in(detail, "No module named '", "'")
             .into_iter()
             .chain(names_in(detail, "ModuleNotFoundError: ", " was removed"))
         {
+            // The outermost removed module covering it knows the shortest way to keep it.
+            if let Some(r) = plan.removed_modules.iter().find(|r| {
+                module == r.module || module.starts_with(&format!("{}.", r.module))
+            }) {
+                hints.push(r.hint.clone());
+            }
             culprits.extend(removed.iter().filter(|p| {
                 p.strip_prefix(site)
                     .ok()
@@ -404,15 +495,20 @@ pub fn explain(failures: &[(String, String)], removed: &[Utf8PathBuf], site: &Ut
                 )
             })
             .collect();
+        hints.dedup();
+        let how = if hints.is_empty() {
+            format!("keep it with [minimize] keep = [{}]", keep.join(", "))
+        } else {
+            format!("to keep it {}", hints.join("; or "))
+        };
         lines.push(format!(
-            "removing {}{} broke {check}: {detail}; keep it with [minimize] keep = [{}]",
+            "removing {}{} broke {check}: {detail}; {how}",
             shown.join(", "),
             if culprits.len() > 5 {
                 format!(" (and {} more)", culprits.len() - 5)
             } else {
                 String::new()
             },
-            keep.join(", ")
         ));
     }
     lines.join("\n  ")
@@ -505,7 +601,7 @@ mod tests {
             ..Trace::default()
         };
         let keep = crate::prune::glob_set(Vec::new()).expect("empty glob set");
-        let plan = plan(&files, &o, &trace, &keep);
+        let plan = plan(&files, &o, &trace, &keep, &BTreeSet::new());
         let deleted: Vec<&str> = plan
             .delete
             .iter()
@@ -535,23 +631,42 @@ mod tests {
             "python/lib/python3.11/site-packages/litellm/llms/azure/**".to_owned(),
         ])
         .expect("glob");
-        let plan2 = super::plan(&files, &o, &trace, &keep);
+        let plan2 = super::plan(&files, &o, &trace, &keep, &BTreeSet::new());
         assert_eq!(plan2.delete.len(), 2);
     }
 
     #[test]
     fn explains_a_missing_module() {
         let site = Utf8Path::new("python/lib/python3.11/site-packages");
-        let removed = vec![site.join("litellm/llms/azure/chat.pyc")];
-        let text = explain(
-            &[(
+        let mut plan = Plan {
+            delete: vec![site.join("litellm/llms/azure/chat.pyc"), site.join("six.pyc")],
+            ..Plan::default()
+        };
+        let failures = [
+            (
                 "workload: w.py".to_owned(),
                 "ModuleNotFoundError: No module named 'litellm.llms.azure.chat'".to_owned(),
-            )],
-            &removed,
-            site,
+            ),
+            (
+                "import: x".to_owned(),
+                "FileNotFoundError: [Errno 2] No such file or directory: '/opt/python/lib/python3.11/site-packages/six.pyc'".to_owned(),
+            ),
+        ];
+        let text = explain(&failures, &plan, site);
+        assert!(
+            text.contains("removing python/lib/python3.11/site-packages/litellm/llms/azure/chat.pyc broke workload: w.py"),
+            "{text}"
         );
-        assert!(text.contains("removing python/lib/python3.11/site-packages/litellm/llms/azure/chat.pyc broke workload: w.py"), "{text}");
-        assert!(text.contains("keep = [\"/lib/python3.11/site-packages/litellm/llms/azure/chat.pyc\"]") || text.contains("keep = [\"lib/"), "{text}");
+        assert!(
+            text.contains("keep = [\"lib/python3.11/site-packages/litellm/llms/azure/chat.pyc\"]"),
+            "{text}"
+        );
+        assert!(text.contains("removing python/lib/python3.11/site-packages/six.pyc broke import: x"), "{text}");
+        plan.removed_modules.push(RemovedModule {
+            module: "litellm.llms.azure".to_owned(),
+            hint: "add provider 'azure'".to_owned(),
+        });
+        let text = explain(&failures[..1], &plan, site);
+        assert!(text.contains("to keep it add provider 'azure'"), "{text}");
     }
 }

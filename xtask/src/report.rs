@@ -439,7 +439,7 @@ impl Report {
             let _ = writeln!(s);
             let _ = writeln!(
                 s,
-                "minimized by trace ({}; providers: {}): site-packages kept {} files ({}), removed {} files ({}); {} module(s) listed as removed",
+                "minimized by trace ({}; providers: {}): python/lib kept {} files ({}), removed {} files ({}); {} module(s) listed as removed",
                 m.trace,
                 m.providers.join(", "),
                 m.kept_files,
@@ -451,7 +451,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  {:<28} {:>7} {:>10} {:>8} {:>10}",
-                "distribution", "kept", "kept MB", "removed", "removed MB"
+                "part", "kept", "kept MB", "removed", "removed MB"
             );
             for d in &m.distributions {
                 let _ = writeln!(

@@ -326,6 +326,28 @@ fn run_workloads(plan: &Plan, mock: &MockOpenAi) -> Outcome {
         });
         out.traces.push(run.field("trace").clone());
     }
+    // verify's own runtime checks (ssl, ctypes, sqlite3...) must pass on the minimized layer:
+    // what they touch is traced like a workload.
+    let rt = run_python(&plan, Some(&format!("{TRACE}\n{RUNTIME}")), &[]);
+    let failed: Vec<String> = rt
+        .field("modules")
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, r)| r["ok"].as_bool() != Some(true))
+                .map(|(n, r)| format!("{n}: {}", r["detail"].as_str().unwrap_or("failed")))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.checks.push(match &rt.failure {
+        Some(why) => Check::new("workload: verify's runtime checks", false, why.clone()),
+        None => Check::new(
+            "workload: verify's runtime checks",
+            failed.is_empty(),
+            failed.join("; "),
+        ),
+    });
+    out.traces.push(rt.field("trace").clone());
     out
 }
 

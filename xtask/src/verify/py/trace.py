@@ -106,5 +106,13 @@ def _run_workload(name, source):
     except BaseException as e:  # noqa: BLE001 - the failure is the result
         result["ok"] = False
         result["error"] = _error(e)
-    result["trace"] = _trace_collect()
     _report(result)
+
+
+# Scripts that report through `_report` themselves (verify's runtime checks) are traced too.
+_untraced_report = _report
+
+
+def _report(result):
+    result.setdefault("trace", _trace_collect())
+    _untraced_report(result)
