@@ -25,9 +25,12 @@ def call_args(provider):
             api_version="2024-10-21",
             api_key="sk-trace",
         )
+    if provider == "gemini":
+        # Google AI Studio: <api_base>/models/<model>:generateContent (streamGenerateContent).
+        return dict(model="gemini/gemini-1.5-flash", api_base=BASE, api_key="sk-trace")
     raise RuntimeError(
         f"no local stand-in for provider {provider!r} yet: the loopback server speaks the "
-        "OpenAI and Azure OpenAI formats only; trace it with your own workload script "
+        "OpenAI, Azure OpenAI and Gemini formats only; trace it with your own workload script "
         "against your own stand-in, or keep its files with [minimize] keep"
     )
 

@@ -195,6 +195,11 @@ pub fn plan(
         .iter()
         .filter(|(p, _)| {
             trace.files.contains(p)
+                // Frozen start-up modules (os, site, codecs...) report their source path as
+                // __file__; in a sourceless layer the file beside it is the .pyc.
+                || p.as_str()
+                    .strip_suffix(".pyc")
+                    .is_some_and(|s| trace.files.contains(Utf8Path::new(&format!("{s}.py"))))
                 || keep.is_match(p.as_str())
                 || also_keep.contains(p)
                 || is_license(p)
@@ -255,6 +260,7 @@ pub fn plan(
     }
 
     // 3. The account.
+    let kept_dirs: BTreeSet<&Utf8Path> = kept.iter().flat_map(|p| p.ancestors().skip(1)).collect();
     let mut out = Plan::default();
     let mut counts: BTreeMap<String, DistCount> = BTreeMap::new();
     let mut removed_mods: BTreeMap<String, (Utf8PathBuf, bool, Utf8PathBuf)> = BTreeMap::new();
@@ -290,6 +296,18 @@ pub fn plan(
                         .strip_prefix(base)
                         .map(|r| r.to_owned())
                         .unwrap_or_else(|_| rel.to_owned());
+                    // Folders of which nothing is left are removed packages too, namespace
+                    // packages (no __init__) included: their import must meet the hint.
+                    for dir in layer_rel.ancestors().skip(1) {
+                        if dir.as_str().is_empty() || kept_dirs.contains(base.join(dir).as_path()) {
+                            continue;
+                        }
+                        if let Some(m) = module_of(&dir.join("__init__.py")) {
+                            removed_mods
+                                .entry(m)
+                                .or_insert((dir.join("__init__.py"), true, base_rel.to_owned()));
+                        }
+                    }
                     removed_mods.insert(m, (layer_rel, is_package, base_rel.to_owned()));
                 }
             }
@@ -612,8 +630,8 @@ mod tests {
             [
                 "litellm/llms/azure/__init__.pyc",
                 "litellm/llms/azure/chat.pyc",
+                "unused/__init__.pyc",
                 "unused-2.dist-info/METADATA",
-                "unused/__init__.pyc"
             ]
         );
         let mods: Vec<&str> = plan.removed_modules.iter().map(|m| m.module.as_str()).collect();
