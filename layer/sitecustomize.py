@@ -22,6 +22,12 @@ if _os.path.isfile(_zip) and _zip not in _sys.path:
 # why and how to keep them. It reads the manifest on first use only: start-up pays nothing.
 class _RemovedByMinimization:
     _removed = None
+    # python/layer-manifest.json; the path is taken now, because the module's names are
+    # deleted below.
+    _manifest = _os.path.join(
+        _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))),
+        "layer-manifest.json",
+    )
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
@@ -30,11 +36,7 @@ class _RemovedByMinimization:
             try:
                 import json
 
-                manifest = _os.path.join(
-                    _os.path.dirname(_os.path.dirname(_os.path.dirname(__file__))),
-                    "layer-manifest.json",
-                )
-                with open(manifest, encoding="utf-8") as f:
+                with open(cls._manifest, encoding="utf-8") as f:
                     for entry in json.load(f).get("removed_modules", []):
                         cls._removed[entry["module"]] = entry["hint"]
             except (OSError, ValueError, KeyError, TypeError):

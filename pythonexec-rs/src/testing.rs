@@ -301,7 +301,8 @@ fn sse_response(
 
 /// One Gemini `GenerateContentResponse` holding `text`; `last` adds the finish reason and usage.
 fn gemini_candidate(text: &str, last: bool) -> Value {
-    let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
+    let mut candidate =
+        json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
     let mut value = json!({"modelVersion": "mock"});
     if last {
         candidate["finishReason"] = json!("STOP");

@@ -361,7 +361,16 @@ fn minimize_stage(
             .map(|(p, _)| p.clone()),
     );
     let needed = crate::minimize::needed_libs(stage, &roots)?;
-    let plan = crate::minimize::plan(&files, owners, &trace, &keep, &needed);
+    let providers_path = spec.dir().join("litellm-providers.toml");
+    let folders = if providers_path.is_file() {
+        let text = fs_err::read_to_string(&providers_path)?;
+        toml::from_str::<crate::analyze::scan::ProvidersFile>(&text)
+            .with_context(|| format!("reading {providers_path}"))?
+            .code_folders
+    } else {
+        Default::default()
+    };
+    let plan = crate::minimize::plan(&files, owners, &trace, &keep, &needed, &folders);
     crate::minimize::execute(stage, &lib, &plan)?;
     let sum = |f: fn(&crate::minimize::DistCount) -> u64| plan.per_dist.iter().map(f).sum();
     let summary = crate::minimize::Summary {

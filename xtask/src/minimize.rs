@@ -107,7 +107,10 @@ pub struct Summary {
 /// `a/_x.cpython-311-x86_64-linux-gnu.so` -> `a._x`).
 pub fn module_of(rel: &Utf8Path) -> Option<String> {
     let file = rel.file_name()?;
-    let stem = if let Some(s) = file.strip_suffix(".pyc").or_else(|| file.strip_suffix(".py")) {
+    let stem = if let Some(s) = file
+        .strip_suffix(".pyc")
+        .or_else(|| file.strip_suffix(".py"))
+    {
         s
     } else if file.ends_with(".so") {
         file.split('.').next()?
@@ -134,7 +137,13 @@ pub fn module_of(rel: &Utf8Path) -> Option<String> {
 }
 
 /// How to keep a removed module: the provider when it is LiteLLM provider code, else a keep rule.
-fn hint(module: &str, rel: &Utf8Path, is_package: bool, site_rel_to_python: &Utf8Path) -> String {
+fn hint(
+    module: &str,
+    rel: &Utf8Path,
+    is_package: bool,
+    site_rel_to_python: &Utf8Path,
+    folders: &BTreeMap<String, Vec<String>>,
+) -> String {
     let glob = if is_package {
         format!(
             "{}/**",
@@ -154,9 +163,17 @@ fn hint(module: &str, rel: &Utf8Path, is_package: bool, site_rel_to_python: &Utf
     };
     let parts: Vec<&str> = module.split('.').collect();
     match parts.as_slice() {
-        ["litellm", "llms", provider, ..] => format!(
-            "add provider '{provider}' to [minimize] providers in layer.toml, or a keep rule '{glob}' to [minimize] keep"
-        ),
+        ["litellm", "llms", folder, ..] => {
+            let providers = folders
+                .get(*folder)
+                .cloned()
+                .unwrap_or_else(|| vec![(*folder).to_owned()]);
+            let named: Vec<String> = providers.iter().map(|p| format!("'{p}'")).collect();
+            format!(
+                "add provider {} to [minimize] providers in layer.toml, or a keep rule '{glob}' to [minimize] keep",
+                named.join(" or ")
+            )
+        }
         _ => format!("add a keep rule '{glob}' to [minimize] keep in layer.toml"),
     }
 }
@@ -173,13 +190,15 @@ fn is_license(p: &Utf8Path) -> bool {
 /// Decides what goes. `files` are (layer path, bytes) of every candidate: everything under
 /// `python/lib/` (standard library, its extension modules, the runtime's shared libraries,
 /// site-packages). `keep` holds globs relative to the layer root; `also_keep` lists layer paths
-/// the caller knows are needed (shared libraries a kept ELF file links against).
+/// the caller knows are needed (shared libraries a kept ELF file links against); `folders` maps
+/// provider code folders to the providers they serve, for the hints.
 pub fn plan(
     files: &[(Utf8PathBuf, u64)],
     owners: &Owners,
     trace: &Trace,
     keep: &globset::GlobSet,
     also_keep: &BTreeSet<Utf8PathBuf>,
+    folders: &BTreeMap<String, Vec<String>>,
 ) -> Plan {
     let site = &owners.site_packages;
     let site_rel_to_python = site.strip_prefix("python").unwrap_or(site);
@@ -303,9 +322,11 @@ pub fn plan(
                             continue;
                         }
                         if let Some(m) = module_of(&dir.join("__init__.py")) {
-                            removed_mods
-                                .entry(m)
-                                .or_insert((dir.join("__init__.py"), true, base_rel.to_owned()));
+                            removed_mods.entry(m).or_insert((
+                                dir.join("__init__.py"),
+                                true,
+                                base_rel.to_owned(),
+                            ));
                         }
                     }
                     removed_mods.insert(m, (layer_rel, is_package, base_rel.to_owned()));
@@ -322,7 +343,8 @@ pub fn plan(
             });
         }
     }
-    out.removed_distributions.sort_by(|a, b| a.name.cmp(&b.name));
+    out.removed_distributions
+        .sort_by(|a, b| a.name.cmp(&b.name));
     // Only the outermost removed module of each branch: a removed package covers its children.
     let _ = site_rel_to_python;
     for (m, (rel, is_package, base_rel)) in &removed_mods {
@@ -332,7 +354,7 @@ pub fn plan(
         if !covered {
             out.removed_modules.push(RemovedModule {
                 module: m.clone(),
-                hint: hint(m, rel, *is_package, base_rel),
+                hint: hint(m, rel, *is_package, base_rel, folders),
             });
         }
     }
@@ -479,9 +501,11 @@ pub fn explain(failures: &[(String, String)], plan: &Plan, site: &Utf8Path) -> S
             .chain(names_in(detail, "ModuleNotFoundError: ", " was removed"))
         {
             // The outermost removed module covering it knows the shortest way to keep it.
-            if let Some(r) = plan.removed_modules.iter().find(|r| {
-                module == r.module || module.starts_with(&format!("{}.", r.module))
-            }) {
+            if let Some(r) = plan
+                .removed_modules
+                .iter()
+                .find(|r| module == r.module || module.starts_with(&format!("{}.", r.module)))
+            {
                 hints.push(r.hint.clone());
             }
             culprits.extend(removed.iter().filter(|p| {
@@ -506,12 +530,7 @@ pub fn explain(failures: &[(String, String)], plan: &Plan, site: &Utf8Path) -> S
         let keep: Vec<String> = culprits
             .iter()
             .take(5)
-            .map(|p| {
-                format!(
-                    "\"{}\"",
-                    p.strip_prefix("python").unwrap_or(p).as_str()
-                )
-            })
+            .map(|p| format!("\"{}\"", p.strip_prefix("python").unwrap_or(p).as_str()))
             .collect();
         hints.dedup();
         let how = if hints.is_empty() {
@@ -556,7 +575,10 @@ mod tests {
     fn modules_of_files() {
         let m = |p: &str| module_of(Utf8Path::new(p));
         assert_eq!(m("litellm/__init__.pyc").as_deref(), Some("litellm"));
-        assert_eq!(m("litellm/llms/azure/azure.pyc").as_deref(), Some("litellm.llms.azure.azure"));
+        assert_eq!(
+            m("litellm/llms/azure/azure.pyc").as_deref(),
+            Some("litellm.llms.azure.azure")
+        );
         assert_eq!(m("six.py").as_deref(), Some("six"));
         assert_eq!(
             m("yaml/_yaml.cpython-311-x86_64-linux-gnu.so").as_deref(),
@@ -587,7 +609,10 @@ mod tests {
             "unused",
             "2",
             "w",
-            &["unused/__init__.py".into(), "unused-2.dist-info/METADATA".into()],
+            &[
+                "unused/__init__.py".into(),
+                "unused-2.dist-info/METADATA".into(),
+            ],
         );
         o
     }
@@ -619,7 +644,14 @@ mod tests {
             ..Trace::default()
         };
         let keep = crate::prune::glob_set(Vec::new()).expect("empty glob set");
-        let plan = plan(&files, &o, &trace, &keep, &BTreeSet::new());
+        let plan = plan(
+            &files,
+            &o,
+            &trace,
+            &keep,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+        );
         let deleted: Vec<&str> = plan
             .delete
             .iter()
@@ -634,7 +666,11 @@ mod tests {
                 "unused-2.dist-info/METADATA",
             ]
         );
-        let mods: Vec<&str> = plan.removed_modules.iter().map(|m| m.module.as_str()).collect();
+        let mods: Vec<&str> = plan
+            .removed_modules
+            .iter()
+            .map(|m| m.module.as_str())
+            .collect();
         assert_eq!(mods, ["litellm.llms.azure", "unused"]);
         assert!(
             plan.removed_modules[0].hint.contains("provider 'azure'"),
@@ -649,7 +685,14 @@ mod tests {
             "python/lib/python3.11/site-packages/litellm/llms/azure/**".to_owned(),
         ])
         .expect("glob");
-        let plan2 = super::plan(&files, &o, &trace, &keep, &BTreeSet::new());
+        let plan2 = super::plan(
+            &files,
+            &o,
+            &trace,
+            &keep,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+        );
         assert_eq!(plan2.delete.len(), 2);
     }
 
@@ -657,7 +700,10 @@ mod tests {
     fn explains_a_missing_module() {
         let site = Utf8Path::new("python/lib/python3.11/site-packages");
         let mut plan = Plan {
-            delete: vec![site.join("litellm/llms/azure/chat.pyc"), site.join("six.pyc")],
+            delete: vec![
+                site.join("litellm/llms/azure/chat.pyc"),
+                site.join("six.pyc"),
+            ],
             ..Plan::default()
         };
         let failures = [
@@ -679,7 +725,10 @@ mod tests {
             text.contains("keep = [\"lib/python3.11/site-packages/litellm/llms/azure/chat.pyc\"]"),
             "{text}"
         );
-        assert!(text.contains("removing python/lib/python3.11/site-packages/six.pyc broke import: x"), "{text}");
+        assert!(
+            text.contains("removing python/lib/python3.11/site-packages/six.pyc broke import: x"),
+            "{text}"
+        );
         plan.removed_modules.push(RemovedModule {
             module: "litellm.llms.azure".to_owned(),
             hint: "add provider 'azure'".to_owned(),

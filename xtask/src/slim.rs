@@ -77,7 +77,9 @@ impl ProfilesFile {
             }
             // The trace records paths on disk; what sits inside a zip is one file to it.
             if p.minimize && p.site_packages_zip {
-                bail!("{path}: profile `{name}`: minimize cannot be combined with site-packages-zip");
+                bail!(
+                    "{path}: profile `{name}`: minimize cannot be combined with site-packages-zip"
+                );
             }
             if p.site_packages_zip && p.bytecode == Mode::None {
                 bail!("{path}: profile `{name}`: site-packages-zip needs bytecode (zipimport never caches compiled code)");

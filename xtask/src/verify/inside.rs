@@ -298,7 +298,8 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 /// server; a check per workload says whether it ran through.
 fn run_workloads(plan: &Plan, mock: &MockOpenAi) -> Outcome {
     let mut plan = plan.clone();
-    plan.env.push(("LAYER_MOCK_BASE".to_owned(), mock.base_url()));
+    plan.env
+        .push(("LAYER_MOCK_BASE".to_owned(), mock.base_url()));
     plan.env
         .push(("LAYER_PROVIDERS".to_owned(), plan.providers.join(",")));
     let mut out = Outcome::default();
