@@ -201,9 +201,23 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         chosen.len()
     ));
 
-    // 3. Layout.
+    // 3. Layout. Accelerators a minimized layer leaves out come with the environment defaults
+    // that make their packages take the pure-Python path without trying the extension.
+    let minimizing = req.minimize || crate::slim::profile_minimizes(spec, req.profile.as_deref())?;
+    let dropped = if minimizing {
+        crate::minimize::accelerators(spec)?
+    } else {
+        Vec::new()
+    };
+    let mut env = spec.env.clone();
+    for (_, acc) in &dropped {
+        for (k, v) in &acc.env {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     write_sitecustomize(
         spec,
+        &env,
         &stage.join(format!("python/lib/python{}", runtime.xy)),
     )?;
 
@@ -223,7 +237,20 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     // 4b. Minimization: keep only what the workload touched.
     let mut removed_distributions = slimmed.removed_distributions.clone();
     let minimized = if req.minimize || slimmed.minimize {
-        let m = minimize_stage(req, &stage, &owners, &progress)?;
+        let dropped_files = crate::minimize::drop_accelerators(&stage, &site_rel, &dropped)?;
+        if !dropped.is_empty() {
+            progress.line(format!(
+                "minimize: left out the native accelerators of {} ({} files); the workload proves the fallbacks",
+                dropped
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dropped_files.len()
+            ));
+        }
+        let mut m = minimize_stage(req, &stage, &owners, &progress)?;
+        m.summary.dropped_accelerators = dropped.iter().map(|(n, _)| n.clone()).collect();
         removed_distributions.extend(m.plan.removed_distributions.iter().cloned());
         Some(m)
     } else {
@@ -382,6 +409,7 @@ fn minimize_stage(
         removed_bytes: sum(|d| d.removed_bytes),
         distributions: plan.per_dist.clone(),
         removed_modules: plan.removed_modules.len(),
+        dropped_accelerators: Vec::new(),
     };
     progress.line(format!(
         "minimize: kept {} files of python/lib, removed {} ({:.1} MB), {} distribution(s) whole",
@@ -629,11 +657,15 @@ fn download_wheels(
 }
 
 /// Writes `sitecustomize.py` (from `layer/sitecustomize.py`) with the spec's environment defaults.
-fn write_sitecustomize(spec: &Spec, stdlib: &Utf8Path) -> Result<()> {
+fn write_sitecustomize(
+    spec: &Spec,
+    env: &std::collections::BTreeMap<String, String>,
+    stdlib: &Utf8Path,
+) -> Result<()> {
     let template_path = spec.dir().join("sitecustomize.py");
     let template =
         fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
-    let env = serde_json::to_string(&spec.env)?;
+    let env = serde_json::to_string(env)?;
     let text = template.replace("__LAYER_ENV__", &env);
     // Debian's stdlib ships sitecustomize.py as a link into /etc: writing through it would
     // change the build machine, so whatever is there is replaced, never written through.

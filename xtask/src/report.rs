@@ -448,6 +448,13 @@ impl Report {
                 mb(m.removed_bytes),
                 m.removed_modules
             );
+            if !m.dropped_accelerators.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  native accelerators left out (pure-Python fallbacks): {}",
+                    m.dropped_accelerators.join(", ")
+                );
+            }
             let _ = writeln!(
                 s,
                 "  {:<28} {:>7} {:>10} {:>8} {:>10}",

@@ -175,6 +175,16 @@ impl Slimmed {
     }
 }
 
+/// Whether the profile the build will use (`--profile`, else the spec's) minimizes.
+pub fn profile_minimizes(spec: &Spec, profile: Option<&str>) -> Result<bool> {
+    let name = profile
+        .or(spec.layer.profile.as_deref())
+        .unwrap_or(DEFAULT_PROFILE);
+    let profiles_path = spec.dir().join(&spec.prune.profiles);
+    let profiles = ProfilesFile::load(&profiles_path)?;
+    Ok(profiles.get(name, &profiles_path)?.minimize)
+}
+
 pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
     let spec = ctx.spec;
     let name = ctx

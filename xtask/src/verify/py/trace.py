@@ -69,12 +69,17 @@ def _trace_setup():
     def collect():
         files = set(opened)
         for name, module in list(_vsys.modules.items()):
-            f = getattr(module, "__file__", None)
-            if isinstance(f, str):
-                files.add(os.path.normpath(f))
-            for p in list(getattr(module, "__path__", None) or []):
-                if isinstance(p, str):
-                    listed.add(os.path.normpath(p))
+            # A namespace package's __path__ recomputes itself from its parent, which a
+            # workload may have taken out of sys.modules: one odd module must not lose the trace.
+            try:
+                f = getattr(module, "__file__", None)
+                if isinstance(f, str):
+                    files.add(os.path.normpath(f))
+                for p in list(getattr(module, "__path__", None) or []):
+                    if isinstance(p, str):
+                        listed.add(os.path.normpath(p))
+            except Exception:
+                pass
         try:
             with open("/proc/self/maps") as maps:
                 for line in maps:
