@@ -66,3 +66,25 @@ if "openai" in PROVIDERS:
     models = [m.id for m in openai.OpenAI(base_url=BASE, api_key="sk-trace").models.list().data]
     if not models:
         raise AssertionError("openai: /v1/models listed nothing")
+
+# Native accelerators left out ([minimize] drop-accelerators) come with their packages'
+# *_NO_EXTENSIONS variables set by sitecustomize.py: each package must still import and work on
+# its pure-Python path (aiohttp also carried the async completion above, as litellm's transport).
+for var, module in [
+    ("AIOHTTP_NO_EXTENSIONS", "aiohttp"),
+    ("YARL_NO_EXTENSIONS", "yarl"),
+    ("MULTIDICT_NO_EXTENSIONS", "multidict"),
+    ("FROZENLIST_NO_EXTENSIONS", "frozenlist"),
+    ("PROPCACHE_NO_EXTENSIONS", "propcache"),
+]:
+    if os.environ.get(var):
+        __import__(module)
+if os.environ.get("MULTIDICT_NO_EXTENSIONS"):
+    import multidict
+
+    d = multidict.CIMultiDict(a="1")
+    assert d["A"] == "1", "multidict's Python CIMultiDict"
+if os.environ.get("YARL_NO_EXTENSIONS"):
+    import yarl
+
+    assert str(yarl.URL("http://h/a b")) == "http://h/a%20b", "yarl's Python quoting"

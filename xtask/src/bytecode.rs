@@ -96,6 +96,34 @@ pub fn plan(
         .collect()
 }
 
+/// After a sourceless compile: a `.py` that is a link to another `.py` (Debian's stdlib has
+/// `_sysconfigdata__linux_<triple>.py -> _sysconfigdata__<triple>.py`) would dangle once the
+/// target's source is gone, and `sysconfig` (hence `zoneinfo`, hence pydantic) fails to import.
+/// Each such link becomes the same link between the `.pyc` files. Returns how many.
+pub fn relink_sourceless(stage: &Utf8Path) -> Result<usize> {
+    let mut relinked = 0;
+    for w in crate::util::walk(stage)? {
+        if !w.file_type.is_symlink() || w.rel.extension() != Some("py") {
+            continue;
+        }
+        let link = stage.join(&w.rel);
+        let target = crate::util::utf8(fs_err::read_link(&link)?)?;
+        let Some(target_stem) = target.as_str().strip_suffix(".py") else {
+            continue;
+        };
+        let dir = link.parent().unwrap_or(stage);
+        let pyc_target = format!("{target_stem}.pyc");
+        if dir.join(&target).exists() || !dir.join(&pyc_target).is_file() {
+            continue;
+        }
+        fs_err::remove_file(&link)?;
+        std::os::unix::fs::symlink(&pyc_target, link.with_extension("pyc"))
+            .with_context(|| format!("linking {} to {pyc_target}", link.with_extension("pyc")))?;
+        relinked += 1;
+    }
+    Ok(relinked)
+}
+
 /// Compiles in a fixed order per worker: marshal's output depends on what the process compiled
 /// before (reference flags on shared constants), so a racy pool would make builds differ.
 const SCRIPT: &str = r#"

@@ -316,6 +316,14 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
         }
         None => crate::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0)?,
     };
+    if profile.bytecode == Mode::Sourceless {
+        let relinked = crate::bytecode::relink_sourceless(ctx.stage)?;
+        if relinked > 0 {
+            out.notes.push(format!(
+                "{relinked} link(s) between .py files now link the .pyc files (the sources are gone)"
+            ));
+        }
+    }
     if compiled.stale_removed > 0 {
         out.notes.push(format!(
             "removed {} .pyc files the runtime or wheels brought (replaced by unchecked-hash bytecode)",

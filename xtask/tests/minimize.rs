@@ -202,3 +202,56 @@ fn an_uncovered_provider_says_how_to_keep_it_and_adding_it_works() {
         "{said}"
     );
 }
+
+#[test]
+fn dropped_accelerators_leave_working_fallbacks() {
+    let spec = spec_with_providers("spec-no-accelerators", &["openai"]);
+    let dir = spec.parent().expect("spec folder");
+    std::fs::copy(
+        root().join("layer/accelerators.toml"),
+        dir.join("accelerators.toml"),
+    )
+    .expect("copy accelerators.toml");
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        format!(
+            "{text}drop-accelerators = [\"aiohttp\", \"yarl\", \"multidict\", \"frozenlist\", \"propcache\", \"PyYAML\"]\n"
+        ),
+    )
+    .expect("write spec");
+    // The build itself ran the workload (completions over aiohttp) on the fallbacks and verified.
+    let layer = build_minimal(&spec, "layer-x86_64-minimal-no-accelerators");
+    let site = layer.tree.join("python/lib/python3.11/site-packages");
+    for pkg in [
+        "aiohttp",
+        "yarl",
+        "multidict",
+        "frozenlist",
+        "propcache",
+        "yaml",
+    ] {
+        let so: Vec<_> = std::fs::read_dir(site.join(pkg))
+            .expect("package folder")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".so"))
+            .collect();
+        assert!(so.is_empty(), "{pkg} still has {so:?}");
+    }
+    let out = run_in_sandbox(
+        &layer.tree,
+        "import multidict, yarl, yaml; print(multidict.CIMultiDict.__module__, yaml.__with_libyaml__)",
+    );
+    assert!(
+        text(&out).contains("multidict._multidict_py False"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        layer.report["minimized"]["dropped_accelerators"]
+            .as_array()
+            .is_some_and(|a| a.len() == 6),
+        "{}",
+        layer.report["minimized"]
+    );
+}

@@ -109,8 +109,14 @@ def _run_workload(name, source):
         exec(code, {"__name__": "__main__", "__file__": name})
         result["ok"] = True
     except BaseException as e:  # noqa: BLE001 - the failure is the result
+        import traceback
+
         result["ok"] = False
-        result["error"] = _error(e)
+        # The whole chain of frames: a workload fails deep inside a library, and which code
+        # path led there is what tells a user what to keep.
+        frames = traceback.extract_tb(e.__traceback__)
+        where = " <- ".join(f"{f.filename}:{f.lineno}" for f in reversed(frames[-8:]))
+        result["error"] = f"{type(e).__name__}: {e} (at {where})"
     _report(result)
 
 
