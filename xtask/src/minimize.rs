@@ -225,6 +225,9 @@ pub fn plan(
                 || keep.is_match(p.as_str())
                 || also_keep.contains(p)
                 || is_license(p)
+                // .pth files are read by `site` at start-up, before any audit hook exists
+                // (Debian's interpreter finds site-packages through one).
+                || p.extension() == Some("pth")
                 // sitecustomize carries the layer's environment defaults and this very
                 // module's import hook: imported at start-up, but never the trace's to judge.
                 || p.parent() == Some(stdlib)
@@ -408,6 +411,21 @@ pub fn needed_libs(stage: &Utf8Path, roots: &[Utf8PathBuf]) -> Result<BTreeSet<U
         }
     }
     Ok(out)
+}
+
+/// `a/b/../c` -> `a/c`, lexically (for link targets inside the layer).
+pub fn normalize(path: &Utf8Path) -> Utf8PathBuf {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.components() {
+        match c {
+            camino::Utf8Component::ParentDir => {
+                out.pop();
+            }
+            camino::Utf8Component::CurDir => {}
+            other => out.push(other.as_str()),
+        }
+    }
+    out.iter().collect()
 }
 
 /// Deletes the plan's files, then the folders under `root` (a layer path) left empty.
@@ -640,6 +658,14 @@ fn names_in(text: &str, start: &str, end: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalizes_link_targets() {
+        assert_eq!(
+            normalize(Utf8Path::new("python/lib/x/../libssl.so.3")),
+            Utf8PathBuf::from("python/lib/libssl.so.3")
+        );
+    }
 
     #[test]
     fn modules_of_files() {
