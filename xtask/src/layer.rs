@@ -451,7 +451,7 @@ fn prove_minimized(
     progress: &Progress,
 ) -> Result<()> {
     let spec = &req.spec;
-    progress.line("minimize: verifying the minimized layer".to_owned());
+    progress.line("minimize: verifying the minimized layer");
     let flags = crate::flags::Verify {
         spec: crate::flags::SpecArgs {
             spec: spec.path.clone(),
@@ -484,7 +484,7 @@ fn prove_minimized(
         .iter()
         .map(|c| (c.name.clone(), c.detail.clone()))
         .collect();
-    progress.line("minimize: running the workload again on the minimized layer".to_owned());
+    progress.line("minimize: running the workload again on the minimized layer");
     let again = crate::verify::run_workloads(
         spec,
         req.arch,

@@ -212,11 +212,11 @@ fn dropped_accelerators_leave_working_fallbacks() {
         dir.join("accelerators.toml"),
     )
     .expect("copy accelerators.toml");
-    let text = std::fs::read_to_string(&spec).expect("spec");
+    let spec_text = std::fs::read_to_string(&spec).expect("spec");
     std::fs::write(
         &spec,
         format!(
-            "{text}drop-accelerators = [\"aiohttp\", \"yarl\", \"multidict\", \"frozenlist\", \"propcache\", \"PyYAML\"]\n"
+            "{spec_text}drop-accelerators = [\"aiohttp\", \"yarl\", \"multidict\", \"frozenlist\", \"propcache\", \"PyYAML\"]\n"
         ),
     )
     .expect("write spec");
