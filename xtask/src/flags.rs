@@ -86,8 +86,8 @@ pub struct Layer {
     #[arg(long)]
     pub json: bool,
     /// After slimming, run the spec's [minimize] workload in the verify sandbox and keep only
-    /// the site-packages files it touched; then verify the result (the `minimal` profile turns
-    /// this on).
+    /// the files under python/lib it touched; then verify the result (the `minimal` profile
+    /// turns this on; profiles that build site-packages.zip cannot be minimized).
     #[arg(long)]
     pub minimize: bool,
     /// Minimize with this saved trace (`trace-<arch>.json` of an earlier build) instead of

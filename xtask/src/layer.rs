@@ -203,7 +203,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
 
     // 3. Layout. Accelerators a minimized layer leaves out come with the environment defaults
     // that make their packages take the pure-Python path without trying the extension.
-    let minimizing = req.minimize || crate::slim::profile_minimizes(spec, req.profile.as_deref())?;
+    let minimizing = crate::slim::profile_minimizes(spec, req.profile.as_deref(), req.minimize)?;
     let dropped = if minimizing {
         crate::minimize::accelerators(spec)?
     } else {
@@ -236,7 +236,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
 
     // 4b. Minimization: keep only what the workload touched.
     let mut removed_distributions = slimmed.removed_distributions.clone();
-    let minimized = if req.minimize || slimmed.minimize {
+    let minimized = if minimizing {
         let dropped_files = crate::minimize::drop_accelerators(&stage, &site_rel, &dropped)?;
         if !dropped.is_empty() {
             progress.line(format!(
@@ -339,7 +339,15 @@ fn minimize_stage(
     let trace = match &req.trace {
         Some(path) => {
             progress.line(format!("minimize: using the saved trace {path}"));
-            crate::minimize::Trace::load(path)?
+            let trace = crate::minimize::Trace::load(path)?;
+            if trace.arch != req.arch.as_str() {
+                bail!(
+                    "{path} traced a {} layer; this build is for {}: trace it again (leave out --trace)",
+                    trace.arch,
+                    req.arch
+                );
+            }
+            trace
         }
         None => {
             progress.line(format!(

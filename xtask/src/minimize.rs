@@ -144,13 +144,13 @@ fn hint(
     module: &str,
     rel: &Utf8Path,
     is_package: bool,
-    site_rel_to_python: &Utf8Path,
+    base_rel_to_python: &Utf8Path,
     folders: &BTreeMap<String, Vec<String>>,
 ) -> String {
     let glob = if is_package {
         format!(
             "{}/**",
-            site_rel_to_python.join(rel.parent().unwrap_or(Utf8Path::new("")))
+            base_rel_to_python.join(rel.parent().unwrap_or(Utf8Path::new("")))
         )
     } else {
         let stem = rel
@@ -159,7 +159,7 @@ fn hint(
             .unwrap_or("");
         format!(
             "{}.*",
-            site_rel_to_python
+            base_rel_to_python
                 .join(rel.parent().unwrap_or(Utf8Path::new("")))
                 .join(stem)
         )
@@ -204,7 +204,6 @@ pub fn plan(
     folders: &BTreeMap<String, Vec<String>>,
 ) -> Plan {
     let site = &owners.site_packages;
-    let site_rel_to_python = site.strip_prefix("python").unwrap_or(site);
     // The standard library: site-packages' parent.
     let stdlib = site.parent().unwrap_or(site);
     let dist_info = |rel: &Utf8Path| {
@@ -352,7 +351,6 @@ pub fn plan(
     out.removed_distributions
         .sort_by(|a, b| a.name.cmp(&b.name));
     // Only the outermost removed module of each branch: a removed package covers its children.
-    let _ = site_rel_to_python;
     for (m, (rel, is_package, base_rel)) in &removed_mods {
         let covered = m
             .match_indices('.')

@@ -124,8 +124,6 @@ pub struct Slimmed {
     pub site_zip: Option<Utf8PathBuf>,
     /// Distributions a rule removed whole (their METADATA went with them).
     pub removed_distributions: Vec<crate::report::RemovedDistribution>,
-    /// The profile asks for trace-driven minimization after slimming.
-    pub minimize: bool,
 }
 
 impl Slimmed {
@@ -175,14 +173,22 @@ impl Slimmed {
     }
 }
 
-/// Whether the profile the build will use (`--profile`, else the spec's) minimizes.
-pub fn profile_minimizes(spec: &Spec, profile: Option<&str>) -> Result<bool> {
+/// Whether the build minimizes: `--minimize` (`forced`) or the profile (`--profile`, else the
+/// spec's) says so. A profile that writes site-packages.zip cannot be minimized: the trace sees
+/// the zip as one file.
+pub fn profile_minimizes(spec: &Spec, profile: Option<&str>, forced: bool) -> Result<bool> {
     let name = profile
         .or(spec.layer.profile.as_deref())
         .unwrap_or(DEFAULT_PROFILE);
     let profiles_path = spec.dir().join(&spec.prune.profiles);
     let profiles = ProfilesFile::load(&profiles_path)?;
-    Ok(profiles.get(name, &profiles_path)?.minimize)
+    let p = profiles.get(name, &profiles_path)?;
+    if forced && p.site_packages_zip {
+        bail!(
+            "--minimize cannot minimize profile `{name}`: it puts site-packages into a zip, which the trace sees as one file; use --profile minimal (or another profile without site-packages-zip)"
+        );
+    }
+    Ok(forced || p.minimize)
 }
 
 pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
@@ -201,7 +207,6 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
     };
     let mut out = Slimmed {
         profile: name.to_owned(),
-        minimize: profile.minimize,
         ..Slimmed::default()
     };
     ctx.progress
