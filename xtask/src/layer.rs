@@ -251,7 +251,13 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         }
         let mut m = minimize_stage(req, &stage, &owners, &progress)?;
         m.summary.dropped_accelerators = dropped.iter().map(|(n, _)| n.clone()).collect();
-        removed_distributions.extend(m.plan.removed_distributions.iter().cloned());
+        // A distribution a rule already removed whole has nothing left to trace: listed once.
+        for r in &m.plan.removed_distributions {
+            if !removed_distributions.iter().any(|d| d.name == r.name) {
+                removed_distributions.push(r.clone());
+            }
+        }
+        removed_distributions.sort_by(|a, b| a.name.cmp(&b.name));
         Some(m)
     } else {
         None

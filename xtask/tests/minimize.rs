@@ -138,6 +138,13 @@ fn minimal_layer_verifies_and_is_at_most_70_percent_of_slim() {
     let m = &min.report["minimized"];
     assert!(m["removed_files"].as_u64().unwrap_or(0) > 1000, "{m}");
     assert!(min.out.join("trace-x86_64.json").is_file());
+    let removed: Vec<&str> = min.report["removed_distributions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["name"].as_str()).collect())
+        .unwrap_or_default();
+    let mut unique = removed.clone();
+    unique.dedup();
+    assert_eq!(removed, unique, "each removed distribution is listed once");
     assert!(
         m["distributions"]
             .as_array()
