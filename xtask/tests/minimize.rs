@@ -262,3 +262,43 @@ fn dropped_accelerators_leave_working_fallbacks() {
         layer.report["minimized"]
     );
 }
+
+#[test]
+fn a_removal_that_breaks_the_workload_fails_the_build_and_says_how_to_keep_it() {
+    // The openai-only trace, reused for a spec that also names gemini: the workload's gemini
+    // calls need what that trace never touched, so the proof after minimizing fails.
+    let openai_only = build_minimal(
+        &spec_with_providers("spec-openai", &["openai"]),
+        "layer-x86_64-minimal-openai",
+    );
+    let spec = spec_with_providers("spec-openai-gemini", &["openai", "gemini"]);
+    let (archive, sha) = fixture_archive("x86_64");
+    let out = xtask()
+        .args([
+            "layer",
+            "--arch",
+            "x86_64",
+            "--profile",
+            "minimal",
+            "--spec",
+        ])
+        .arg(&spec)
+        .arg("--out")
+        .arg(fixtures_dir().join("layer-x86_64-minimal-stale-trace"))
+        .arg("--trace")
+        .arg(openai_only.out.join("trace-x86_64.json"))
+        .arg("--python-archive")
+        .arg(&archive)
+        .args(["--python-sha256", &sha])
+        .output()
+        .expect("spawn");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("does not work"), "{said}");
+    assert!(
+        said.contains("broke workload: workloads/litellm.py"),
+        "{said}"
+    );
+    assert!(said.contains("litellm/llms/vertex_ai/"), "{said}");
+    assert!(said.contains("add provider 'gemini'"), "{said}");
+}
