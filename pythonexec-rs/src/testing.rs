@@ -8,9 +8,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Endpoints: `GET /v1/models`; `POST /v1/chat/completions`, answered with
+//! Endpoints: `GET /v1/models`; `POST /v1/chat/completions` (and any path ending in
+//! `/chat/completions`, as Azure OpenAI's deployments use), answered with
 //! [`MockOpenAi::reply_text`] as JSON, or with `"stream": true` as server-sent events
 //! (`data: {chunk}\n\n` ... `data: [DONE]\n\n`, chunked transfer, one chunk per word).
+//! Google AI Studio's (Gemini's) `POST .../models/<model>:generateContent` and
+//! `:streamGenerateContent?alt=sse` are answered in that format, minimally.
 //! The server stops when the value is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -146,7 +149,9 @@ fn handle(mut request: tiny_http::Request, state: &State) {
                 {"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "mock"}
             ]}),
         ),
-        (tiny_http::Method::Post, "/v1/chat/completions") => {
+        // Any path ending in /chat/completions: Azure's OpenAI-compatible deployments route
+        // (`/openai/deployments/<name>/chat/completions?api-version=...`) answers the same way.
+        (tiny_http::Method::Post, p) if p.ends_with("/chat/completions") => {
             let mut body = String::new();
             if request.as_reader().read_to_string(&mut body).is_err() {
                 let _ = request.respond(json_response(400, &error_body("unreadable body")));
@@ -177,6 +182,26 @@ fn handle(mut request: tiny_http::Request, state: &State) {
                 return;
             }
             json_response(200, &completion(&id, &model, &reply))
+        }
+        (tiny_http::Method::Post, p)
+            if p.ends_with(":generateContent") || p.ends_with(":streamGenerateContent") =>
+        {
+            let mut body = String::new();
+            if request.as_reader().read_to_string(&mut body).is_err() {
+                let _ = request.respond(json_response(400, &error_body("unreadable body")));
+                return;
+            }
+            let body = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
+            state.count.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut bodies) = state.bodies.lock() {
+                bodies.push(body);
+            }
+            let reply = state.reply.clone();
+            if p.ends_with(":streamGenerateContent") {
+                let _ = request.respond(gemini_sse(&reply));
+                return;
+            }
+            json_response(200, &gemini_candidate(&reply, true))
         }
         _ => json_response(404, &error_body("no such endpoint")),
     };
@@ -265,6 +290,43 @@ fn sse_response(
     .flatten()
     .collect();
     // No length: tiny_http sends it with chunked transfer encoding.
+    tiny_http::Response::new(
+        tiny_http::StatusCode(200),
+        headers,
+        std::io::Cursor::new(body.into_bytes()),
+        None,
+        None,
+    )
+}
+
+/// One Gemini `GenerateContentResponse` holding `text`; `last` adds the finish reason and usage.
+fn gemini_candidate(text: &str, last: bool) -> Value {
+    let mut candidate =
+        json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
+    let mut value = json!({"modelVersion": "mock"});
+    if last {
+        candidate["finishReason"] = json!("STOP");
+        value["usageMetadata"] = json!({
+            "promptTokenCount": 5,
+            "candidatesTokenCount": tokens(text),
+            "totalTokenCount": 5 + tokens(text),
+        });
+    }
+    value["candidates"] = json!([candidate]);
+    value
+}
+
+fn gemini_sse(reply: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let pieces = split_reply(reply);
+    let mut body = String::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let value = gemini_candidate(piece, i + 1 == pieces.len());
+        body.push_str(&format!("data: {value}\r\n\r\n"));
+    }
+    let headers = [header("Content-Type", "text/event-stream")]
+        .into_iter()
+        .flatten()
+        .collect();
     tiny_http::Response::new(
         tiny_http::StatusCode(200),
         headers,

@@ -88,6 +88,15 @@ pub struct Layer {
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// After slimming, run the spec's [minimize] workload in the verify sandbox and keep only
+    /// the files under python/lib it touched; then verify the result (the `minimal` profile
+    /// turns this on; profiles that build site-packages.zip cannot be minimized).
+    #[arg(long)]
+    pub minimize: bool,
+    /// Minimize with this saved trace (`trace-<arch>.json` of an earlier build) instead of
+    /// running the workload.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<Utf8PathBuf>,
 }
 
 #[derive(Args, Debug)]

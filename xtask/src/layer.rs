@@ -28,13 +28,15 @@ pub struct BuildRequest {
     pub host_python_archive: Option<(String, Sha256Hex)>,
     pub profile: Option<String>,
     pub offline: bool,
+    /// `--minimize`: trace-driven minimization whatever the profile says.
+    pub minimize: bool,
+    /// `--trace`: a saved trace to minimize with, instead of running the workload.
+    pub trace: Option<Utf8PathBuf>,
 }
 
 /// What a finished build produced.
 pub struct Built {
     pub report: crate::report::Report,
-    /// The unpacked layer (holds `python/`), kept for verify and analyze.
-    pub tree: Utf8PathBuf,
 }
 
 impl crate::flags::Layer {
@@ -66,6 +68,8 @@ impl crate::flags::Layer {
             host_python_archive,
             profile: self.profile,
             offline: self.offline,
+            minimize: self.minimize || self.trace.is_some(),
+            trace: self.trace,
         };
         let built = build(&request)?;
         let report = &built.report;
@@ -202,9 +206,23 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         chosen.len()
     ));
 
-    // 3. Layout.
+    // 3. Layout. Accelerators a minimized layer leaves out come with the environment defaults
+    // that make their packages take the pure-Python path without trying the extension.
+    let minimizing = crate::slim::profile_minimizes(spec, req.profile.as_deref(), req.minimize)?;
+    let dropped = if minimizing {
+        crate::minimize::accelerators(spec)?
+    } else {
+        Vec::new()
+    };
+    let mut env = spec.env.clone();
+    for (_, acc) in &dropped {
+        for (k, v) in &acc.env {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     write_sitecustomize(
         spec,
+        &env,
         &stage.join(format!("python/lib/python{}", runtime.xy)),
     )?;
 
@@ -221,6 +239,35 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         progress: &progress,
     })?;
 
+    // 4b. Minimization: keep only what the workload touched.
+    let mut removed_distributions = slimmed.removed_distributions.clone();
+    let minimized = if minimizing {
+        let dropped_files = crate::minimize::drop_accelerators(&stage, &site_rel, &dropped)?;
+        if !dropped.is_empty() {
+            progress.line(format!(
+                "minimize: left out the native accelerators of {} ({} files); the workload proves the fallbacks",
+                dropped
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dropped_files.len()
+            ));
+        }
+        let mut m = minimize_stage(req, &stage, &owners, &progress)?;
+        m.summary.dropped_accelerators = dropped.iter().map(|(n, _)| n.clone()).collect();
+        // A distribution a rule already removed whole has nothing left to trace: listed once.
+        for r in &m.plan.removed_distributions {
+            if !removed_distributions.iter().any(|d| d.name == r.name) {
+                removed_distributions.push(r.clone());
+            }
+        }
+        removed_distributions.sort_by(|a, b| a.name.cmp(&b.name));
+        Some(m)
+    } else {
+        None
+    };
+
     // The layer describes itself: what it holds and what was removed on purpose.
     let manifest = crate::report::Manifest {
         name: spec.layer.name.clone(),
@@ -230,15 +277,14 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         distributions: owners
             .dists
             .iter()
-            .filter(|(name, _, _)| {
-                !slimmed
-                    .removed_distributions
-                    .iter()
-                    .any(|r| &r.name == name)
-            })
+            .filter(|(name, _, _)| !removed_distributions.iter().any(|r| &r.name == name))
             .map(|(name, version, _)| (name.clone(), version.clone()))
             .collect(),
-        removed_distributions: slimmed.removed_distributions.clone(),
+        removed_distributions: removed_distributions.clone(),
+        removed_modules: minimized
+            .as_ref()
+            .map(|m| m.plan.removed_modules.clone())
+            .unwrap_or_default(),
     };
     let manifest_path = stage.join(crate::report::MANIFEST);
     fs_err::write(
@@ -264,7 +310,10 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     );
     report.notes.extend(skipped_notes);
     slimmed.fill(&mut report);
-    report.write(&req.out)?;
+    report.removed_distributions = removed_distributions;
+    if let Some(m) = &minimized {
+        report.minimized = Some(m.summary.clone());
+    }
 
     // Keep the unpacked tree for `verify` and `analyze`.
     let tree = req.out.join("tree");
@@ -273,7 +322,210 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     }
     let stage_path = staging.keep();
     fs_err::rename(&stage_path, &tree)?;
-    Ok(Built { report, tree })
+
+    // A minimized layer must still pass verify and its workload; otherwise the build fails and
+    // names the removal that broke it. The report is written only for a layer that passed.
+    if let Some(m) = &minimized {
+        prove_minimized(req, &zip_path, &tree, &site_rel, &m.plan, &progress)?;
+    }
+    report.write(&req.out)?;
+    Ok(Built { report })
+}
+
+/// What minimization did to the staged layer.
+struct Minimized {
+    plan: crate::minimize::Plan,
+    summary: crate::minimize::Summary,
+}
+
+/// Traces the staged layer (or reads `--trace`), saves the trace beside the zip, removes what
+/// it never touched.
+fn minimize_stage(
+    req: &BuildRequest,
+    stage: &Utf8Path,
+    owners: &Owners,
+    progress: &Progress,
+) -> Result<Minimized> {
+    let spec = &req.spec;
+    let trace_path = req.out.join(format!("trace-{}.json", req.arch));
+    let trace = match &req.trace {
+        Some(path) => {
+            progress.line(format!("minimize: using the saved trace {path}"));
+            let trace = crate::minimize::Trace::load(path)?;
+            if trace.arch != req.arch.as_str() {
+                bail!(
+                    "{path} traced a {} layer; this build is for {}: trace it again (leave out --trace)",
+                    trace.arch,
+                    req.arch
+                );
+            }
+            trace
+        }
+        None => {
+            progress.line(format!(
+                "minimize: tracing {} with providers {} in the sandbox",
+                spec.minimize
+                    .workloads
+                    .iter()
+                    .map(|w| w.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                spec.minimize.providers.join(", ")
+            ));
+            crate::minimize::trace(spec, req.arch, stage)?
+        }
+    };
+    let tmp = trace_path.with_extension("json.tmp");
+    fs_err::write(&tmp, serde_json::to_string_pretty(&trace)? + "\n")?;
+    fs_err::rename(&tmp, &trace_path)?;
+
+    // Candidates: everything under python/lib (standard library, lib-dynload, the runtime's
+    // shared libraries, site-packages); the interpreter, headers and docs are the rules' job.
+    let lib = Utf8PathBuf::from("python/lib");
+    // A link to a folder is a folder to the import system: never the trace's to judge.
+    let files: Vec<(Utf8PathBuf, u64)> = crate::util::walk(&stage.join(&lib))?
+        .into_iter()
+        .filter(|w| !w.file_type.is_dir())
+        .filter(|w| !(w.file_type.is_symlink() && stage.join(&lib).join(&w.rel).is_dir()))
+        .map(|w| (lib.join(&w.rel), w.len))
+        .collect();
+    // [minimize] keep is relative to python/, like [prune] keep; the plan matches layer paths.
+    let keep = crate::prune::glob_set(
+        spec.minimize
+            .keep
+            .iter()
+            .map(|g| format!("python/{}", g.trim_start_matches('/'))),
+    )
+    .with_context(|| format!("{}: [minimize] keep", spec.path))?;
+    // What the interpreter and every ELF file the trace or a keep rule keeps link against.
+    let mut roots: Vec<Utf8PathBuf> = crate::util::walk(&stage.join("python/bin"))?
+        .into_iter()
+        .filter(|w| w.file_type.is_file())
+        .map(|w| Utf8PathBuf::from("python/bin").join(&w.rel))
+        .collect();
+    roots.extend(
+        files
+            .iter()
+            .filter(|(p, _)| trace.files.contains(p) || keep.is_match(p.as_str()))
+            .map(|(p, _)| p.clone()),
+    );
+    let mut needed = crate::minimize::needed_libs(stage, &roots)?;
+    // A kept link keeps what it points to: the trace sees the name a file was opened by
+    // (Debian's `_sysconfigdata__linux_<triple>.pyc` is a link to `_sysconfigdata__<triple>.pyc`).
+    for (p, _) in &files {
+        if !(trace.files.contains(p) || keep.is_match(p.as_str())) {
+            continue;
+        }
+        let mut link = p.clone();
+        for _ in 0..8 {
+            let Ok(target) = fs_err::read_link(stage.join(&link)) else {
+                break;
+            };
+            let target = crate::util::utf8(target)?;
+            let resolved = crate::minimize::normalize(&link.parent().unwrap_or(&lib).join(&target));
+            needed.insert(resolved.clone());
+            link = resolved;
+        }
+    }
+    let providers_path = spec.dir().join("litellm-providers.toml");
+    let folders = if providers_path.is_file() {
+        let text = fs_err::read_to_string(&providers_path)?;
+        toml::from_str::<crate::analyze::scan::ProvidersFile>(&text)
+            .with_context(|| format!("reading {providers_path}"))?
+            .code_folders
+    } else {
+        Default::default()
+    };
+    let plan = crate::minimize::plan(&files, owners, &trace, &keep, &needed, &folders);
+    crate::minimize::execute(stage, &lib, &plan)?;
+    let sum = |f: fn(&crate::minimize::DistCount) -> u64| plan.per_dist.iter().map(f).sum();
+    let summary = crate::minimize::Summary {
+        trace: trace_path,
+        providers: trace.providers.clone(),
+        kept_files: sum(|d| d.kept_files),
+        kept_bytes: sum(|d| d.kept_bytes),
+        removed_files: sum(|d| d.removed_files),
+        removed_bytes: sum(|d| d.removed_bytes),
+        distributions: plan.per_dist.clone(),
+        removed_modules: plan.removed_modules.len(),
+        dropped_accelerators: Vec::new(),
+    };
+    progress.line(format!(
+        "minimize: kept {} files of python/lib, removed {} ({:.1} MB), {} distribution(s) whole",
+        summary.kept_files,
+        summary.removed_files,
+        summary.removed_bytes as f64 / 1e6,
+        plan.removed_distributions.len()
+    ));
+    Ok(Minimized { plan, summary })
+}
+
+/// Runs `verify` on the minimized zip and the workload on its tree; on failure, names the
+/// removed files that explain it.
+fn prove_minimized(
+    req: &BuildRequest,
+    zip_path: &Utf8Path,
+    tree: &Utf8Path,
+    site_rel: &Utf8Path,
+    plan: &crate::minimize::Plan,
+    progress: &Progress,
+) -> Result<()> {
+    let spec = &req.spec;
+    progress.line("minimize: verifying the minimized layer");
+    let flags = crate::flags::Verify {
+        spec: crate::flags::SpecArgs {
+            spec: spec.path.clone(),
+        },
+        arch: Some(req.arch),
+        layer: Some(zip_path.to_owned()),
+        json: false,
+        static_only: false,
+        sysroot: None,
+        timing_runs: Some(1),
+        jobs: None,
+        no_sandbox: false,
+    };
+    let report = crate::verify::verify(spec, &flags)?;
+    // Removing files cannot make an ELF file need a newer glibc or another machine: those
+    // findings are the runtime's (the arm64 fixture's libexpat needs glibc 2.36), shown, not
+    // blamed on minimization. `verify` on the zip reports them as it does for any profile.
+    let (inherited, failed): (Vec<_>, Vec<_>) = report
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .partition(|c| c.name.starts_with("static: glibc") || c.name == "static: elf machine");
+    for c in inherited {
+        progress.line(format!(
+            "minimize: not caused by minimization, left to verify: {}: {}",
+            c.name, c.detail
+        ));
+    }
+    let mut failures: Vec<(String, String)> = failed
+        .iter()
+        .map(|c| (c.name.clone(), c.detail.clone()))
+        .collect();
+    progress.line("minimize: running the workload again on the minimized layer");
+    let again = crate::verify::run_workloads(
+        spec,
+        req.arch,
+        tree,
+        crate::minimize::workloads(spec)?,
+        spec.minimize.providers.clone(),
+    )?;
+    failures.extend(
+        again
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| (c.name.clone(), c.detail.clone())),
+    );
+    if failures.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "the minimized layer {zip_path} does not work:\n  {}",
+        crate::minimize::explain(&failures, plan, site_rel)
+    )
 }
 
 /// An interpreter that runs on this machine and has the target's minor version, to compile
@@ -456,11 +708,15 @@ fn download_wheels(
 }
 
 /// Writes `sitecustomize.py` (from `layer/sitecustomize.py`) with the spec's environment defaults.
-fn write_sitecustomize(spec: &Spec, stdlib: &Utf8Path) -> Result<()> {
+fn write_sitecustomize(
+    spec: &Spec,
+    env: &std::collections::BTreeMap<String, String>,
+    stdlib: &Utf8Path,
+) -> Result<()> {
     let template_path = spec.dir().join("sitecustomize.py");
     let template =
         fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
-    let env = serde_json::to_string(&spec.env)?;
+    let env = serde_json::to_string(env)?;
     let text = template.replace("__LAYER_ENV__", &env);
     // Debian's stdlib ships sitecustomize.py as a link into /etc: writing through it would
     // change the build machine, so whatever is there is replaced, never written through.

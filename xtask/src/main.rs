@@ -12,6 +12,7 @@ mod fixture;
 mod flags;
 mod layer;
 mod lock;
+mod minimize;
 mod package;
 mod progress;
 mod prune;

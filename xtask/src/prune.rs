@@ -273,7 +273,7 @@ fn glob(pattern: &str) -> Result<globset::Glob> {
         .with_context(|| format!("bad glob `{pattern}`"))
 }
 
-fn glob_set(patterns: impl IntoIterator<Item = String>) -> Result<GlobSet> {
+pub(crate) fn glob_set(patterns: impl IntoIterator<Item = String>) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         b.add(glob(&p)?);

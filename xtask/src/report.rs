@@ -50,6 +50,9 @@ pub struct Report {
     pub stripped: Vec<StrippedFile>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// What trace-driven minimization kept and removed, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimized: Option<crate::minimize::Summary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -110,6 +113,11 @@ pub struct Manifest {
     /// Distributions present in the layer: (name, version).
     pub distributions: Vec<(String, String)>,
     pub removed_distributions: Vec<RemovedDistribution>,
+    /// Modules trace-driven minimization removed (outermost of each branch), with how to keep
+    /// each: the layer's sitecustomize turns an import of one into a ModuleNotFoundError that
+    /// says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_modules: Vec<crate::minimize::RemovedModule>,
 }
 
 /// The manifest's path inside a layer.
@@ -150,7 +158,7 @@ impl Owners {
     }
 
     /// The distribution owning a layer path, `None` for the runtime.
-    fn owner(&self, layer_path: &Utf8Path) -> Option<usize> {
+    pub(crate) fn owner(&self, layer_path: &Utf8Path) -> Option<usize> {
         let rel = layer_path.strip_prefix(&self.site_packages).ok()?;
         if let Some(i) = self.files.get(rel) {
             return Some(*i);
@@ -301,6 +309,7 @@ pub fn build(
         refused: Vec::new(),
         stripped: Vec::new(),
         notes: Vec::new(),
+        minimized: None,
     }
 }
 
@@ -430,6 +439,44 @@ impl Report {
             let _ = writeln!(s, "protected files rules tried to delete (kept):");
             for r in &self.refused {
                 let _ = writeln!(s, "  {} by `{}`: {}", r.path, r.rule, r.why);
+            }
+        }
+        if let Some(m) = &self.minimized {
+            let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "minimized by trace ({}; providers: {}): python/lib kept {} files ({}), removed {} files ({}); {} module(s) listed as removed",
+                m.trace,
+                m.providers.join(", "),
+                m.kept_files,
+                mb(m.kept_bytes),
+                m.removed_files,
+                mb(m.removed_bytes),
+                m.removed_modules
+            );
+            if !m.dropped_accelerators.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  native accelerators left out (pure-Python fallbacks): {}",
+                    m.dropped_accelerators.join(", ")
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>7} {:>10} {:>8} {:>10}",
+                "part", "kept", "kept MB", "removed", "removed MB"
+            );
+            for d in &m.distributions {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:>7} {:>10.2} {:>8} {:>10.2}",
+                    d.name,
+                    d.kept_files,
+                    d.kept_bytes as f64 / 1e6,
+                    d.removed_files,
+                    d.removed_bytes as f64 / 1e6
+                );
             }
         }
         for note in &self.notes {

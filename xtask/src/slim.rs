@@ -49,6 +49,9 @@ pub struct Profile {
     pub strip: bool,
     #[serde(default)]
     pub site_packages_zip: bool,
+    /// Trace a workload and keep only what it touched (`minimize.rs`).
+    #[serde(default)]
+    pub minimize: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +74,12 @@ impl ProfilesFile {
             // compile every module in memory again.
             if p.optimize > 0 && p.bytecode != Mode::Sourceless {
                 bail!("{path}: profile `{name}`: optimize > 0 needs bytecode = \"sourceless\"");
+            }
+            // The trace records paths on disk; what sits inside a zip is one file to it.
+            if p.minimize && p.site_packages_zip {
+                bail!(
+                    "{path}: profile `{name}`: minimize cannot be combined with site-packages-zip"
+                );
             }
             if p.site_packages_zip && p.bytecode == Mode::None {
                 bail!("{path}: profile `{name}`: site-packages-zip needs bytecode (zipimport never caches compiled code)");
@@ -162,6 +171,24 @@ impl Slimmed {
             p.bytes_before = self.bytes_before.get(&p.name).copied();
         }
     }
+}
+
+/// Whether the build minimizes: `--minimize` (`forced`) or the profile (`--profile`, else the
+/// spec's) says so. A profile that writes site-packages.zip cannot be minimized: the trace sees
+/// the zip as one file.
+pub fn profile_minimizes(spec: &Spec, profile: Option<&str>, forced: bool) -> Result<bool> {
+    let name = profile
+        .or(spec.layer.profile.as_deref())
+        .unwrap_or(DEFAULT_PROFILE);
+    let profiles_path = spec.dir().join(&spec.prune.profiles);
+    let profiles = ProfilesFile::load(&profiles_path)?;
+    let p = profiles.get(name, &profiles_path)?;
+    if forced && p.site_packages_zip {
+        bail!(
+            "--minimize cannot minimize profile `{name}`: it puts site-packages into a zip, which the trace sees as one file; use --profile minimal (or another profile without site-packages-zip)"
+        );
+    }
+    Ok(forced || p.minimize)
 }
 
 pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {

@@ -209,6 +209,9 @@ pub struct Spec {
     /// The user's pruning rules and exceptions, on top of `layer/rules.toml`.
     #[serde(default)]
     pub prune: PruneSection,
+    /// `[minimize]`: what the trace-driven minimization runs and keeps.
+    #[serde(default)]
+    pub minimize: MinimizeSection,
 
     /// The file this spec was read from.
     #[serde(skip)]
@@ -311,6 +314,43 @@ pub struct VerifySection {
     /// reason; verify lists them instead of importing them.
     #[serde(default)]
     pub skip_imports: BTreeMap<String, String>,
+}
+
+/// `[minimize]`: the workload `cargo xtask layer --minimize` traces, and what it keeps anyway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MinimizeSection {
+    /// LiteLLM providers the function uses; the default workload exercises each.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<String>,
+    /// Workload scripts, relative to the spec; default: `workloads/litellm.py`.
+    #[serde(default = "default_workloads")]
+    pub workloads: Vec<Utf8PathBuf>,
+    /// Globs relative to `python/` kept whatever the trace says.
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Distributions whose native accelerators are left out (see `accelerators.toml`).
+    #[serde(default)]
+    pub drop_accelerators: Vec<String>,
+}
+
+fn default_providers() -> Vec<String> {
+    vec!["openai".to_owned()]
+}
+
+fn default_workloads() -> Vec<Utf8PathBuf> {
+    vec![Utf8PathBuf::from("workloads/litellm.py")]
+}
+
+impl Default for MinimizeSection {
+    fn default() -> Self {
+        MinimizeSection {
+            providers: default_providers(),
+            workloads: default_workloads(),
+            keep: Vec::new(),
+            drop_accelerators: Vec::new(),
+        }
+    }
 }
 
 /// `[prune]`: where the rules and profiles are, and the user's own rules and exceptions.

@@ -9,7 +9,7 @@ mod deps;
 mod diff;
 mod html;
 mod read;
-mod scan;
+pub(crate) mod scan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -49,6 +49,10 @@ pub struct ProvidersFile {
     /// Model-name prefixes LiteLLM maps to a provider without a `provider/` prefix.
     #[serde(default)]
     pub bare_model_prefixes: BTreeMap<String, String>,
+    /// Folders of `litellm/llms/` whose code serves providers of other names (used by
+    /// minimization's hints: a removed module of `vertex_ai/` is kept by provider `gemini`).
+    #[serde(default)]
+    pub code_folders: BTreeMap<String, Vec<String>>,
 }
 
 /// The values of LiteLLM's `class LlmProviders(str, Enum)` in `litellm/types/utils.py`.

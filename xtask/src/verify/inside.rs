@@ -20,6 +20,15 @@ const RUNTIME: &str = include_str!("py/runtime.py");
 const IMPORT_ONE: &str = include_str!("py/import_one.py");
 const METADATA: &str = include_str!("py/metadata.py");
 const LITELLM: &str = include_str!("py/litellm_calls.py");
+const TRACE: &str = include_str!("py/trace.py");
+
+/// One workload script of `cargo xtask layer --minimize`, run under the tracing hook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Workload {
+    /// Its path as the spec names it (shown in tracebacks and errors).
+    pub name: String,
+    pub source: String,
+}
 
 /// Everything the supervisor needs; crosses the sandbox boundary as JSON on stdin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +52,13 @@ pub struct Plan {
     pub jobs: usize,
     /// Longest any one checked process may take.
     pub timeout_secs: u64,
+    /// When not empty, the supervisor runs only these scripts, traced, instead of the checks
+    /// (`cargo xtask layer --minimize`).
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+    /// `LAYER_PROVIDERS` for the workloads: the LiteLLM providers the spec names.
+    #[serde(default)]
+    pub providers: Vec<String>,
 }
 
 /// What the supervisor found.
@@ -50,6 +66,9 @@ pub struct Plan {
 pub struct Outcome {
     pub checks: Vec<Check>,
     pub timings: Timings,
+    /// Workload mode: what each workload touched (`py/trace.py`'s result), in order.
+    #[serde(default)]
+    pub traces: Vec<serde_json::Value>,
 }
 
 /// `cargo xtask verify-inside`: reads a plan on stdin, prints an outcome on stdout.
@@ -275,9 +294,70 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// Runs the plan's workloads, each in a fresh traced interpreter, against the loopback
+/// server; a check per workload says whether it ran through.
+fn run_workloads(plan: &Plan, mock: &MockOpenAi) -> Outcome {
+    let mut plan = plan.clone();
+    plan.env
+        .push(("LAYER_MOCK_BASE".to_owned(), mock.base_url()));
+    plan.env
+        .push(("LAYER_PROVIDERS".to_owned(), plan.providers.join(",")));
+    let mut out = Outcome::default();
+    for w in &plan.workloads {
+        // JSON strings are valid Python string literals.
+        let call = format!(
+            "{TRACE}\n_run_workload({}, {})\n",
+            serde_json::Value::from(w.name.as_str()),
+            serde_json::Value::from(w.source.as_str())
+        );
+        let run = run_python(&plan, Some(&call), &[]);
+        let name = format!("workload: {}", w.name);
+        out.checks.push(match &run.failure {
+            Some(why) => Check::new(name, false, why.clone()),
+            None if run.field("ok").as_bool() == Some(true) => Check::new(
+                name,
+                true,
+                format!("ran in {:.2} s", run.elapsed.as_secs_f64()),
+            ),
+            None => Check::new(
+                name,
+                false,
+                run.field("error").as_str().unwrap_or("failed").to_owned(),
+            ),
+        });
+        out.traces.push(run.field("trace").clone());
+    }
+    // verify's own runtime checks (ssl, ctypes, sqlite3...) must pass on the minimized layer:
+    // what they touch is traced like a workload.
+    let rt = run_python(&plan, Some(&format!("{TRACE}\n{RUNTIME}")), &[]);
+    let failed: Vec<String> = rt
+        .field("modules")
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, r)| r["ok"].as_bool() != Some(true))
+                .map(|(n, r)| format!("{n}: {}", r["detail"].as_str().unwrap_or("failed")))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.checks.push(match &rt.failure {
+        Some(why) => Check::new("workload: verify's runtime checks", false, why.clone()),
+        None => Check::new(
+            "workload: verify's runtime checks",
+            failed.is_empty(),
+            failed.join("; "),
+        ),
+    });
+    out.traces.push(rt.field("trace").clone());
+    out
+}
+
 /// Runs every check of the plan.
 pub fn run(plan: &Plan) -> Result<Outcome> {
     let mock = MockOpenAi::start().context("starting the loopback OpenAI-compatible server")?;
+    if !plan.workloads.is_empty() {
+        return Ok(run_workloads(plan, &mock));
+    }
     let mut checks = Vec::new();
     let mut audit = Audit::default();
 
@@ -516,7 +596,11 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
     } else {
         Check::new("audit: no writes outside /tmp", false, list(&audit.writes))
     });
-    Ok(Outcome { checks, timings })
+    Ok(Outcome {
+        checks,
+        timings,
+        traces: Vec::new(),
+    })
 }
 
 #[cfg(test)]

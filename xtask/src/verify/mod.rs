@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{Arch, Spec};
 
-pub use inside::Plan;
+pub use inside::{Plan, Workload};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,57 +236,20 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
     }
 
     // How to execute it.
-    let host = Arch::host();
-    let (launcher_host, sysroot, emulator): (Option<Utf8PathBuf>, Option<Utf8PathBuf>, _) =
-        if Some(arch) == host {
-            (None, None, None)
-        } else if arch == Arch::Arm64 {
-            let qemu = sandbox::which("qemu-aarch64-static");
-            // The flag, else the fixture runtime's Debian arm64 sysroot (cached download).
-            let sysroot = match &flags.sysroot {
-                Some(s) => Some(s.clone()).filter(|s| s.is_dir()),
-                None => crate::fixture::arm64_sysroot()
-                    .map_err(|e| warnings.push(format!("no arm64 sysroot: {e:#}")))
-                    .ok(),
-            };
-            match (qemu, sysroot) {
-                (Some(q), Some(s)) => (Some(q), Some(s), Some("qemu-aarch64-static".to_owned())),
-                (q, s) => {
-                    let mut why = Vec::new();
-                    if q.is_none() {
-                        why.push("qemu-aarch64-static is not installed (Debian: qemu-user-static)");
-                    }
-                    if s.is_none() {
-                        why.push("no arm64 sysroot (pass --sysroot or set LAYER_ARM64_SYSROOT)");
-                    }
-                    return finish(
-                        flags,
-                        zip_path,
-                        arch,
-                        Execution::NotRun {
-                            why: format!(
-                                "nothing here can execute an arm64 layer: {}",
-                                why.join("; ")
-                            ),
-                        },
-                        warnings,
-                        checks,
-                        Timings::default(),
-                    );
-                }
+    let (launcher_host, sysroot, emulator) =
+        match emulation(arch, flags.sysroot.as_ref(), &mut warnings) {
+            Ok(e) => e,
+            Err(why) => {
+                return finish(
+                    flags,
+                    zip_path,
+                    arch,
+                    Execution::NotRun { why },
+                    warnings,
+                    checks,
+                    Timings::default(),
+                )
             }
-        } else {
-            return finish(
-                flags,
-                zip_path,
-                arch,
-                Execution::NotRun {
-                    why: format!("nothing here can execute a {arch} layer"),
-                },
-                warnings,
-                checks,
-                Timings::default(),
-            );
         };
     if flags.static_only {
         return finish(
@@ -324,6 +287,8 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
         timing_runs: flags.timing_runs.unwrap_or(if emulated { 3 } else { 5 }),
         jobs,
         timeout_secs: if emulated { 600 } else { 120 },
+        workloads: Vec::new(),
+        providers: Vec::new(),
     };
 
     let exe = crate::util::utf8(std::env::current_exe().context("finding this xtask binary")?)?;
@@ -404,6 +369,101 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
         checks,
         outcome.timings,
     )
+}
+
+/// How a layer of `arch` runs here: the emulator on this machine, the sysroot and the
+/// emulator's name; all `None` natively. The error says why it cannot run at all.
+type Emulation = (Option<Utf8PathBuf>, Option<Utf8PathBuf>, Option<String>);
+
+fn emulation(
+    arch: Arch,
+    sysroot_flag: Option<&Utf8PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<Emulation, String> {
+    if Some(arch) == Arch::host() {
+        return Ok((None, None, None));
+    }
+    if arch != Arch::Arm64 {
+        return Err(format!("nothing here can execute a {arch} layer"));
+    }
+    let qemu = sandbox::which("qemu-aarch64-static");
+    // The flag, else the fixture runtime's Debian arm64 sysroot (cached download).
+    let sysroot = match sysroot_flag {
+        Some(s) => Some(s.clone()).filter(|s| s.is_dir()),
+        None => crate::fixture::arm64_sysroot()
+            .map_err(|e| warnings.push(format!("no arm64 sysroot: {e:#}")))
+            .ok(),
+    };
+    match (qemu, sysroot) {
+        (Some(q), Some(s)) => Ok((Some(q), Some(s), Some("qemu-aarch64-static".to_owned()))),
+        (q, s) => {
+            let mut why = Vec::new();
+            if q.is_none() {
+                why.push("qemu-aarch64-static is not installed (Debian: qemu-user-static)");
+            }
+            if s.is_none() {
+                why.push("no arm64 sysroot (pass --sysroot or set LAYER_ARM64_SYSROOT)");
+            }
+            Err(format!(
+                "nothing here can execute an arm64 layer: {}",
+                why.join("; ")
+            ))
+        }
+    }
+}
+
+/// Runs `workloads` in the layer unpacked at `root` the way `verify` runs its checks (in the
+/// sandbox, next to the loopback server, under qemu for arm64), each under the tracing hook
+/// of `py/trace.py`. Used by `cargo xtask layer --minimize`.
+pub fn run_workloads(
+    spec: &Spec,
+    arch: Arch,
+    root: &Utf8Path,
+    workloads: Vec<inside::Workload>,
+    providers: Vec<String>,
+) -> Result<inside::Outcome> {
+    let mut warnings = Vec::new();
+    let (launcher_host, sysroot, emulator) =
+        emulation(arch, None, &mut warnings).map_err(|why| anyhow::anyhow!("{why}"))?;
+    let xy = spec.python_xy();
+    let interpreter = format!("python/bin/python{xy}");
+    let mut plan = Plan {
+        python: String::new(),
+        launcher: Vec::new(),
+        env: Vec::new(),
+        machine: arch.machine().to_owned(),
+        modules: Vec::new(),
+        skipped: BTreeMap::new(),
+        dists: Vec::new(),
+        timing_runs: 0,
+        jobs: 1,
+        timeout_secs: if emulator.is_some() { 1200 } else { 300 },
+        workloads,
+        providers,
+    };
+    let exe = crate::util::utf8(std::env::current_exe().context("finding this xtask binary")?)?;
+    let sandbox_spec = sandbox::SandboxSpec {
+        layer: root,
+        exe: &exe,
+        sysroot: sysroot.as_deref(),
+        qemu: launcher_host.as_deref(),
+    };
+    match sandbox::probe_bwrap(&sandbox_spec) {
+        Ok(()) => {
+            plan.python = format!("/opt/{interpreter}");
+            plan.env = sandbox::lambda_env("/opt", &xy);
+            if emulator.is_some() {
+                plan.launcher = vec![
+                    sandbox::INSIDE_QEMU.to_owned(),
+                    "-L".to_owned(),
+                    sandbox::INSIDE_SYSROOT.to_owned(),
+                ];
+            }
+            run_sandboxed(&sandbox_spec, &plan)
+        }
+        // The trace's paths must be those of /opt: without the sandbox there is no /opt.
+        Err(why) => bail!("the minimization workload runs only in the verify sandbox: {why}"),
+    }
 }
 
 fn finish(

@@ -1,0 +1,833 @@
+//! Trace-driven minimization (`cargo xtask layer --minimize`, profiles with `minimize = true`):
+//! run the spec's workload in the verify sandbox under an audit hook (`verify/py/trace.py`),
+//! keep the site-packages files it touched, every used distribution's metadata and licenses and
+//! the user's `[minimize] keep`, remove the rest, then prove the result (verify + the workload
+//! again). The standard library and the runtime's shared libraries are minimized the same way:
+//! every workload starts the interpreter, so what start-up needs is in the trace; `verify`'s own
+//! runtime checks run traced too, so that the result still passes them.
+//!
+//! Pure first: [`plan`] decides from a file list and a trace; [`execute`] deletes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+
+use crate::report::{Owners, RemovedDistribution};
+use crate::spec::{Arch, Spec};
+
+/// What a workload run touched, saved as `trace-<arch>.json` beside the zip; `--trace FILE`
+/// reuses one instead of running the workload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Trace {
+    pub arch: String,
+    pub providers: Vec<String>,
+    pub workloads: Vec<String>,
+    /// Layer paths (relative to `/opt`) of every file opened, imported or mapped.
+    pub files: BTreeSet<Utf8PathBuf>,
+    /// Layer paths of every folder listed.
+    pub dirs: BTreeSet<Utf8PathBuf>,
+    /// Every module imported.
+    pub modules: BTreeSet<String>,
+}
+
+impl Trace {
+    /// Folds one workload's raw result (absolute paths) in; paths outside `/opt` are dropped.
+    fn add_raw(&mut self, raw: &serde_json::Value) {
+        let paths = |key: &str| -> Vec<Utf8PathBuf> {
+            raw[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .filter_map(|p| p.strip_prefix("/opt/"))
+                        .map(Utf8PathBuf::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        self.files.extend(paths("files"));
+        self.dirs.extend(paths("dirs"));
+        if let Some(mods) = raw["modules"].as_array() {
+            self.modules
+                .extend(mods.iter().filter_map(|m| m.as_str().map(str::to_owned)));
+        }
+    }
+
+    pub fn load(path: &Utf8Path) -> Result<Trace> {
+        let text = fs_err::read_to_string(path)?;
+        serde_json::from_str(&text).with_context(|| format!("{path} is not a minimization trace"))
+    }
+}
+
+/// A module minimization removed, and how to keep it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemovedModule {
+    pub module: String,
+    /// What to add to the spec, in words ("add provider 'azure' to [minimize] providers ...").
+    pub hint: String,
+}
+
+/// One distribution's share of the decision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DistCount {
+    pub name: String,
+    pub kept_files: u64,
+    pub kept_bytes: u64,
+    pub removed_files: u64,
+    pub removed_bytes: u64,
+}
+
+/// What to delete, and the account of it.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Layer paths to delete, sorted.
+    pub delete: Vec<Utf8PathBuf>,
+    pub per_dist: Vec<DistCount>,
+    pub removed_modules: Vec<RemovedModule>,
+    /// Distributions of which nothing is left (their metadata went too).
+    pub removed_distributions: Vec<RemovedDistribution>,
+}
+
+/// For the report and the manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub trace: Utf8PathBuf,
+    pub providers: Vec<String>,
+    pub kept_files: u64,
+    pub kept_bytes: u64,
+    pub removed_files: u64,
+    pub removed_bytes: u64,
+    pub distributions: Vec<DistCount>,
+    pub removed_modules: usize,
+    /// Distributions whose native accelerators were left out (`[minimize] drop-accelerators`).
+    #[serde(default)]
+    pub dropped_accelerators: Vec<String>,
+}
+
+/// The module a file under site-packages defines, if it is one (`a/b/__init__.pyc` -> `a.b`,
+/// `a/_x.cpython-311-x86_64-linux-gnu.so` -> `a._x`).
+pub fn module_of(rel: &Utf8Path) -> Option<String> {
+    let file = rel.file_name()?;
+    let stem = if let Some(s) = file
+        .strip_suffix(".pyc")
+        .or_else(|| file.strip_suffix(".py"))
+    {
+        s
+    } else if file.ends_with(".so") {
+        file.split('.').next()?
+    } else {
+        return None;
+    };
+    let mut parts: Vec<&str> = rel
+        .parent()
+        .map(|p| p.components().map(|c| c.as_str()).collect())
+        .unwrap_or_default();
+    if parts
+        .iter()
+        .any(|p| p.contains('.') || p.contains('-') || *p == "__pycache__")
+    {
+        return None;
+    }
+    if stem != "__init__" {
+        parts.push(stem);
+    }
+    if parts.is_empty() || stem.contains('.') {
+        return None;
+    }
+    Some(parts.join("."))
+}
+
+/// How to keep a removed module: the provider when it is LiteLLM provider code, else a keep rule.
+fn hint(
+    module: &str,
+    rel: &Utf8Path,
+    is_package: bool,
+    base_rel_to_python: &Utf8Path,
+    folders: &BTreeMap<String, Vec<String>>,
+) -> String {
+    let glob = if is_package {
+        format!(
+            "{}/**",
+            base_rel_to_python.join(rel.parent().unwrap_or(Utf8Path::new("")))
+        )
+    } else {
+        let stem = rel
+            .file_name()
+            .and_then(|f| f.split('.').next())
+            .unwrap_or("");
+        format!(
+            "{}.*",
+            base_rel_to_python
+                .join(rel.parent().unwrap_or(Utf8Path::new("")))
+                .join(stem)
+        )
+    };
+    let parts: Vec<&str> = module.split('.').collect();
+    match parts.as_slice() {
+        ["litellm", "llms", folder, ..] => {
+            let providers = folders
+                .get(*folder)
+                .cloned()
+                .unwrap_or_else(|| vec![(*folder).to_owned()]);
+            let named: Vec<String> = providers.iter().map(|p| format!("'{p}'")).collect();
+            format!(
+                "add provider {} to [minimize] providers in layer.toml, or a keep rule '{glob}' to [minimize] keep",
+                named.join(" or ")
+            )
+        }
+        _ => format!("add a keep rule '{glob}' to [minimize] keep in layer.toml"),
+    }
+}
+
+/// A license, notice or copyright text: never removed, whatever the trace says.
+fn is_license(p: &Utf8Path) -> bool {
+    let name = p.file_name().unwrap_or("").to_ascii_uppercase();
+    ["LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS"]
+        .iter()
+        .any(|l| name.starts_with(l))
+        || p.components().any(|c| c.as_str() == "licenses")
+}
+
+/// Decides what goes. `files` are (layer path, bytes) of every candidate: everything under
+/// `python/lib/` (standard library, its extension modules, the runtime's shared libraries,
+/// site-packages). `keep` holds globs relative to the layer root; `also_keep` lists layer paths
+/// the caller knows are needed (shared libraries a kept ELF file links against); `folders` maps
+/// provider code folders to the providers they serve, for the hints.
+pub fn plan(
+    files: &[(Utf8PathBuf, u64)],
+    owners: &Owners,
+    trace: &Trace,
+    keep: &globset::GlobSet,
+    also_keep: &BTreeSet<Utf8PathBuf>,
+    folders: &BTreeMap<String, Vec<String>>,
+) -> Plan {
+    let site = &owners.site_packages;
+    // The standard library: site-packages' parent.
+    let stdlib = site.parent().unwrap_or(site);
+    let dist_info = |rel: &Utf8Path| {
+        rel.components()
+            .next()
+            .is_some_and(|c| c.as_str().ends_with(".dist-info"))
+    };
+    // 1. Kept by the trace or a keep rule.
+    let mut kept: BTreeSet<&Utf8PathBuf> = files
+        .iter()
+        .filter(|(p, _)| {
+            trace.files.contains(p)
+                // Frozen start-up modules (os, site, codecs...) report their source path as
+                // __file__; in a sourceless layer the file beside it is the .pyc.
+                || p.as_str()
+                    .strip_suffix(".pyc")
+                    .is_some_and(|s| trace.files.contains(Utf8Path::new(&format!("{s}.py"))))
+                || keep.is_match(p.as_str())
+                || also_keep.contains(p)
+                || is_license(p)
+                // .pth files are read by `site` at start-up, before any audit hook exists
+                // (Debian's interpreter finds site-packages through one).
+                || p.extension() == Some("pth")
+                // sitecustomize carries the layer's environment defaults and this very
+                // module's import hook: imported at start-up, but never the trace's to judge.
+                || p.parent() == Some(stdlib)
+                    && p.file_stem() == Some("sitecustomize")
+        })
+        .map(|(p, _)| p)
+        .collect();
+    // 2. A package whose code ran keeps its `__init__` (imports run it; listed for safety) and
+    //    its distribution keeps all of its metadata and licenses.
+    let mut used: BTreeSet<usize> = BTreeSet::new();
+    for p in &kept {
+        if let Some(i) = owners.owner(p) {
+            used.insert(i);
+        }
+    }
+    let mut extra = Vec::new();
+    for (p, _) in files {
+        let Ok(rel) = p.strip_prefix(site) else {
+            continue;
+        };
+        let owner = owners.owner(p);
+        let is_meta = dist_info(rel);
+        if is_meta && owner.is_some_and(|i| used.contains(&i)) {
+            extra.push(p);
+        }
+        // Files no wheel installed (a `.pth` the build wrote, say) are not the trace's to judge.
+        if owner.is_none() && !is_meta {
+            extra.push(p);
+        }
+        // Metadata of an unused distribution installed without RECORD entries still goes with
+        // its distribution: the dist-info folder name decides.
+        if is_meta && owner.is_none() {
+            let folder = rel.components().next().map(|c| c.as_str()).unwrap_or("");
+            let name = crate::wheels::normalize(folder.split('-').next().unwrap_or(""));
+            if used
+                .iter()
+                .any(|&i| crate::wheels::normalize(&owners.dists[i].0) == name)
+            {
+                extra.push(p);
+            }
+        }
+    }
+    let with_inits: Vec<Utf8PathBuf> = kept
+        .iter()
+        .flat_map(|p| p.ancestors().skip(1).map(|a| a.to_owned()))
+        .filter(|a| !a.as_str().is_empty())
+        .flat_map(|a| [a.join("__init__.pyc"), a.join("__init__.py")])
+        .collect();
+    kept.extend(extra);
+    let present: BTreeSet<&Utf8PathBuf> = files.iter().map(|(p, _)| p).collect();
+    for init in &with_inits {
+        if let Some(p) = present.get(init) {
+            kept.insert(p);
+        }
+    }
+
+    // 3. The account.
+    let kept_dirs: BTreeSet<&Utf8Path> = kept.iter().flat_map(|p| p.ancestors().skip(1)).collect();
+    let mut out = Plan::default();
+    let mut counts: BTreeMap<String, DistCount> = BTreeMap::new();
+    let mut removed_mods: BTreeMap<String, (Utf8PathBuf, bool, Utf8PathBuf)> = BTreeMap::new();
+    for (p, bytes) in files {
+        let name = match owners.owner(p) {
+            Some(i) => owners.dists[i].0.clone(),
+            None if p.starts_with(site) => "(no distribution)".to_owned(),
+            None => "(runtime: CPython)".to_owned(),
+        };
+        let c = counts.entry(name.clone()).or_insert_with(|| DistCount {
+            name,
+            ..DistCount::default()
+        });
+        if kept.contains(p) {
+            c.kept_files += 1;
+            c.kept_bytes += bytes;
+        } else {
+            c.removed_files += 1;
+            c.removed_bytes += bytes;
+            out.delete.push(p.clone());
+            // Module names are relative to site-packages, or to the standard library (whose
+            // extension modules sit in lib-dynload/).
+            let rel = p.strip_prefix(site).ok().or_else(|| {
+                let r = p.strip_prefix(stdlib).ok()?;
+                Some(r.strip_prefix("lib-dynload").unwrap_or(r))
+            });
+            if let Some(rel) = rel {
+                if let Some(m) = module_of(rel) {
+                    let is_package = rel.file_stem().is_some_and(|s| s.starts_with("__init__"));
+                    let base = if p.starts_with(site) { site } else { stdlib };
+                    let base_rel = base.strip_prefix("python").unwrap_or(base);
+                    let layer_rel = p
+                        .strip_prefix(base)
+                        .map(|r| r.to_owned())
+                        .unwrap_or_else(|_| rel.to_owned());
+                    // Folders of which nothing is left are removed packages too, namespace
+                    // packages (no __init__) included: their import must meet the hint.
+                    for dir in layer_rel.ancestors().skip(1) {
+                        if dir.as_str().is_empty() || kept_dirs.contains(base.join(dir).as_path()) {
+                            continue;
+                        }
+                        if let Some(m) = module_of(&dir.join("__init__.py")) {
+                            removed_mods.entry(m).or_insert((
+                                dir.join("__init__.py"),
+                                true,
+                                base_rel.to_owned(),
+                            ));
+                        }
+                    }
+                    removed_mods.insert(m, (layer_rel, is_package, base_rel.to_owned()));
+                }
+            }
+        }
+    }
+    for (i, (name, version, _)) in owners.dists.iter().enumerate() {
+        if !used.contains(&i) {
+            out.removed_distributions.push(RemovedDistribution {
+                name: name.clone(),
+                version: version.clone(),
+                rule: "minimize".to_owned(),
+            });
+        }
+    }
+    out.removed_distributions
+        .sort_by(|a, b| a.name.cmp(&b.name));
+    // Only the outermost removed module of each branch: a removed package covers its children.
+    for (m, (rel, is_package, base_rel)) in &removed_mods {
+        let covered = m
+            .match_indices('.')
+            .any(|(i, _)| removed_mods.contains_key(&m[..i]));
+        if !covered {
+            out.removed_modules.push(RemovedModule {
+                module: m.clone(),
+                hint: hint(m, rel, *is_package, base_rel, folders),
+            });
+        }
+    }
+    out.per_dist = counts.into_values().collect();
+    out.delete.sort();
+    out
+}
+
+/// Shared libraries under `python/lib/` that the ELF files `roots` (layer paths) need, directly
+/// or through each other, links followed: the dynamic loader opens them by their link names,
+/// and a library loaded through a link shows in `/proc/self/maps` under the file's own name.
+pub fn needed_libs(stage: &Utf8Path, roots: &[Utf8PathBuf]) -> Result<BTreeSet<Utf8PathBuf>> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<Utf8PathBuf> = roots.to_vec();
+    let mut seen = BTreeSet::new();
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        let Ok(bytes) = fs_err::read(stage.join(&p)) else {
+            continue;
+        };
+        if !crate::elf::is_elf(&bytes) {
+            continue;
+        }
+        let Ok(info) = crate::elf::inspect(&bytes) else {
+            continue;
+        };
+        for name in info.needed {
+            let mut rel = Utf8PathBuf::from("python/lib").join(&name);
+            for _ in 0..8 {
+                let full = stage.join(&rel);
+                if full.symlink_metadata().is_err() {
+                    break;
+                }
+                out.insert(rel.clone());
+                match fs_err::read_link(&full) {
+                    Ok(target) => {
+                        let target = crate::util::utf8(target)?;
+                        rel = rel.parent().unwrap_or(Utf8Path::new("")).join(target);
+                    }
+                    Err(_) => {
+                        todo.push(rel.clone());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `a/b/../c` -> `a/c`, lexically (for link targets inside the layer).
+pub fn normalize(path: &Utf8Path) -> Utf8PathBuf {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.components() {
+        match c {
+            camino::Utf8Component::ParentDir => {
+                out.pop();
+            }
+            camino::Utf8Component::CurDir => {}
+            other => out.push(other.as_str()),
+        }
+    }
+    out.iter().collect()
+}
+
+/// Deletes the plan's files, then the folders under `root` (a layer path) left empty.
+pub fn execute(stage: &Utf8Path, root: &Utf8Path, plan: &Plan) -> Result<()> {
+    let site = root;
+    for p in &plan.delete {
+        let path = stage.join(p);
+        match fs_err::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("removing a file minimization dropped"),
+        }
+    }
+    // Deepest first, so that a folder whose children were all empty goes too.
+    let mut dirs: Vec<Utf8PathBuf> = crate::util::walk(&stage.join(site))?
+        .into_iter()
+        .filter(|w| w.file_type.is_dir())
+        .map(|w| w.rel)
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        let path = stage.join(site).join(&d);
+        if fs_err::read_dir(&path)?.next().is_none() {
+            fs_err::remove_dir(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// One entry of `layer/accelerators.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accelerator {
+    /// Globs relative to site-packages: the native files left out.
+    pub paths: Vec<String>,
+    /// Defaults sitecustomize.py sets so that the package takes its pure-Python path.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceleratorsFile {
+    accelerator: BTreeMap<String, Accelerator>,
+}
+
+/// The accelerators `[minimize] drop-accelerators` names, from `accelerators.toml` beside the
+/// spec; an unknown name is an error listing the known ones.
+pub fn accelerators(spec: &Spec) -> Result<Vec<(String, Accelerator)>> {
+    if spec.minimize.drop_accelerators.is_empty() {
+        return Ok(Vec::new());
+    }
+    let path = spec.dir().join("accelerators.toml");
+    let text = fs_err::read_to_string(&path)?;
+    let file: AcceleratorsFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e)))?;
+    spec.minimize
+        .drop_accelerators
+        .iter()
+        .map(|name| {
+            let key = crate::wheels::normalize(name);
+            file.accelerator
+                .get(&key)
+                .map(|a| (key.clone(), a.clone()))
+                .with_context(|| {
+                    format!(
+                        "{}: [minimize] drop-accelerators names `{name}`, which {path} does not describe (it has: {})",
+                        spec.path,
+                        file.accelerator.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Removes the dropped accelerators' native files from site-packages; returns their layer paths.
+pub fn drop_accelerators(
+    stage: &Utf8Path,
+    site: &Utf8Path,
+    dropped: &[(String, Accelerator)],
+) -> Result<Vec<Utf8PathBuf>> {
+    let mut removed = Vec::new();
+    for (name, acc) in dropped {
+        let globs = crate::prune::glob_set(acc.paths.iter().cloned())
+            .with_context(|| format!("accelerators.toml: `{name}`"))?;
+        for w in crate::util::walk(&stage.join(site))? {
+            if w.file_type.is_file() && globs.is_match(w.rel.as_str()) {
+                fs_err::remove_file(stage.join(site).join(&w.rel))?;
+                removed.push(site.join(&w.rel));
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// The workload scripts the spec names, read from disk.
+pub fn workloads(spec: &Spec) -> Result<Vec<crate::verify::Workload>> {
+    spec.minimize
+        .workloads
+        .iter()
+        .map(|w| {
+            let path = spec.dir().join(w);
+            let source = fs_err::read_to_string(&path)
+                .with_context(|| format!("reading the [minimize] workload {w}"))?;
+            Ok(crate::verify::Workload {
+                name: w.to_string(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Runs the spec's workloads on the staged layer and returns what they touched; fails, naming
+/// the workload and its error, when one does not run through.
+pub fn trace(spec: &Spec, arch: Arch, stage: &Utf8Path) -> Result<Trace> {
+    let workloads = workloads(spec)?;
+    let outcome = crate::verify::run_workloads(
+        spec,
+        arch,
+        stage,
+        workloads.clone(),
+        spec.minimize.providers.clone(),
+    )?;
+    let failed: Vec<String> = outcome
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "the minimization workload failed on the layer before anything was removed, so there is nothing to trace:\n  {}",
+            failed.join("\n  ")
+        );
+    }
+    let mut t = Trace {
+        arch: arch.to_string(),
+        providers: spec.minimize.providers.clone(),
+        workloads: workloads.iter().map(|w| w.name.clone()).collect(),
+        ..Trace::default()
+    };
+    for raw in &outcome.traces {
+        t.add_raw(raw);
+    }
+    if t.files.is_empty() {
+        bail!("the minimization workload ran but the trace recorded no file of the layer");
+    }
+    Ok(t)
+}
+
+/// Why a check of the minimized layer failed, in terms of the files minimization removed.
+pub fn explain(failures: &[(String, String)], plan: &Plan, site: &Utf8Path) -> String {
+    let removed = &plan.delete;
+    let mut lines = Vec::new();
+    for (check, detail) in failures {
+        let mut culprits: Vec<&Utf8PathBuf> = Vec::new();
+        let mut hints: Vec<String> = Vec::new();
+        for module in names_in(detail, "No module named '", "'")
+            .into_iter()
+            .chain(names_in(detail, "ModuleNotFoundError: ", " was removed"))
+        {
+            // The outermost removed module covering it knows the shortest way to keep it.
+            if let Some(r) = plan
+                .removed_modules
+                .iter()
+                .find(|r| module == r.module || module.starts_with(&format!("{}.", r.module)))
+            {
+                hints.push(r.hint.clone());
+            }
+            culprits.extend(removed.iter().filter(|p| {
+                p.strip_prefix(site)
+                    .ok()
+                    .and_then(module_of)
+                    .is_some_and(|m| m == module || m.starts_with(&format!("{module}.")))
+            }));
+        }
+        for path in names_in(detail, "No such file or directory: '/opt/", "'") {
+            culprits.extend(removed.iter().filter(|p| p.as_str() == path));
+        }
+        culprits.sort();
+        culprits.dedup();
+        if culprits.is_empty() {
+            lines.push(format!(
+                "{check} failed: {detail} (no removed file explains it)"
+            ));
+            continue;
+        }
+        let shown: Vec<&str> = culprits.iter().take(5).map(|p| p.as_str()).collect();
+        let keep: Vec<String> = culprits
+            .iter()
+            .take(5)
+            .map(|p| format!("\"{}\"", p.strip_prefix("python").unwrap_or(p).as_str()))
+            .collect();
+        hints.dedup();
+        let how = if hints.is_empty() {
+            format!("keep it with [minimize] keep = [{}]", keep.join(", "))
+        } else {
+            format!("to keep it {}", hints.join("; or "))
+        };
+        lines.push(format!(
+            "removing {}{} broke {check}: {detail}; {how}",
+            shown.join(", "),
+            if culprits.len() > 5 {
+                format!(" (and {} more)", culprits.len() - 5)
+            } else {
+                String::new()
+            },
+        ));
+    }
+    lines.join("\n  ")
+}
+
+/// Every substring of `text` between `start` and the next `end`.
+fn names_in(text: &str, start: &str, end: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(start) {
+        rest = &rest[i + start.len()..];
+        if let Some(j) = rest.find(end) {
+            out.push(rest[..j].to_owned());
+            rest = &rest[j..];
+        } else {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_link_targets() {
+        assert_eq!(
+            normalize(Utf8Path::new("python/lib/x/../libssl.so.3")),
+            Utf8PathBuf::from("python/lib/libssl.so.3")
+        );
+    }
+
+    #[test]
+    fn modules_of_files() {
+        let m = |p: &str| module_of(Utf8Path::new(p));
+        assert_eq!(m("litellm/__init__.pyc").as_deref(), Some("litellm"));
+        assert_eq!(
+            m("litellm/llms/azure/azure.pyc").as_deref(),
+            Some("litellm.llms.azure.azure")
+        );
+        assert_eq!(m("six.py").as_deref(), Some("six"));
+        assert_eq!(
+            m("yaml/_yaml.cpython-311-x86_64-linux-gnu.so").as_deref(),
+            Some("yaml._yaml")
+        );
+        assert_eq!(m("litellm-1.78.7.dist-info/METADATA"), None);
+        assert_eq!(m("tiktoken_ext/data/cl100k.tiktoken"), None);
+    }
+
+    fn owners() -> Owners {
+        let mut o = Owners::new("python/lib/python3.11/site-packages".into());
+        o.add(
+            "litellm",
+            "1",
+            "w",
+            &[
+                "litellm/__init__.py".into(),
+                "litellm/llms/__init__.py".into(),
+                "litellm/llms/openai/__init__.py".into(),
+                "litellm/llms/azure/__init__.py".into(),
+                "litellm/llms/azure/chat.py".into(),
+                "litellm/data.json".into(),
+                "litellm-1.dist-info/METADATA".into(),
+                "litellm-1.dist-info/LICENSE".into(),
+            ],
+        );
+        o.add(
+            "unused",
+            "2",
+            "w",
+            &[
+                "unused/__init__.py".into(),
+                "unused-2.dist-info/METADATA".into(),
+            ],
+        );
+        o
+    }
+
+    #[test]
+    fn keeps_what_ran_and_metadata() {
+        let o = owners();
+        let site = Utf8Path::new("python/lib/python3.11/site-packages");
+        let files: Vec<(Utf8PathBuf, u64)> = [
+            "litellm/__init__.pyc",
+            "litellm/llms/__init__.pyc",
+            "litellm/llms/openai/__init__.pyc",
+            "litellm/llms/azure/__init__.pyc",
+            "litellm/llms/azure/chat.pyc",
+            "litellm/data.json",
+            "litellm-1.dist-info/METADATA",
+            "litellm-1.dist-info/LICENSE",
+            "unused/__init__.pyc",
+            "unused-2.dist-info/METADATA",
+        ]
+        .iter()
+        .map(|p| (site.join(p), 10))
+        .collect();
+        let trace = Trace {
+            files: ["litellm/llms/openai/__init__.pyc", "litellm/data.json"]
+                .iter()
+                .map(|p| site.join(p))
+                .collect(),
+            ..Trace::default()
+        };
+        let keep = crate::prune::glob_set(Vec::new()).expect("empty glob set");
+        let plan = plan(
+            &files,
+            &o,
+            &trace,
+            &keep,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+        );
+        let deleted: Vec<&str> = plan
+            .delete
+            .iter()
+            .map(|p| p.strip_prefix(site).map_or(p.as_str(), |r| r.as_str()))
+            .collect();
+        assert_eq!(
+            deleted,
+            [
+                "litellm/llms/azure/__init__.pyc",
+                "litellm/llms/azure/chat.pyc",
+                "unused/__init__.pyc",
+                "unused-2.dist-info/METADATA",
+            ]
+        );
+        let mods: Vec<&str> = plan
+            .removed_modules
+            .iter()
+            .map(|m| m.module.as_str())
+            .collect();
+        assert_eq!(mods, ["litellm.llms.azure", "unused"]);
+        assert!(
+            plan.removed_modules[0].hint.contains("provider 'azure'"),
+            "{:?}",
+            plan.removed_modules[0]
+        );
+        assert_eq!(plan.removed_distributions.len(), 1);
+        assert_eq!(plan.removed_distributions[0].name, "unused");
+
+        // A keep rule wins over the trace.
+        let keep = crate::prune::glob_set(vec![
+            "python/lib/python3.11/site-packages/litellm/llms/azure/**".to_owned(),
+        ])
+        .expect("glob");
+        let plan2 = super::plan(
+            &files,
+            &o,
+            &trace,
+            &keep,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+        );
+        assert_eq!(plan2.delete.len(), 2);
+    }
+
+    #[test]
+    fn explains_a_missing_module() {
+        let site = Utf8Path::new("python/lib/python3.11/site-packages");
+        let mut plan = Plan {
+            delete: vec![
+                site.join("litellm/llms/azure/chat.pyc"),
+                site.join("six.pyc"),
+            ],
+            ..Plan::default()
+        };
+        let failures = [
+            (
+                "workload: w.py".to_owned(),
+                "ModuleNotFoundError: No module named 'litellm.llms.azure.chat'".to_owned(),
+            ),
+            (
+                "import: x".to_owned(),
+                "FileNotFoundError: [Errno 2] No such file or directory: '/opt/python/lib/python3.11/site-packages/six.pyc'".to_owned(),
+            ),
+        ];
+        let text = explain(&failures, &plan, site);
+        assert!(
+            text.contains("removing python/lib/python3.11/site-packages/litellm/llms/azure/chat.pyc broke workload: w.py"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keep = [\"lib/python3.11/site-packages/litellm/llms/azure/chat.pyc\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("removing python/lib/python3.11/site-packages/six.pyc broke import: x"),
+            "{text}"
+        );
+        plan.removed_modules.push(RemovedModule {
+            module: "litellm.llms.azure".to_owned(),
+            hint: "add provider 'azure'".to_owned(),
+        });
+        let text = explain(&failures[..1], &plan, site);
+        assert!(text.contains("to keep it add provider 'azure'"), "{text}");
+    }
+}

@@ -1,0 +1,304 @@
+//! `cargo xtask layer --minimize` (the `minimal` profile): the minimized default layer verifies,
+//! is at most 70 % of `slim`'s zip, and a provider its trace did not cover fails with a message
+//! that says how to keep it; adding that provider to the spec makes the same call pass.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// The minimized x86_64 layer with the repository's spec, built once.
+fn minimal() -> BuiltLayer {
+    built_layer("x86_64", Some("minimal"))
+}
+
+/// A copy of the repository's spec whose [minimize] providers are `providers`, in its own
+/// folder (the lock stays the repository's, by absolute path).
+fn spec_with_providers(name: &str, providers: &[&str]) -> PathBuf {
+    let dir = fixtures_dir().join(name);
+    std::fs::create_dir_all(dir.join("workloads")).expect("spec folder");
+    let layer = root().join("layer");
+    for f in [
+        "profiles.toml",
+        "rules.toml",
+        "sitecustomize.py",
+        "lambda-base-libs.toml",
+        "litellm-providers.toml",
+    ] {
+        std::fs::copy(layer.join(f), dir.join(f)).expect("copy spec file");
+    }
+    std::fs::copy(
+        layer.join("workloads/litellm.py"),
+        dir.join("workloads/litellm.py"),
+    )
+    .expect("copy workload");
+    let spec = std::fs::read_to_string(layer.join("layer.toml")).expect("layer.toml");
+    let lock = layer.join("pylock.toml");
+    let spec = spec.replace(
+        "lock = \"pylock.toml\"",
+        &format!("lock = {:?}", lock.to_str().expect("utf-8 path")),
+    );
+    let list: Vec<String> = providers.iter().map(|p| format!("{p:?}")).collect();
+    let spec = format!("{spec}\n[minimize]\nproviders = [{}]\n", list.join(", "));
+    std::fs::write(dir.join("layer.toml"), spec).expect("write spec");
+    dir.join("layer.toml")
+}
+
+/// Builds the minimal profile of `spec` once into the fixtures folder.
+fn build_minimal(spec: &Path, name: &str) -> BuiltLayer {
+    let out = fixtures_dir().join(name);
+    let _guard = lock(name);
+    let report_path = out.join("report.json");
+    if !report_path.exists() {
+        let (archive, sha) = fixture_archive("x86_64");
+        run_ok(
+            xtask()
+                .args([
+                    "layer",
+                    "--arch",
+                    "x86_64",
+                    "--profile",
+                    "minimal",
+                    "--spec",
+                ])
+                .arg(spec)
+                .arg("--out")
+                .arg(&out)
+                .arg("--python-archive")
+                .arg(&archive)
+                .args(["--python-sha256", &sha]),
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("report.json"))
+            .expect("report.json is JSON");
+    BuiltLayer {
+        zip: PathBuf::from(report["zip_path"].as_str().expect("zip_path")),
+        tree: out.join("tree"),
+        out,
+        report,
+    }
+}
+
+/// Runs `code` in the layer as Lambda would, but on this machine's network, so that it can
+/// reach a loopback server the test started.
+fn run_with_loopback(tree: &Path, code: &str) -> std::process::Output {
+    let mut cmd = Command::new("bwrap");
+    for dir in ["/usr", "/lib", "/lib64", "/etc", "/bin", "/sbin"] {
+        if Path::new(dir).exists() {
+            cmd.args(["--ro-bind", dir, dir]);
+        }
+    }
+    cmd.arg("--ro-bind").arg(tree).arg("/opt");
+    cmd.args([
+        "--tmpfs",
+        "/tmp",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--clearenv",
+    ]);
+    cmd.args(["--setenv", "PATH", "/usr/bin:/bin:/opt/bin"]);
+    cmd.args(["--setenv", "PYTHONHOME", "/opt/python"]);
+    cmd.args(["--", "/opt/python/bin/python3.11", "-c", code]);
+    cmd.output().expect("spawn bwrap")
+}
+
+fn gemini_call(base: &str) -> String {
+    format!(
+        r#"
+import litellm
+try:
+    r = litellm.completion(model="gemini/gemini-1.5-flash", api_base={base:?}, api_key="x",
+                           messages=[{{"role": "user", "content": "ping"}}], num_retries=0)
+    print("ANSWER", r.choices[0].message.content)
+except Exception as e:
+    print("FAILED", type(e).__name__, e)
+"#
+    )
+}
+
+#[test]
+fn minimal_layer_verifies_and_is_at_most_70_percent_of_slim() {
+    let min = minimal();
+    let slim = built_layer("x86_64", Some("slim"));
+    let (a, b) = (
+        min.report["zip_bytes"].as_u64().expect("zip_bytes"),
+        slim.report["zip_bytes"].as_u64().expect("zip_bytes"),
+    );
+    assert!(
+        a * 100 <= b * 70,
+        "minimal's zip is {a} bytes, {:.1} % of slim's {b}",
+        a as f64 * 100.0 / b as f64
+    );
+    // What the trace kept and removed, per distribution, and the trace itself beside the zip.
+    let m = &min.report["minimized"];
+    assert!(m["removed_files"].as_u64().unwrap_or(0) > 1000, "{m}");
+    assert!(min.out.join("trace-x86_64.json").is_file());
+    let removed: Vec<&str> = min.report["removed_distributions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["name"].as_str()).collect())
+        .unwrap_or_default();
+    let mut unique = removed.clone();
+    unique.dedup();
+    assert_eq!(removed, unique, "each removed distribution is listed once");
+    assert!(
+        m["distributions"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["name"] == "litellm")),
+        "{m}"
+    );
+    let out = run_ok(
+        xtask()
+            .args(["verify", "--arch", "x86_64", "--layer"])
+            .arg(&min.zip),
+    );
+    assert!(text(&out).contains("verified: all"), "{}", text(&out));
+    // The layer's start-up (sitecustomize and its import hook) prints nothing.
+    let out = run_in_sandbox(&min.tree, "import litellm");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "");
+}
+
+#[test]
+fn the_same_trace_gives_the_same_zip() {
+    let min = minimal();
+    let out = fixtures_dir().join("layer-x86_64-minimal-again");
+    let (archive, sha) = fixture_archive("x86_64");
+    run_ok(
+        xtask()
+            .args(["layer", "--arch", "x86_64", "--profile", "minimal", "--out"])
+            .arg(&out)
+            .arg("--trace")
+            .arg(min.out.join("trace-x86_64.json"))
+            .arg("--python-archive")
+            .arg(&archive)
+            .args(["--python-sha256", &sha]),
+    );
+    let again = out.join("python-litellm-x86_64.zip");
+    assert_eq!(sha256_file(&min.zip), sha256_file(&again));
+}
+
+#[test]
+fn an_uncovered_provider_says_how_to_keep_it_and_adding_it_works() {
+    let mock = pythonexec::testing::MockOpenAi::start().expect("mock server");
+    let base = mock.base_url();
+
+    // Traced with openai only: Gemini's lazily imported code is gone, and the import says so.
+    let spec = spec_with_providers("spec-openai", &["openai"]);
+    let openai_only = build_minimal(&spec, "layer-x86_64-minimal-openai");
+    let out = run_with_loopback(&openai_only.tree, &gemini_call(&base));
+    let said = text(&out);
+    assert!(said.contains("FAILED"), "{said}");
+    assert!(
+        said.contains("was removed from this layer by minimization"),
+        "{said}"
+    );
+    assert!(said.contains("add provider 'gemini'"), "{said}");
+
+    // With gemini in the spec, the workload covers it and the same call answers.
+    let spec = spec_with_providers("spec-openai-gemini", &["openai", "gemini"]);
+    let both = build_minimal(&spec, "layer-x86_64-minimal-openai-gemini");
+    let out = run_with_loopback(&both.tree, &gemini_call(&base));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("ANSWER {}", mock.reply_text())),
+        "{said}"
+    );
+}
+
+#[test]
+fn dropped_accelerators_leave_working_fallbacks() {
+    let spec = spec_with_providers("spec-no-accelerators", &["openai"]);
+    let dir = spec.parent().expect("spec folder");
+    std::fs::copy(
+        root().join("layer/accelerators.toml"),
+        dir.join("accelerators.toml"),
+    )
+    .expect("copy accelerators.toml");
+    let spec_text = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        format!(
+            "{spec_text}drop-accelerators = [\"aiohttp\", \"yarl\", \"multidict\", \"frozenlist\", \"propcache\", \"PyYAML\"]\n"
+        ),
+    )
+    .expect("write spec");
+    // The build itself ran the workload (completions over aiohttp) on the fallbacks and verified.
+    let layer = build_minimal(&spec, "layer-x86_64-minimal-no-accelerators");
+    let site = layer.tree.join("python/lib/python3.11/site-packages");
+    for pkg in [
+        "aiohttp",
+        "yarl",
+        "multidict",
+        "frozenlist",
+        "propcache",
+        "yaml",
+    ] {
+        let so: Vec<_> = std::fs::read_dir(site.join(pkg))
+            .expect("package folder")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".so"))
+            .collect();
+        assert!(so.is_empty(), "{pkg} still has {so:?}");
+    }
+    let out = run_in_sandbox(
+        &layer.tree,
+        "import multidict, yarl, yaml; print(multidict.CIMultiDict.__module__, yaml.__with_libyaml__)",
+    );
+    assert!(
+        text(&out).contains("multidict._multidict_py False"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        layer.report["minimized"]["dropped_accelerators"]
+            .as_array()
+            .is_some_and(|a| a.len() == 6),
+        "{}",
+        layer.report["minimized"]
+    );
+}
+
+#[test]
+fn a_removal_that_breaks_the_workload_fails_the_build_and_says_how_to_keep_it() {
+    // The openai-only trace, reused for a spec that also names gemini: the workload's gemini
+    // calls need what that trace never touched, so the proof after minimizing fails.
+    let openai_only = build_minimal(
+        &spec_with_providers("spec-openai", &["openai"]),
+        "layer-x86_64-minimal-openai",
+    );
+    let spec = spec_with_providers("spec-openai-gemini", &["openai", "gemini"]);
+    let (archive, sha) = fixture_archive("x86_64");
+    let out = xtask()
+        .args([
+            "layer",
+            "--arch",
+            "x86_64",
+            "--profile",
+            "minimal",
+            "--spec",
+        ])
+        .arg(&spec)
+        .arg("--out")
+        .arg(fixtures_dir().join("layer-x86_64-minimal-stale-trace"))
+        .arg("--trace")
+        .arg(openai_only.out.join("trace-x86_64.json"))
+        .arg("--python-archive")
+        .arg(&archive)
+        .args(["--python-sha256", &sha])
+        .output()
+        .expect("spawn");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("does not work"), "{said}");
+    assert!(
+        said.contains("broke workload: workloads/litellm.py"),
+        "{said}"
+    );
+    assert!(said.contains("litellm/llms/vertex_ai/"), "{said}");
+    assert!(said.contains("add provider 'gemini'"), "{said}");
+}
