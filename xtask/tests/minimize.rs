@@ -82,31 +82,6 @@ fn build_minimal(spec: &Path, name: &str) -> BuiltLayer {
     }
 }
 
-/// Runs `code` in the layer as Lambda would, but on this machine's network, so that it can
-/// reach a loopback server the test started.
-fn run_with_loopback(tree: &Path, code: &str) -> std::process::Output {
-    let mut cmd = Command::new("bwrap");
-    for dir in ["/usr", "/lib", "/lib64", "/etc", "/bin", "/sbin"] {
-        if Path::new(dir).exists() {
-            cmd.args(["--ro-bind", dir, dir]);
-        }
-    }
-    cmd.arg("--ro-bind").arg(tree).arg("/opt");
-    cmd.args([
-        "--tmpfs",
-        "/tmp",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--clearenv",
-    ]);
-    cmd.args(["--setenv", "PATH", "/usr/bin:/bin:/opt/bin"]);
-    cmd.args(["--setenv", "PYTHONHOME", "/opt/python"]);
-    cmd.args(["--", "/opt/python/bin/python3.11", "-c", code]);
-    cmd.output().expect("spawn bwrap")
-}
-
 fn gemini_call(base: &str) -> String {
     format!(
         r#"
@@ -190,7 +165,7 @@ fn an_uncovered_provider_says_how_to_keep_it_and_adding_it_works() {
     // Traced with openai only: Gemini's lazily imported code is gone, and the import says so.
     let spec = spec_with_providers("spec-openai", &["openai"]);
     let openai_only = build_minimal(&spec, "layer-x86_64-minimal-openai");
-    let out = run_with_loopback(&openai_only.tree, &gemini_call(&base));
+    let out = run_in_sandbox_with_loopback(&openai_only.tree, &gemini_call(&base));
     let said = text(&out);
     assert!(said.contains("FAILED"), "{said}");
     assert!(
@@ -202,7 +177,7 @@ fn an_uncovered_provider_says_how_to_keep_it_and_adding_it_works() {
     // With gemini in the spec, the workload covers it and the same call answers.
     let spec = spec_with_providers("spec-openai-gemini", &["openai", "gemini"]);
     let both = build_minimal(&spec, "layer-x86_64-minimal-openai-gemini");
-    let out = run_with_loopback(&both.tree, &gemini_call(&base));
+    let out = run_in_sandbox_with_loopback(&both.tree, &gemini_call(&base));
     let said = text(&out);
     assert!(
         said.contains(&format!("ANSWER {}", mock.reply_text())),

@@ -165,6 +165,16 @@ pub fn built_layer(arch: &str, profile: Option<&str>) -> BuiltLayer {
 /// /opt, the rest of the system read-only, /tmp writable, /root (and this machine's own
 /// Python) hidden, no network.
 pub fn run_in_sandbox(tree: &Path, code: &str) -> Output {
+    sandbox(tree, code, false)
+}
+
+/// The same, but on this machine's network, so that the code can reach a loopback server
+/// the test started.
+pub fn run_in_sandbox_with_loopback(tree: &Path, code: &str) -> Output {
+    sandbox(tree, code, true)
+}
+
+fn sandbox(tree: &Path, code: &str, share_net: bool) -> Output {
     let mut cmd = Command::new("bwrap");
     for dir in ["/usr", "/lib", "/lib64", "/etc", "/bin", "/sbin"] {
         if Path::new(dir).exists() {
@@ -179,9 +189,11 @@ pub fn run_in_sandbox(tree: &Path, code: &str) -> Output {
         "/dev",
         "--proc",
         "/proc",
-        "--unshare-net",
         "--clearenv",
     ]);
+    if !share_net {
+        cmd.arg("--unshare-net");
+    }
     cmd.args(["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin:/opt/bin"]);
     cmd.args(["--setenv", "PYTHONHOME", "/opt/python"]);
     cmd.args(["--setenv", "LAMBDA_TASK_ROOT", "/var/task"]);
