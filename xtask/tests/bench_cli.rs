@@ -1,6 +1,8 @@
 //! `cargo xtask bench` from the outside. The bench itself takes minutes and downloads wheels,
 //! so only what it refuses before any work is tested here; its figures are in BENCHMARKS.md.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 mod common;
 
 use common::{text, xtask};
