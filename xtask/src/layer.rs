@@ -126,24 +126,11 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     let chosen = choose_wheels(&lock, &env, &target, &lock_path)?;
 
     // 1. Runtime.
-    let source = match &req.python_archive {
-        Some(source) => source.clone(),
-        None => {
-            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
-                .ok()
-                .filter(|m| !m.is_empty());
-            spec.python_url(arch, mirror.as_deref())
-        }
-    };
+    let (source, file_name) = runtime_source(spec, arch, req.python_archive.as_deref());
     let sha = match &req.python_sha256 {
         Some(sha) => sha.clone(),
         None => spec.python_sha256(arch)?.clone(),
     };
-    let file_name = source
-        .rsplit('/')
-        .next()
-        .unwrap_or("python.tar.gz")
-        .replace("%2B", "+");
     progress.line(format!("runtime: {source}"));
     let archive = fetcher
         .fetch(&source, &file_name, &sha, "python")
@@ -542,23 +529,12 @@ fn host_python(
     if host == req.arch {
         return Ok(stage.join("python").join(&runtime.exe));
     }
-    let (source, sha) = match &req.host_python_archive {
-        Some((source, sha)) => (source.clone(), sha.clone()),
-        None => {
-            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
-                .ok()
-                .filter(|m| !m.is_empty());
-            (
-                req.spec.python_url(host, mirror.as_deref()),
-                req.spec.python_sha256(host)?.clone(),
-            )
-        }
+    let explicit = req.host_python_archive.as_ref();
+    let (source, file_name) = runtime_source(&req.spec, host, explicit.map(|(s, _)| s.as_str()));
+    let sha = match explicit {
+        Some((_, sha)) => sha.clone(),
+        None => req.spec.python_sha256(host)?.clone(),
     };
-    let file_name = source
-        .rsplit('/')
-        .next()
-        .unwrap_or("python.tar.gz")
-        .replace("%2B", "+");
     let archive = fetcher
         .fetch(&source, &file_name, &sha, "python")
         .with_context(|| {
@@ -595,6 +571,26 @@ fn host_python(
         bail!("{exe} is missing from the host runtime in the cache; delete {dir} and build again");
     }
     Ok(exe)
+}
+
+/// Where the runtime archive for `arch` comes from — the explicit path or URL, else the spec's
+/// download (under `LAYER_PYTHON_MIRROR` when set) — and the file name it is cached under.
+fn runtime_source(spec: &Spec, arch: Arch, explicit: Option<&str>) -> (String, String) {
+    let source = match explicit {
+        Some(source) => source.to_owned(),
+        None => {
+            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
+                .ok()
+                .filter(|m| !m.is_empty());
+            spec.python_url(arch, mirror.as_deref())
+        }
+    };
+    let file_name = source
+        .rsplit('/')
+        .next()
+        .unwrap_or("python.tar.gz")
+        .replace("%2B", "+");
+    (source, file_name)
 }
 
 /// One wheel chosen for the target.
