@@ -14,8 +14,6 @@ _zip = _os.path.join(_os.path.dirname(__file__), "site-packages.zip")
 if _os.path.isfile(_zip) and _zip not in _sys.path:
     _sys.path.append(_zip)
 
-
-
 # A layer built with `cargo xtask layer --minimize` lists in its manifest the modules the trace
 # never touched and minimization removed. This finder comes last on sys.meta_path, so it sees only
 # imports nothing else could satisfy, and turns those of removed modules into an error that says
