@@ -282,21 +282,7 @@ fn sse_response(
     }
     body.push_str(&chunk(id, model, created, json!({}), Some("stop")));
     body.push_str("data: [DONE]\n\n");
-    let headers = [
-        header("Content-Type", "text/event-stream"),
-        header("Cache-Control", "no-cache"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    // No length: tiny_http sends it with chunked transfer encoding.
-    tiny_http::Response::new(
-        tiny_http::StatusCode(200),
-        headers,
-        std::io::Cursor::new(body.into_bytes()),
-        None,
-        None,
-    )
+    event_stream(body)
 }
 
 /// One Gemini `GenerateContentResponse` holding `text`; `last` adds the finish reason and usage.
@@ -323,10 +309,19 @@ fn gemini_sse(reply: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
         let value = gemini_candidate(piece, i + 1 == pieces.len());
         body.push_str(&format!("data: {value}\r\n\r\n"));
     }
-    let headers = [header("Content-Type", "text/event-stream")]
-        .into_iter()
-        .flatten()
-        .collect();
+    event_stream(body)
+}
+
+/// A `text/event-stream` reply of server-sent events.
+fn event_stream(body: String) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let headers = [
+        header("Content-Type", "text/event-stream"),
+        header("Cache-Control", "no-cache"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // No length: tiny_http sends it with chunked transfer encoding.
     tiny_http::Response::new(
         tiny_http::StatusCode(200),
         headers,
