@@ -4,27 +4,16 @@
 
 mod analyze;
 mod bench;
-mod bytecode;
+mod build;
+mod core;
 mod doctor;
-mod download;
-mod elf;
 mod fixture;
 mod flags;
-mod layer;
 mod lock;
-mod minimize;
-mod package;
-mod progress;
-mod prune;
-mod report;
-mod runtime;
-mod sitezip;
-mod slim;
+mod python;
 mod spec;
-mod strip;
 mod util;
 mod verify;
-mod wheels;
 
 use clap::Parser;
 

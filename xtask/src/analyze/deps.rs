@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::lock::marker;
+use crate::python::marker;
 
 /// A PEP 508 requirement, reduced to what the walk needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +34,13 @@ pub fn parse_requirement(s: &str) -> Option<Req> {
     let extras = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
         Some((inside, _)) => inside
             .split(',')
-            .map(|e| crate::wheels::normalize(e.trim()))
+            .map(|e| crate::python::wheel::normalize(e.trim()))
             .filter(|e| !e.is_empty())
             .collect(),
         None => Vec::new(),
     };
     Some(Req {
-        name: crate::wheels::normalize(name),
+        name: crate::python::wheel::normalize(name),
         extras,
         marker,
     })

@@ -19,8 +19,8 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::prune::{classify, FileKind};
-use crate::report::mb;
+use crate::build::report::mb;
+use crate::build::slim::prune::{classify, FileKind};
 use read::RawLayer;
 
 /// The kinds of file the analysis counts bytes by.
@@ -310,7 +310,7 @@ pub fn attribute(raw: RawLayer) -> Layer {
             let (n, v) = stem.split_once('-').unwrap_or((stem, "?"));
             (n.to_owned(), v.to_owned())
         });
-        let norm = crate::wheels::normalize(&name);
+        let norm = crate::python::wheel::normalize(&name);
         let Some(site) = sites.iter().position(|s| s == site) else {
             continue;
         };
@@ -383,7 +383,7 @@ pub fn attribute(raw: RawLayer) -> Layer {
         let Ok(rel) = files[i].path.strip_prefix(&sites[site]) else {
             continue;
         };
-        let owner = crate::report::source_of_pyc(rel)
+        let owner = crate::build::report::source_of_pyc(rel)
             .and_then(|src| by_path.get(&sites[site].join(src)))
             .and_then(|&j| files[j].dist);
         files[i].dist = owner;
@@ -431,7 +431,7 @@ impl Layer {
         out
     }
 
-    fn env(&self, spec: Option<&crate::spec::Spec>) -> crate::lock::marker::Env {
+    fn env(&self, spec: Option<&crate::spec::Spec>) -> crate::python::marker::Env {
         let xy = self
             .python_xy
             .clone()
@@ -441,7 +441,7 @@ impl Layer {
             .map(|s| s.python.version.clone())
             .filter(|v| v.starts_with(&format!("{xy}.")))
             .unwrap_or_else(|| format!("{xy}.0"));
-        crate::lock::marker::Env {
+        crate::python::marker::Env {
             machine: self.machine.clone().unwrap_or_else(|| "x86_64".into()),
             python_version: xy,
             python_full_version: full,
@@ -779,7 +779,7 @@ fn pruning(
     rules_path: &Utf8Path,
     spec: Option<&crate::spec::Spec>,
 ) -> Result<Pruning> {
-    use crate::prune::{Entry, Layout, Protections, Rule, RulesFile};
+    use crate::build::slim::prune::{Entry, Layout, Protections, Rule, RulesFile};
     let rules_file = RulesFile::load(rules_path)?;
     let xy = layer
         .python_xy
@@ -788,7 +788,7 @@ fn pruning(
         .unwrap_or_else(|| "3.11".into());
     let layout = Layout { xy };
     let disabled: &[String] = spec.map(|s| s.prune.disable.as_slice()).unwrap_or(&[]);
-    let defs: Vec<crate::prune::RuleDef> = rules_file
+    let defs: Vec<crate::build::slim::prune::RuleDef> = rules_file
         .rules
         .iter()
         .filter(|r| !disabled.contains(&r.name))
@@ -828,12 +828,12 @@ fn pruning(
             }
         })
         .collect();
-    let plan = crate::prune::plan(&entries, &rules, &protections);
+    let plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
     let mut per_rule: Vec<u64> = vec![0; rules.len()];
     for (path, &i) in &plan.delete {
         per_rule[i] += compressed.get(path).copied().unwrap_or(0);
     }
-    let mut levels: BTreeMap<crate::prune::Level, LevelSaving> = BTreeMap::new();
+    let mut levels: BTreeMap<crate::build::slim::prune::Level, LevelSaving> = BTreeMap::new();
     for (i, def) in defs.iter().enumerate() {
         let (_, files, bytes) = &plan.totals[i];
         if *files == 0 {
@@ -1117,7 +1117,7 @@ impl Analysis {
 /// The last layer built: the spec's default architecture first, else the newest report.json
 /// under target/layer/.
 fn default_layer(spec: &crate::spec::Spec) -> Result<Utf8PathBuf> {
-    let mut candidates = vec![crate::layer::default_out_dir(spec.layer.default_arch)];
+    let mut candidates = vec![crate::build::default_out_dir(spec.layer.default_arch)];
     let layer_dir = crate::util::target_dir().join("layer");
     if let Ok(dirs) = fs_err::read_dir(&layer_dir) {
         let mut others: Vec<(std::time::SystemTime, Utf8PathBuf)> = dirs
@@ -1137,7 +1137,7 @@ fn default_layer(spec: &crate::spec::Spec) -> Result<Utf8PathBuf> {
     for dir in candidates {
         let report = dir.join("report.json");
         if let Ok(text) = fs_err::read_to_string(&report) {
-            let r: crate::report::Report =
+            let r: crate::build::report::Report =
                 serde_json::from_str(&text).with_context(|| format!("reading {report}"))?;
             if r.zip_path.exists() {
                 return Ok(r.zip_path);
@@ -1150,7 +1150,7 @@ fn default_layer(spec: &crate::spec::Spec) -> Result<Utf8PathBuf> {
 }
 
 /// `report.json` written by this tool beside a zip (or beside the `tree/` folder it built from).
-fn own_report(layer: &Utf8Path) -> Option<(Utf8PathBuf, crate::report::Report)> {
+fn own_report(layer: &Utf8Path) -> Option<(Utf8PathBuf, crate::build::report::Report)> {
     let dir = layer.parent()?;
     let path = dir.join("report.json");
     let text = fs_err::read_to_string(&path).ok()?;

@@ -378,7 +378,7 @@ pub struct LayerModules<'a> {
     /// Distribution -> unpacked bytes.
     pub sizes: &'a BTreeMap<String, u64>,
     pub requires: &'a BTreeMap<String, Vec<super::deps::Req>>,
-    pub env: &'a crate::lock::marker::Env,
+    pub env: &'a crate::python::marker::Env,
 }
 
 pub fn scan_dir(

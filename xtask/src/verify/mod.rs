@@ -112,7 +112,7 @@ fn exit_code(report: &VerifyReport) -> ExitCode {
 
 /// The zip `cargo xtask layer` writes for `arch`.
 pub fn default_layer(spec: &Spec, arch: Arch) -> Utf8PathBuf {
-    crate::layer::default_out_dir(arch).join(format!("{}-{arch}.zip", spec.layer.name))
+    crate::build::default_out_dir(arch).join(format!("{}-{arch}.zip", spec.layer.name))
 }
 
 /// Runs every check on the layer the flags name.
@@ -199,9 +199,9 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
     }
     // A layer this tool built says which distributions it holds (a profile may remove some
     // on purpose); for any other layer, every distribution the lock installs must answer.
-    let manifest_path = root.join(crate::report::MANIFEST);
+    let manifest_path = root.join(crate::build::report::MANIFEST);
     let dists = if manifest_path.is_file() {
-        let manifest: crate::report::Manifest =
+        let manifest: crate::build::report::Manifest =
             serde_json::from_str(&fs_err::read_to_string(&manifest_path)?)
                 .with_context(|| format!("{manifest_path} is not a layer manifest"))?;
         for removed in &manifest.removed_distributions {
@@ -535,7 +535,7 @@ fn run_sandboxed(s: &sandbox::SandboxSpec<'_>, plan: &Plan) -> Result<inside::Ou
 /// The architecture of an ELF file, if it is one Lambda has.
 fn arch_of(path: &Utf8Path) -> Option<Arch> {
     let bytes = fs_err::read(path).ok()?;
-    let machine = crate::elf::inspect(&bytes).ok()?.machine;
+    let machine = crate::util::elf::inspect(&bytes).ok()?.machine;
     Arch::ALL.into_iter().find(|a| a.elf_machine() == machine)
 }
 
@@ -569,8 +569,8 @@ fn site_modules(site: &Utf8Path) -> Result<std::collections::BTreeSet<String>> {
 /// Names of the distributions the lock installs for `arch`.
 fn locked_dists(spec: &Spec, arch: Arch) -> Result<Vec<String>> {
     let lock_path = spec.lock_path();
-    let lock = crate::lock::PyLock::load(&lock_path)?;
-    let env = crate::lock::marker::Env {
+    let lock = crate::python::pylock::PyLock::load(&lock_path)?;
+    let env = crate::python::marker::Env {
         machine: arch.machine().to_owned(),
         python_version: spec.python_xy(),
         python_full_version: spec.python.version.clone(),

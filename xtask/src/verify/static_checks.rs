@@ -9,8 +9,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
 use super::Check;
-use crate::elf::{self, ElfInfo};
 use crate::spec::{Arch, Glibc, Runtime, Spec};
+use crate::util::elf::{self, ElfInfo};
 
 /// `layer/lambda-base-libs.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -244,8 +244,8 @@ pub fn so_in_zips(root: &Utf8Path) -> Result<Check> {
 
 /// The layer zip's size and unpacked size against Lambda's limits and the spec's budget.
 pub fn size_checks(spec: &Spec, zip_path: &Utf8Path) -> Result<Vec<Check>> {
-    use crate::report::{mb, LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
-    let stats = crate::package::read_stats(zip_path)?;
+    use crate::build::report::{mb, LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
+    let stats = crate::build::zip::read_stats(zip_path)?;
     let unpacked: u64 = stats.entries.iter().map(|e| e.uncompressed).sum();
     let one = |name: &str, value: u64, limits: &[(&str, Option<u64>)]| {
         let mut over = Vec::new();

@@ -1,19 +1,24 @@
 //! Slimming a staged layer as its profile says: pruning rules, bytecode, stripping and
 //! the optional `site-packages.zip`. Each step lives in its own module; this one sequences them.
 
+pub mod bytecode;
+pub mod prune;
+pub mod sitezip;
+pub mod strip;
+
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
-use crate::bytecode::Mode;
-use crate::package::EntryStat;
-use crate::progress::Progress;
-use crate::prune::{Layout, Level, Protections, Refusal, Rule, RulesFile};
-use crate::report::{Owners, Removed};
-use crate::runtime::RuntimeInfo;
+use crate::build::report::{Owners, Removed};
+use crate::build::runtime::RuntimeInfo;
+use crate::build::slim::bytecode::Mode;
+use crate::build::slim::prune::{Layout, Level, Protections, Refusal, Rule, RulesFile};
+use crate::build::zip::EntryStat;
 use crate::spec::{Arch, Spec};
+use crate::util::progress::Progress;
 
 /// The profile used when neither `--profile` nor the spec names one.
 pub const DEFAULT_PROFILE: &str = "slim";
@@ -123,13 +128,16 @@ pub struct Slimmed {
     /// The layer path of `site-packages.zip`, when written.
     pub site_zip: Option<Utf8PathBuf>,
     /// Distributions a rule removed whole (their METADATA went with them).
-    pub removed_distributions: Vec<crate::report::RemovedDistribution>,
+    pub removed_distributions: Vec<crate::build::report::RemovedDistribution>,
 }
 
 impl Slimmed {
     /// The layer zip's entries with `site-packages.zip` replaced by what it holds, so that the
     /// report counts each distribution's files wherever they ended up.
-    pub fn stats_for_report(&self, stats: &crate::package::ZipStats) -> crate::package::ZipStats {
+    pub fn stats_for_report(
+        &self,
+        stats: &crate::build::zip::ZipStats,
+    ) -> crate::build::zip::ZipStats {
         let mut out = stats.clone();
         if let Some(zip) = &self.site_zip {
             out.entries.retain(|e| &e.path != zip);
@@ -139,7 +147,7 @@ impl Slimmed {
     }
 
     /// Moves what slimming did into the report.
-    pub fn fill(self, report: &mut crate::report::Report) {
+    pub fn fill(self, report: &mut crate::build::report::Report) {
         report.profile = self.profile;
         report.removed = self.removed;
         report.removed_distributions = self.removed_distributions;
@@ -152,7 +160,7 @@ impl Slimmed {
         report.refused = self
             .refused
             .into_iter()
-            .map(|r| crate::report::Refused {
+            .map(|r| crate::build::report::Refused {
                 rule: r.rule,
                 path: r.path,
                 why: r.why,
@@ -161,7 +169,7 @@ impl Slimmed {
         report.stripped = self
             .stripped
             .into_iter()
-            .map(|s| crate::report::StrippedFile {
+            .map(|s| crate::build::report::StrippedFile {
                 path: s.path,
                 before: s.before,
                 after: s.after,
@@ -252,9 +260,9 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
             &needed,
             &spec.prune.keep,
         )?;
-        let entries = crate::prune::entries(ctx.stage, ctx.owners)?;
-        let plan = crate::prune::plan(&entries, &rules, &protections);
-        crate::prune::execute(ctx.stage, &plan, &rules)?;
+        let entries = crate::build::slim::prune::entries(ctx.stage, ctx.owners)?;
+        let plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
+        crate::build::slim::prune::execute(ctx.stage, &plan, &rules)?;
         out.removed_distributions = removed_distributions(ctx.owners, &plan, &rules);
         for (rule, files, bytes) in &plan.totals {
             if *files > 0 {
@@ -277,7 +285,7 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
         ctx.progress.line(format!(
             "pruned {} files ({}) by {} rules; {} protected files refused",
             plan.delete.len(),
-            crate::report::mb(out.removed.iter().map(|r| r.bytes).sum()),
+            crate::build::report::mb(out.removed.iter().map(|r| r.bytes).sum()),
             rules.len(),
             out.refused.len()
         ));
@@ -302,7 +310,7 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
                 .with_context(|| format!("keep-source glob `{g}`"))?,
         );
     }
-    let jobs = crate::bytecode::plan(
+    let jobs = crate::build::slim::bytecode::plan(
         &files,
         profile.bytecode,
         &layout.xy,
@@ -318,9 +326,9 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
         Some(python) => {
             ctx.progress
                 .line(format!("compiling {} modules with {python}", jobs.len()));
-            crate::bytecode::compile(ctx.stage, &jobs, python, profile.optimize)?
+            crate::build::slim::bytecode::compile(ctx.stage, &jobs, python, profile.optimize)?
         }
-        None => crate::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0)?,
+        None => crate::build::slim::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0)?,
     };
     if compiled.stale_removed > 0 {
         out.notes.push(format!(
@@ -349,14 +357,14 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
 
     // 3. Stripping.
     if profile.strip {
-        for s in crate::strip::strip_tree(ctx.stage, ctx.arch)? {
+        for s in crate::build::slim::strip::strip_tree(ctx.stage, ctx.arch)? {
             let note = match s.outcome {
-                crate::strip::Outcome::Stripped { before, after } => StripNote {
+                crate::build::slim::strip::Outcome::Stripped { before, after } => StripNote {
                     path: s.path,
                     before,
                     after: Some(after),
                 },
-                crate::strip::Outcome::Kept(why) => {
+                crate::build::slim::strip::Outcome::Kept(why) => {
                     out.notes
                         .push(format!("not stripped, left as it was: {} ({why})", s.path));
                     StripNote {
@@ -383,11 +391,11 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
             ctx.owners
                 .files
                 .get(f)
-                .map(|&i| crate::wheels::normalize(&names[i]))
+                .map(|&i| crate::python::wheel::normalize(&names[i]))
         };
-        let plan = crate::sitezip::plan(&files, &owner, &rules_file.site_zip.keep_out);
-        let dest_rel = layout.stdlib().join(crate::sitezip::FILE_NAME);
-        let entries = crate::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan)?;
+        let plan = crate::build::slim::sitezip::plan(&files, &owner, &rules_file.site_zip.keep_out);
+        let dest_rel = layout.stdlib().join(crate::build::slim::sitezip::FILE_NAME);
+        let entries = crate::build::slim::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan)?;
         for (dist, why) in &plan.kept_out {
             out.notes
                 .push(format!("kept out of site-packages.zip: {dist}: {why}"));
@@ -497,9 +505,9 @@ mod tests {
 /// `importlib.metadata` must no longer find them, and `verify` must not look for them.
 fn removed_distributions(
     owners: &Owners,
-    plan: &crate::prune::Plan,
+    plan: &crate::build::slim::prune::Plan,
     rules: &[Rule],
-) -> Vec<crate::report::RemovedDistribution> {
+) -> Vec<crate::build::report::RemovedDistribution> {
     let mut out = Vec::new();
     for (rel, &index) in &owners.files {
         if rel.file_name() != Some("METADATA")
@@ -512,7 +520,7 @@ fn removed_distributions(
         let layer_path = owners.site_packages.join(rel);
         if let Some(&rule) = plan.delete.get(&layer_path) {
             let (name, version, _) = &owners.dists[index];
-            out.push(crate::report::RemovedDistribution {
+            out.push(crate::build::report::RemovedDistribution {
                 name: name.clone(),
                 version: version.clone(),
                 rule: rules.get(rule).map(|r| r.name.clone()).unwrap_or_default(),

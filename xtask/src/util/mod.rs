@@ -1,5 +1,8 @@
 //! Small helpers shared by every subcommand: where things live, hashing, atomic writes.
 
+pub mod elf;
+pub mod progress;
+
 use std::io::{self, Read, Write};
 
 use anyhow::{Context, Result};

@@ -320,7 +320,7 @@ impl Rule {
             distributions: def
                 .distributions
                 .iter()
-                .map(|d| crate::wheels::normalize(d))
+                .map(|d| crate::python::wheel::normalize(d))
                 .collect(),
         })
     }
@@ -517,11 +517,11 @@ pub fn execute(stage: &Utf8Path, plan: &Plan, rules: &[Rule]) -> Result<()> {
 }
 
 /// Every file and link of the staged layer, with its owning distribution.
-pub fn entries(stage: &Utf8Path, owners: &crate::report::Owners) -> Result<Vec<Entry>> {
+pub fn entries(stage: &Utf8Path, owners: &crate::build::report::Owners) -> Result<Vec<Entry>> {
     let names: Vec<String> = owners
         .dists
         .iter()
-        .map(|(n, _, _)| crate::wheels::normalize(n))
+        .map(|(n, _, _)| crate::python::wheel::normalize(n))
         .collect();
     Ok(crate::util::walk(stage)?
         .into_iter()
@@ -760,7 +760,7 @@ mod tests {
             rule("name='licenses'\nlevel='safe'\nreason='r'\ngather='LICENSES.txt'\npaths=['*.dist-info/licenses/**']"),
             rule("name='tests'\nlevel='safe'\nreason='r'\npaths=['**/tests/**']"),
         ];
-        let owners = crate::report::Owners::new(SP.into());
+        let owners = crate::build::report::Owners::new(SP.into());
         let entries = entries(stage, &owners).unwrap();
         let p = plan(&entries, &rules, &protections());
         execute(stage, &p, &rules).unwrap();

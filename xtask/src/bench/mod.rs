@@ -13,10 +13,10 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::download::Fetcher;
-use crate::lock::{marker, PyLock};
-use crate::progress::Progress;
+use crate::build::fetch::Fetcher;
+use crate::python::{marker, pylock::PyLock};
 use crate::spec::{Arch, Sha256Hex, Spec};
+use crate::util::progress::Progress;
 use crate::verify::{Check, Timings};
 
 /// The benchmark builds the default spec for this machine's most common Lambda target.
@@ -313,7 +313,7 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
         .layer
         .profile
         .clone()
-        .unwrap_or_else(|| crate::slim::DEFAULT_PROFILE.to_owned());
+        .unwrap_or_else(|| crate::build::slim::DEFAULT_PROFILE.to_owned());
 
     // The runtime every variant starts from.
     let (runtime_source, runtime_sha) = runtime_source(spec, flags)?;
@@ -475,7 +475,7 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
 /// Profile names in the order `profiles.toml` lists them.
 fn profile_names(spec: &Spec) -> Result<Vec<String>> {
     let path = spec.dir().join(&spec.prune.profiles);
-    let file = crate::slim::ProfilesFile::load(&path)?;
+    let file = crate::build::slim::ProfilesFile::load(&path)?;
     let text = fs_err::read_to_string(&path)?;
     let mut names: Vec<String> = file.profile.keys().cloned().collect();
     names.sort_by_key(|n| {
@@ -575,7 +575,7 @@ fn build_plain(
 ) -> Result<PlainBuild> {
     let tree = dir.join("tree");
     reset_dir(&tree)?;
-    let (runtime, extract_s) = timed(|| crate::runtime::extract(archive, &tree, ARCH))?;
+    let (runtime, extract_s) = timed(|| crate::build::runtime::extract(archive, &tree, ARCH))?;
     let site = tree.join(format!("python/lib/python{}/site-packages", runtime.xy));
     // pip's tags must not exceed the target's glibc, as the tool's own wheel choice does not.
     let glibc_minor = spec.glibc().minor;
@@ -668,7 +668,7 @@ fn zip_tree(tree: &Utf8Path, zip: &Utf8Path) -> Result<String> {
         fs_err::rename(&tmp, zip)?;
         Ok("zip -qr9 -y".to_owned())
     } else {
-        crate::package::write_zip(tree, zip, 9)?;
+        crate::build::zip::write_zip(tree, zip, 9)?;
         Ok("package::write_zip at level 9 (no zip tool)".to_owned())
     }
 }
@@ -813,7 +813,7 @@ fn build_profile(
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let report: crate::report::Report = serde_json::from_slice(&out.stdout)
+    let report: crate::build::report::Report = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("the layer build of profile {profile} printed no report"))?;
     Ok((report.zip_path, secs))
 }
@@ -828,7 +828,7 @@ fn measure(
     build_cold_s: Option<f64>,
     progress: &Progress,
 ) -> Result<Variant> {
-    let stats = crate::package::read_stats(zip)?;
+    let stats = crate::build::zip::read_stats(zip)?;
     let files = stats
         .entries
         .iter()

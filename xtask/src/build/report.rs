@@ -8,7 +8,7 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::package::ZipStats;
+use crate::build::zip::ZipStats;
 
 /// Lambda's limits: 50 MB for a zip uploaded directly, 250 MB unpacked for function plus layers.
 pub const LAMBDA_ZIP_LIMIT: u64 = 52_428_800;
@@ -52,7 +52,7 @@ pub struct Report {
     pub notes: Vec<String>,
     /// What trace-driven minimization kept and removed, when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimized: Option<crate::minimize::Summary>,
+    pub minimized: Option<crate::build::minimize::Summary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -117,7 +117,7 @@ pub struct Manifest {
     /// each: the layer's sitecustomize turns an import of one into a ModuleNotFoundError that
     /// says so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed_modules: Vec<crate::minimize::RemovedModule>,
+    pub removed_modules: Vec<crate::build::minimize::RemovedModule>,
 }
 
 /// The manifest's path inside a layer.
@@ -197,7 +197,7 @@ pub fn build(
     python_version: &str,
     zip_path: &Utf8Path,
     stats: &ZipStats,
-    attribution: &[crate::package::EntryStat],
+    attribution: &[crate::build::zip::EntryStat],
     owners: &Owners,
 ) -> Report {
     let mut runtime = Part::default();

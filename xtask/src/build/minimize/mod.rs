@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{Owners, RemovedDistribution};
+use crate::build::report::{Owners, RemovedDistribution};
 use crate::spec::{Arch, Spec};
 
 /// What a workload run touched, saved as `trace-<arch>.json` beside the zip; `--trace FILE`
@@ -260,10 +260,10 @@ pub fn plan(
         // its distribution: the dist-info folder name decides.
         if is_meta && owner.is_none() {
             let folder = rel.components().next().map(|c| c.as_str()).unwrap_or("");
-            let name = crate::wheels::normalize(folder.split('-').next().unwrap_or(""));
+            let name = crate::python::wheel::normalize(folder.split('-').next().unwrap_or(""));
             if used
                 .iter()
-                .any(|&i| crate::wheels::normalize(&owners.dists[i].0) == name)
+                .any(|&i| crate::python::wheel::normalize(&owners.dists[i].0) == name)
             {
                 extra.push(p);
             }
@@ -381,10 +381,10 @@ pub fn needed_libs(stage: &Utf8Path, roots: &[Utf8PathBuf]) -> Result<BTreeSet<U
         let Ok(bytes) = fs_err::read(stage.join(&p)) else {
             continue;
         };
-        if !crate::elf::is_elf(&bytes) {
+        if !crate::util::elf::is_elf(&bytes) {
             continue;
         }
-        let Ok(info) = crate::elf::inspect(&bytes) else {
+        let Ok(info) = crate::util::elf::inspect(&bytes) else {
             continue;
         };
         for name in info.needed {
@@ -484,7 +484,7 @@ pub fn accelerators(spec: &Spec) -> Result<Vec<(String, Accelerator)>> {
         .drop_accelerators
         .iter()
         .map(|name| {
-            let key = crate::wheels::normalize(name);
+            let key = crate::python::wheel::normalize(name);
             file.accelerator
                 .get(&key)
                 .map(|a| (key.clone(), a.clone()))
@@ -507,7 +507,7 @@ pub fn drop_accelerators(
 ) -> Result<Vec<Utf8PathBuf>> {
     let mut removed = Vec::new();
     for (name, acc) in dropped {
-        let globs = crate::prune::glob_set(acc.paths.iter().cloned())
+        let globs = crate::build::slim::prune::glob_set(acc.paths.iter().cloned())
             .with_context(|| format!("accelerators.toml: `{name}`"))?;
         for w in crate::util::walk(&stage.join(site))? {
             if w.file_type.is_file() && globs.is_match(w.rel.as_str()) {
@@ -737,7 +737,7 @@ mod tests {
                 .collect(),
             ..Trace::default()
         };
-        let keep = crate::prune::glob_set(Vec::new()).expect("empty glob set");
+        let keep = crate::build::slim::prune::glob_set(Vec::new()).expect("empty glob set");
         let plan = plan(
             &files,
             &o,
@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(plan.removed_distributions[0].name, "unused");
 
         // A keep rule wins over the trace.
-        let keep = crate::prune::glob_set(vec![
+        let keep = crate::build::slim::prune::glob_set(vec![
             "python/lib/python3.11/site-packages/litellm/llms/azure/**".to_owned(),
         ])
         .expect("glob");

@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use camino::Utf8PathBuf;
 use sha2::{Digest, Sha256};
 
-use crate::progress::Progress;
 use crate::spec::Sha256Hex;
+use crate::util::progress::Progress;
 
 /// How many times a download is tried when the network fails (not when the hash is wrong).
 const ATTEMPTS: u32 = 3;

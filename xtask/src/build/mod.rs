@@ -1,6 +1,13 @@
 //! `cargo xtask layer`: the build pipeline. A plan of stages, each in its own module:
 //! runtime -> wheels -> layout -> (prune, bytecode, strip) -> package -> report.
 
+pub mod fetch;
+pub mod minimize;
+pub mod report;
+pub mod runtime;
+pub mod slim;
+pub mod zip;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -8,12 +15,12 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::download::Fetcher;
-use crate::lock::{marker, PyLock};
-use crate::progress::Progress;
-use crate::report::Owners;
+use crate::build::fetch::Fetcher;
+use crate::build::report::Owners;
+use crate::python::wheel::{self as wheels, Target};
+use crate::python::{marker, pylock::PyLock};
 use crate::spec::{Arch, Sha256Hex, Spec};
-use crate::wheels::{self, Target};
+use crate::util::progress::Progress;
 
 /// Everything a build needs, resolved from the flags and the spec.
 pub struct BuildRequest {
@@ -36,7 +43,7 @@ pub struct BuildRequest {
 
 /// What a finished build produced.
 pub struct Built {
-    pub report: crate::report::Report,
+    pub report: crate::build::report::Report,
 }
 
 impl crate::flags::Layer {
@@ -148,7 +155,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
         .tempdir_in(&req.out)
         .with_context(|| format!("creating a staging folder in {}", req.out))?;
     let stage = crate::util::utf8(staging.path().to_path_buf())?;
-    let runtime = crate::runtime::extract(&archive, &stage, arch)?;
+    let runtime = crate::build::runtime::extract(&archive, &stage, arch)?;
     if Some(runtime.xy.clone()) != spec.python_minor() {
         bail!(
             "the runtime archive holds Python {} but the spec asks for {}: pass an archive of the same minor version",
@@ -195,9 +202,10 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
 
     // 3. Layout. Accelerators a minimized layer leaves out come with the environment defaults
     // that make their packages take the pure-Python path without trying the extension.
-    let minimizing = crate::slim::profile_minimizes(spec, req.profile.as_deref(), req.minimize)?;
+    let minimizing =
+        crate::build::slim::profile_minimizes(spec, req.profile.as_deref(), req.minimize)?;
     let dropped = if minimizing {
-        crate::minimize::accelerators(spec)?
+        crate::build::minimize::accelerators(spec)?
     } else {
         Vec::new()
     };
@@ -214,7 +222,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     )?;
 
     // 4. Slim: pruning, bytecode, stripping, site-packages.zip, as the profile says.
-    let slimmed = crate::slim::apply(&crate::slim::SlimContext {
+    let slimmed = crate::build::slim::apply(&crate::build::slim::SlimContext {
         spec,
         arch,
         profile: req.profile.as_deref(),
@@ -229,7 +237,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     // 4b. Minimization: keep only what the workload touched.
     let mut removed_distributions = slimmed.removed_distributions.clone();
     let minimized = if minimizing {
-        let dropped_files = crate::minimize::drop_accelerators(&stage, &site_rel, &dropped)?;
+        let dropped_files = crate::build::minimize::drop_accelerators(&stage, &site_rel, &dropped)?;
         if !dropped.is_empty() {
             progress.line(format!(
                 "minimize: left out the native accelerators of {} ({} files); the workload proves the fallbacks",
@@ -256,7 +264,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     };
 
     // The layer describes itself: what it holds and what was removed on purpose.
-    let manifest = crate::report::Manifest {
+    let manifest = crate::build::report::Manifest {
         name: spec.layer.name.clone(),
         arch: arch.to_string(),
         profile: slimmed.profile.clone(),
@@ -273,7 +281,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
             .map(|m| m.plan.removed_modules.clone())
             .unwrap_or_default(),
     };
-    let manifest_path = stage.join(crate::report::MANIFEST);
+    let manifest_path = stage.join(crate::build::report::MANIFEST);
     fs_err::write(
         &manifest_path,
         serde_json::to_string_pretty(&manifest)? + "\n",
@@ -282,11 +290,11 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     // 5. Package.
     let zip_path = req.out.join(format!("{}-{}.zip", spec.layer.name, arch));
     progress.line(format!("packaging {zip_path}"));
-    let stats = crate::package::write_zip(&stage, &zip_path, 9)?;
+    let stats = crate::build::zip::write_zip(&stage, &zip_path, 9)?;
 
     // 6. Report.
     let report_stats = slimmed.stats_for_report(&stats);
-    let mut report = crate::report::build(
+    let mut report = crate::build::report::build(
         spec,
         arch,
         &runtime.version,
@@ -321,8 +329,8 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
 
 /// What minimization did to the staged layer.
 struct Minimized {
-    plan: crate::minimize::Plan,
-    summary: crate::minimize::Summary,
+    plan: crate::build::minimize::Plan,
+    summary: crate::build::minimize::Summary,
 }
 
 /// Traces the staged layer (or reads `--trace`), saves the trace beside the zip, removes what
@@ -338,7 +346,7 @@ fn minimize_stage(
     let trace = match &req.trace {
         Some(path) => {
             progress.line(format!("minimize: using the saved trace {path}"));
-            let trace = crate::minimize::Trace::load(path)?;
+            let trace = crate::build::minimize::Trace::load(path)?;
             if trace.arch != req.arch.as_str() {
                 bail!(
                     "{path} traced a {} layer; this build is for {}: trace it again (leave out --trace)",
@@ -359,7 +367,7 @@ fn minimize_stage(
                     .join(", "),
                 spec.minimize.providers.join(", ")
             ));
-            crate::minimize::trace(spec, req.arch, stage)?
+            crate::build::minimize::trace(spec, req.arch, stage)?
         }
     };
     let tmp = trace_path.with_extension("json.tmp");
@@ -377,7 +385,7 @@ fn minimize_stage(
         .map(|w| (lib.join(&w.rel), w.len))
         .collect();
     // [minimize] keep is relative to python/, like [prune] keep; the plan matches layer paths.
-    let keep = crate::prune::glob_set(
+    let keep = crate::build::slim::prune::glob_set(
         spec.minimize
             .keep
             .iter()
@@ -396,7 +404,7 @@ fn minimize_stage(
             .filter(|(p, _)| trace.files.contains(p) || keep.is_match(p.as_str()))
             .map(|(p, _)| p.clone()),
     );
-    let mut needed = crate::minimize::needed_libs(stage, &roots)?;
+    let mut needed = crate::build::minimize::needed_libs(stage, &roots)?;
     // A kept link keeps what it points to: the trace sees the name a file was opened by
     // (Debian's `_sysconfigdata__linux_<triple>.pyc` is a link to `_sysconfigdata__<triple>.pyc`).
     for (p, _) in &files {
@@ -409,7 +417,8 @@ fn minimize_stage(
                 break;
             };
             let target = crate::util::utf8(target)?;
-            let resolved = crate::minimize::normalize(&link.parent().unwrap_or(&lib).join(&target));
+            let resolved =
+                crate::build::minimize::normalize(&link.parent().unwrap_or(&lib).join(&target));
             needed.insert(resolved.clone());
             link = resolved;
         }
@@ -423,10 +432,10 @@ fn minimize_stage(
     } else {
         Default::default()
     };
-    let plan = crate::minimize::plan(&files, owners, &trace, &keep, &needed, &folders);
-    crate::minimize::execute(stage, &lib, &plan)?;
-    let sum = |f: fn(&crate::minimize::DistCount) -> u64| plan.per_dist.iter().map(f).sum();
-    let summary = crate::minimize::Summary {
+    let plan = crate::build::minimize::plan(&files, owners, &trace, &keep, &needed, &folders);
+    crate::build::minimize::execute(stage, &lib, &plan)?;
+    let sum = |f: fn(&crate::build::minimize::DistCount) -> u64| plan.per_dist.iter().map(f).sum();
+    let summary = crate::build::minimize::Summary {
         trace: trace_path,
         providers: trace.providers.clone(),
         kept_files: sum(|d| d.kept_files),
@@ -454,7 +463,7 @@ fn prove_minimized(
     zip_path: &Utf8Path,
     tree: &Utf8Path,
     site_rel: &Utf8Path,
-    plan: &crate::minimize::Plan,
+    plan: &crate::build::minimize::Plan,
     progress: &Progress,
 ) -> Result<()> {
     let spec = &req.spec;
@@ -496,7 +505,7 @@ fn prove_minimized(
         spec,
         req.arch,
         tree,
-        crate::minimize::workloads(spec)?,
+        crate::build::minimize::workloads(spec)?,
         spec.minimize.providers.clone(),
     )?;
     failures.extend(
@@ -511,7 +520,7 @@ fn prove_minimized(
     }
     bail!(
         "the minimized layer {zip_path} does not work:\n  {}",
-        crate::minimize::explain(&failures, plan, site_rel)
+        crate::build::minimize::explain(&failures, plan, site_rel)
     )
 }
 
@@ -521,7 +530,7 @@ fn prove_minimized(
 fn host_python(
     req: &BuildRequest,
     fetcher: &Fetcher,
-    runtime: &crate::runtime::RuntimeInfo,
+    runtime: &crate::build::runtime::RuntimeInfo,
     stage: &Utf8Path,
 ) -> Result<Utf8PathBuf> {
     let host = Arch::host()
@@ -554,7 +563,7 @@ fn host_python(
             .prefix(".unpack-")
             .tempdir_in(dir.parent().unwrap_or(&dir))?;
         let tmp_path = crate::util::utf8(tmp.path().to_path_buf())?;
-        crate::runtime::extract(&archive, &tmp_path, host)?;
+        crate::build::runtime::extract(&archive, &tmp_path, host)?;
         if let Err(e) = fs_err::rename(&tmp_path, &dir) {
             if !dir.join("python").exists() {
                 return Err(e.into());
@@ -562,7 +571,7 @@ fn host_python(
         }
         let _ = tmp.keep();
     }
-    let info = crate::runtime::RuntimeInfo {
+    let info = crate::build::runtime::RuntimeInfo {
         root: dir.join("python"),
         ..runtime.clone()
     };

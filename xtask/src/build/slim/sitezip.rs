@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use zip::write::SimpleFileOptions;
 
-use crate::package::EntryStat;
-use crate::prune::{classify, FileKind, KeepOut};
+use crate::build::slim::prune::{classify, FileKind, KeepOut};
+use crate::build::zip::EntryStat;
 
 /// The zip's name, beside site-packages in `python/lib/python3.X/`.
 pub const FILE_NAME: &str = "site-packages.zip";
@@ -65,8 +65,10 @@ pub fn plan(
         .collect();
     let mut out = Plan::default();
     for k in keep_out {
-        out.kept_out
-            .insert(crate::wheels::normalize(&k.distribution), k.reason.clone());
+        out.kept_out.insert(
+            crate::python::wheel::normalize(&k.distribution),
+            k.reason.clone(),
+        );
     }
     for (f, dist) in &owned {
         if matches!(
@@ -137,7 +139,7 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
         plan.zipped.iter().map(|(disk, _)| disk),
         |path| format!("removing {path}, now in {dest}"),
     )?;
-    let stats = crate::package::read_stats(dest)?;
+    let stats = crate::build::zip::read_stats(dest)?;
     Ok(stats.entries)
 }
 
