@@ -17,15 +17,8 @@ struct Finding {
     needed_for: String,
 }
 
-fn on_path(tool: &str) -> Option<String> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .map(|d| format!("{d}/{tool}"))
-        .find(|p| std::path::Path::new(p).is_file())
-}
-
 fn tool(what: &str, names: &[&str], needed_for: &str) -> Finding {
-    let found = names.iter().find_map(|n| on_path(n));
+    let found = crate::util::which_any(names.iter().copied()).map(String::from);
     Finding {
         what: what.to_owned(),
         ok: found.is_some(),
@@ -101,10 +94,7 @@ impl crate::flags::Doctor {
             needed_for: "`cargo xtask lock` and the first build (wheels are cached after)".into(),
         });
         if let Some(spec) = &spec {
-            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
-                .ok()
-                .filter(|m| !m.is_empty());
-            let url = spec.python_url(Arch::X86_64, mirror.as_deref());
+            let (url, _) = spec.runtime_location(Arch::X86_64, None);
             let (ok, detail) = if url.starts_with("http") {
                 reachable(&url)
             } else {

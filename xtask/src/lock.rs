@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use crate::python::pylock::{LockedWheel, PyLock};
 use crate::spec::{Arch, Spec};
-use anyhow::{bail, Context, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use anyhow::{Context, Result};
+use camino::Utf8PathBuf;
 
 impl crate::flags::Lock {
     pub fn run(self) -> Result<ExitCode> {
@@ -88,14 +88,7 @@ fn which_uv() -> Result<Utf8PathBuf> {
     if let Ok(uv) = std::env::var("UV") {
         return Ok(uv.into());
     }
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':') {
-        let candidate = Utf8Path::new(dir).join("uv");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!("uv is not on PATH")
+    crate::util::which("uv").context("uv is not on PATH")
 }
 
 /// One lock holding, per package, the union of the wheels each architecture chose.

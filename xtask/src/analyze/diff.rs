@@ -187,16 +187,16 @@ impl Diff {
         let _ = writeln!(
             s,
             "| unpacked | {} | {} | {} |",
-            crate::build::report::mb(self.old_unpacked_bytes),
-            crate::build::report::mb(self.new_unpacked_bytes),
+            crate::util::fmt::mb(self.old_unpacked_bytes),
+            crate::util::fmt::mb(self.new_unpacked_bytes),
             signed(self.delta_unpacked_bytes)
         );
         if let (Some(o), Some(n)) = (self.old_zip_bytes, self.new_zip_bytes) {
             let _ = writeln!(
                 s,
                 "| zip | {} | {} | {} |",
-                crate::build::report::mb(o),
-                crate::build::report::mb(n),
+                crate::util::fmt::mb(o),
+                crate::util::fmt::mb(n),
                 signed(n as i64 - o as i64)
             );
         }

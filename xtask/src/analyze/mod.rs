@@ -19,8 +19,8 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
-use crate::build::report::mb;
 use crate::build::slim::prune::{classify, FileKind};
+use crate::util::fmt::mb;
 use read::RawLayer;
 
 /// The kinds of file the analysis counts bytes by.
@@ -383,7 +383,7 @@ pub fn attribute(raw: RawLayer) -> Layer {
         let Ok(rel) = files[i].path.strip_prefix(&sites[site]) else {
             continue;
         };
-        let owner = crate::build::report::source_of_pyc(rel)
+        let owner = crate::core::source_of_pyc(rel)
             .and_then(|src| by_path.get(&sites[site].join(src)))
             .and_then(|&j| files[j].dist);
         files[i].dist = owner;
@@ -758,7 +758,7 @@ fn interpreter_needs(layer: &Layer) -> Vec<Utf8PathBuf> {
         if path.parent().and_then(Utf8Path::file_name) != Some("bin") {
             continue;
         }
-        let Ok(elf) = goblin::elf::Elf::parse(bytes) else {
+        let Ok(elf) = crate::util::elf::inspect(bytes) else {
             continue;
         };
         out.push(path.clone());
@@ -767,7 +767,7 @@ fn interpreter_needs(layer: &Layer) -> Vec<Utf8PathBuf> {
             .and_then(Utf8Path::parent)
             .map(|p| p.join("lib"))
             .unwrap_or_default();
-        out.extend(elf.libraries.iter().map(|l| lib.join(l)));
+        out.extend(elf.needed.iter().map(|l| lib.join(l)));
     }
     out
 }
@@ -1117,7 +1117,7 @@ impl Analysis {
 /// The last layer built: the spec's default architecture first, else the newest report.json
 /// under target/layer/.
 fn default_layer(spec: &crate::spec::Spec) -> Result<Utf8PathBuf> {
-    let mut candidates = vec![crate::build::default_out_dir(spec.layer.default_arch)];
+    let mut candidates = vec![crate::core::default_out_dir(spec.layer.default_arch)];
     let layer_dir = crate::util::target_dir().join("layer");
     if let Ok(dirs) = fs_err::read_dir(&layer_dir) {
         let mut others: Vec<(std::time::SystemTime, Utf8PathBuf)> = dirs

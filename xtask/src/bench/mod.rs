@@ -494,15 +494,7 @@ fn runtime_source(spec: &Spec, flags: &crate::flags::Bench) -> Result<(String, S
             .map_err(|e: String| anyhow::anyhow!("--python-sha256: {e}"))?,
         None => spec.python_sha256(ARCH)?.clone(),
     };
-    let source = match &flags.python_archive {
-        Some(a) => a.clone(),
-        None => {
-            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
-                .ok()
-                .filter(|m| !m.is_empty());
-            spec.python_url(ARCH, mirror.as_deref())
-        }
-    };
+    let (source, _) = spec.runtime_location(ARCH, flags.python_archive.as_deref());
     Ok((source, sha))
 }
 
@@ -635,19 +627,10 @@ fn build_plain(
     })
 }
 
-/// `program` on PATH.
-fn on_path(program: &str) -> bool {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .any(|d| Utf8Path::new(d).join(program).is_file())
-}
-
 /// Zips `tree` (which holds `python/`) at level 9 the way users do, with the `zip` tool
 /// (`-y`: links as links) when it is installed, else with this tool's writer. Returns which.
 fn zip_tree(tree: &Utf8Path, zip: &Utf8Path) -> Result<String> {
-    if on_path("zip") {
+    if crate::util::which("zip").is_some() {
         // zip updates an existing archive in place: start from nothing, and rename at the end.
         let tmp = zip.with_extension("zip.part");
         if tmp.exists() {
@@ -828,7 +811,7 @@ fn measure(
     build_cold_s: Option<f64>,
     progress: &Progress,
 ) -> Result<Variant> {
-    let stats = crate::build::zip::read_stats(zip)?;
+    let stats = crate::util::zipinfo::read_stats(zip)?;
     let files = stats
         .entries
         .iter()

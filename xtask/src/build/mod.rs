@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::build::fetch::Fetcher;
-use crate::build::report::Owners;
+use crate::core::Owners;
 use crate::python::wheel::{self as wheels, Target};
 use crate::python::{marker, pylock::PyLock};
 use crate::spec::{Arch, Sha256Hex, Spec};
@@ -50,7 +50,9 @@ impl crate::flags::Layer {
     pub fn run(self) -> Result<ExitCode> {
         let spec = Spec::load(&self.spec.spec)?;
         let arch = self.arch.unwrap_or(spec.layer.default_arch);
-        let out = self.out.unwrap_or_else(|| default_out_dir(arch));
+        let out = self
+            .out
+            .unwrap_or_else(|| crate::core::default_out_dir(arch));
         let python_sha256 = match self.python_sha256 {
             Some(h) => Some(
                 h.parse()
@@ -97,11 +99,6 @@ impl crate::flags::Layer {
     }
 }
 
-/// `target/layer/<arch>/`.
-pub fn default_out_dir(arch: Arch) -> Utf8PathBuf {
-    crate::util::target_dir().join("layer").join(arch.as_str())
-}
-
 /// Runs the whole pipeline.
 pub fn build(req: &BuildRequest) -> Result<Built> {
     let spec = &req.spec;
@@ -133,7 +130,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     let chosen = choose_wheels(&lock, &env, &target, &lock_path)?;
 
     // 1. Runtime.
-    let (source, file_name) = runtime_source(spec, arch, req.python_archive.as_deref());
+    let (source, file_name) = spec.runtime_location(arch, req.python_archive.as_deref());
     let sha = match &req.python_sha256 {
         Some(sha) => sha.clone(),
         None => spec.python_sha256(arch)?.clone(),
@@ -264,7 +261,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
     };
 
     // The layer describes itself: what it holds and what was removed on purpose.
-    let manifest = crate::build::report::Manifest {
+    let manifest = crate::core::Manifest {
         name: spec.layer.name.clone(),
         arch: arch.to_string(),
         profile: slimmed.profile.clone(),
@@ -281,7 +278,7 @@ pub fn build(req: &BuildRequest) -> Result<Built> {
             .map(|m| m.plan.removed_modules.clone())
             .unwrap_or_default(),
     };
-    let manifest_path = stage.join(crate::build::report::MANIFEST);
+    let manifest_path = stage.join(crate::core::MANIFEST);
     fs_err::write(
         &manifest_path,
         serde_json::to_string_pretty(&manifest)? + "\n",
@@ -404,7 +401,12 @@ fn minimize_stage(
             .filter(|(p, _)| trace.files.contains(p) || keep.is_match(p.as_str()))
             .map(|(p, _)| p.clone()),
     );
-    let mut needed = crate::build::minimize::needed_libs(stage, &roots)?;
+    let mut needed = crate::util::elf::needed_closure(
+        stage,
+        Utf8Path::new("python/lib"),
+        &roots,
+        crate::util::elf::Depth::Transitive,
+    )?;
     // A kept link keeps what it points to: the trace sees the name a file was opened by
     // (Debian's `_sysconfigdata__linux_<triple>.pyc` is a link to `_sysconfigdata__<triple>.pyc`).
     for (p, _) in &files {
@@ -539,7 +541,9 @@ fn host_python(
         return Ok(stage.join("python").join(&runtime.exe));
     }
     let explicit = req.host_python_archive.as_ref();
-    let (source, file_name) = runtime_source(&req.spec, host, explicit.map(|(s, _)| s.as_str()));
+    let (source, file_name) = req
+        .spec
+        .runtime_location(host, explicit.map(|(s, _)| s.as_str()));
     let sha = match explicit {
         Some((_, sha)) => sha.clone(),
         None => req.spec.python_sha256(host)?.clone(),
@@ -580,26 +584,6 @@ fn host_python(
         bail!("{exe} is missing from the host runtime in the cache; delete {dir} and build again");
     }
     Ok(exe)
-}
-
-/// Where the runtime archive for `arch` comes from — the explicit path or URL, else the spec's
-/// download (under `LAYER_PYTHON_MIRROR` when set) — and the file name it is cached under.
-fn runtime_source(spec: &Spec, arch: Arch, explicit: Option<&str>) -> (String, String) {
-    let source = match explicit {
-        Some(source) => source.to_owned(),
-        None => {
-            let mirror = std::env::var("LAYER_PYTHON_MIRROR")
-                .ok()
-                .filter(|m| !m.is_empty());
-            spec.python_url(arch, mirror.as_deref())
-        }
-    };
-    let file_name = source
-        .rsplit('/')
-        .next()
-        .unwrap_or("python.tar.gz")
-        .replace("%2B", "+");
-    (source, file_name)
 }
 
 /// One wheel chosen for the target.

@@ -1,18 +1,17 @@
 //! The size report written beside every layer: `report.json` for machines,
 //! `layer-size-report.txt` for people.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::build::zip::ZipStats;
-
-/// Lambda's limits: 50 MB for a zip uploaded directly, 250 MB unpacked for function plus layers.
-pub const LAMBDA_ZIP_LIMIT: u64 = 52_428_800;
-pub const LAMBDA_UNPACKED_LIMIT: u64 = 262_144_000;
+use crate::core::{
+    source_of_pyc, Owners, RemovedDistribution, LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT,
+};
+use crate::util::fmt::mb;
+use crate::util::zipinfo::ZipStats;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -95,99 +94,11 @@ pub struct Limits {
     pub unpacked_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RemovedDistribution {
-    pub name: String,
-    pub version: String,
-    pub rule: String,
-}
-
-/// `python/layer-manifest.json`: what a layer holds, written into the layer itself so that
-/// `verify` (and anyone on the machine it runs on) can tell what was installed and removed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub name: String,
-    pub arch: String,
-    pub profile: String,
-    pub python_version: String,
-    /// Distributions present in the layer: (name, version).
-    pub distributions: Vec<(String, String)>,
-    pub removed_distributions: Vec<RemovedDistribution>,
-    /// Modules trace-driven minimization removed (outermost of each branch), with how to keep
-    /// each: the layer's sitecustomize turns an import of one into a ModuleNotFoundError that
-    /// says so.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed_modules: Vec<crate::build::minimize::RemovedModule>,
-}
-
-/// The manifest's path inside a layer.
-pub const MANIFEST: &str = "python/layer-manifest.json";
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Removed {
     pub rule: String,
     pub files: u64,
     pub bytes: u64,
-}
-
-/// Which distribution each site-packages file belongs to.
-pub struct Owners {
-    /// `python/lib/python3.X/site-packages/`, relative to the layer root.
-    pub site_packages: Utf8PathBuf,
-    /// Path relative to site-packages -> index into `dists`.
-    pub files: BTreeMap<Utf8PathBuf, usize>,
-    pub dists: Vec<(String, String, String)>,
-}
-
-impl Owners {
-    pub fn new(site_packages: Utf8PathBuf) -> Owners {
-        Owners {
-            site_packages,
-            files: BTreeMap::new(),
-            dists: Vec::new(),
-        }
-    }
-
-    pub fn add(&mut self, name: &str, version: &str, wheel: &str, files: &[Utf8PathBuf]) {
-        let index = self.dists.len();
-        self.dists
-            .push((name.to_owned(), version.to_owned(), wheel.to_owned()));
-        for f in files {
-            self.files.insert(f.clone(), index);
-        }
-    }
-
-    /// The distribution owning a layer path, `None` for the runtime.
-    pub(crate) fn owner(&self, layer_path: &Utf8Path) -> Option<usize> {
-        let rel = layer_path.strip_prefix(&self.site_packages).ok()?;
-        if let Some(i) = self.files.get(rel) {
-            return Some(*i);
-        }
-        // Bytecode that was compiled after install belongs to its source's distribution.
-        let rel_str = rel.as_str();
-        if rel_str.ends_with(".pyc") {
-            let source = source_of_pyc(rel)?;
-            return self.files.get(&source).copied();
-        }
-        None
-    }
-}
-
-/// `pkg/__pycache__/mod.cpython-311.pyc` and `pkg/mod.pyc` both belong to `pkg/mod.py`.
-pub(crate) fn source_of_pyc(rel: &Utf8Path) -> Option<Utf8PathBuf> {
-    let file = rel.file_name()?;
-    let parent = rel.parent().unwrap_or(Utf8Path::new(""));
-    if parent.file_name() == Some("__pycache__") {
-        let stem = file.split('.').next()?;
-        Some(
-            parent
-                .parent()
-                .unwrap_or(Utf8Path::new(""))
-                .join(format!("{stem}.py")),
-        )
-    } else {
-        Some(parent.join(format!("{}.py", file.strip_suffix(".pyc")?)))
-    }
 }
 
 /// Builds the report from the zip's entries.
@@ -197,7 +108,7 @@ pub fn build(
     python_version: &str,
     zip_path: &Utf8Path,
     stats: &ZipStats,
-    attribution: &[crate::build::zip::EntryStat],
+    attribution: &[crate::util::zipinfo::EntryStat],
     owners: &Owners,
 ) -> Report {
     let mut runtime = Part::default();
@@ -311,11 +222,6 @@ pub fn build(
         notes: Vec::new(),
         minimized: None,
     }
-}
-
-/// `12.3 MB` (decimal megabytes, as Lambda's documentation counts).
-pub fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
 
 fn pct(part: u64, whole: u64) -> String {

@@ -403,7 +403,7 @@ fn inspect(
     if machine != arch.elf_machine() {
         bail!(
             "runtime interpreter {exe} is {} but the target is {}",
-            machine_name(machine),
+            crate::util::elf::machine_name(machine),
             arch.machine()
         );
     }
@@ -471,14 +471,6 @@ pub fn elf_machine(path: &Utf8Path) -> Result<u16> {
     let parsed = goblin::elf::Elf::parse_header(&header)
         .map_err(|e| anyhow::anyhow!("{path} is not an ELF file: {e}"))?;
     Ok(parsed.e_machine)
-}
-
-fn machine_name(machine: u16) -> String {
-    match machine {
-        goblin::elf::header::EM_X86_64 => "x86_64".to_owned(),
-        goblin::elf::header::EM_AARCH64 => "aarch64".to_owned(),
-        other => format!("ELF machine {other}"),
-    }
 }
 
 #[cfg(test)]

@@ -9,19 +9,7 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use zip::write::SimpleFileOptions;
 
-/// Size of one zip entry.
-#[derive(Debug, Clone)]
-pub struct EntryStat {
-    pub path: Utf8PathBuf,
-    pub compressed: u64,
-    pub uncompressed: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct ZipStats {
-    pub zip_bytes: u64,
-    pub entries: Vec<EntryStat>,
-}
+use crate::util::zipinfo::{read_stats, ZipStats};
 
 /// Zips the tree under `root` into `out`. Two calls on the same tree give the same bytes.
 pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats> {
@@ -78,24 +66,6 @@ pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats
     })
     .with_context(|| format!("writing {out}"))?;
     read_stats(out)
-}
-
-/// Sizes of every entry of an existing zip.
-pub fn read_stats(zip_path: &Utf8Path) -> Result<ZipStats> {
-    let file = fs_err::File::open(zip_path)?;
-    let zip_bytes = file.metadata()?.len();
-    let mut zip =
-        zip::ZipArchive::new(file).with_context(|| format!("{zip_path} is not a valid zip"))?;
-    let mut entries = Vec::with_capacity(zip.len());
-    for i in 0..zip.len() {
-        let e = zip.by_index_raw(i)?;
-        entries.push(EntryStat {
-            path: e.name()?.to_string().into(),
-            compressed: e.compressed_size(),
-            uncompressed: e.size(),
-        });
-    }
-    Ok(ZipStats { zip_bytes, entries })
 }
 
 /// The path of `target` as seen from the folder of `link` (both relative to one root).

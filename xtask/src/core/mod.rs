@@ -1,5 +1,15 @@
 //! Types shared by every stage and command. Nothing here imports from above it.
 
+mod manifest;
+mod owners;
+mod paths;
 mod target;
 
+pub use manifest::{Manifest, RemovedDistribution, RemovedModule, MANIFEST};
+pub use owners::{source_of_pyc, Owners};
+pub use paths::{default_out_dir, LayerPaths};
 pub use target::{Arch, Glibc, Runtime, Sha256Hex};
+
+/// Lambda's limits: 50 MB for a zip uploaded directly, 250 MB unpacked for function plus layers.
+pub const LAMBDA_ZIP_LIMIT: u64 = 52_428_800;
+pub const LAMBDA_UNPACKED_LIMIT: u64 = 262_144_000;

@@ -337,6 +337,27 @@ impl Spec {
         }
     }
 
+    /// Where the runtime archive for `arch` comes from, and the file name it is cached under:
+    /// `explicit` (`--python-archive`, a path or URL), else the spec's download, under
+    /// `LAYER_PYTHON_MIRROR` when that is set. The one reader of that variable.
+    pub fn runtime_location(&self, arch: Arch, explicit: Option<&str>) -> (String, String) {
+        let source = match explicit {
+            Some(source) => source.to_owned(),
+            None => {
+                let mirror = std::env::var("LAYER_PYTHON_MIRROR")
+                    .ok()
+                    .filter(|m| !m.is_empty());
+                self.python_url(arch, mirror.as_deref())
+            }
+        };
+        let file_name = source
+            .rsplit('/')
+            .next()
+            .unwrap_or("python.tar.gz")
+            .replace("%2B", "+");
+        (source, file_name)
+    }
+
     pub fn python_sha256(&self, arch: Arch) -> Result<&Sha256Hex> {
         self.python
             .sha256

@@ -1,11 +1,15 @@
 //! ELF inspection for the static checks: the machine a file is built for, the libraries it
 //! needs (`DT_NEEDED`), where it looks for them (`RPATH`/`RUNPATH`) and the newest glibc
-//! symbol version it requires (from `.gnu.version_r`). Pure: works on bytes, touches no disk.
+//! symbol version it requires (from `.gnu.version_r`); and, reading a tree, the libraries a set
+//! of ELF files needs.
+
+use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
 use goblin::elf::header;
 
-use crate::spec::Glibc;
+use crate::core::Glibc;
 
 /// What the static checks need to know about one ELF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,15 +73,78 @@ pub fn glibc_version_of(name: &str) -> Option<Glibc> {
     Some(Glibc { major, minor })
 }
 
-/// A name for people: `x86-64`, `AArch64`, or the number.
+/// A name for people, spelled as `uname -m` and wheel tags spell it: `x86_64`, `aarch64`,
+/// `i386`, `arm`, or the number.
 pub fn machine_name(machine: u16) -> String {
     match machine {
-        header::EM_X86_64 => "x86-64".to_owned(),
-        header::EM_AARCH64 => "AArch64".to_owned(),
+        header::EM_X86_64 => "x86_64".to_owned(),
+        header::EM_AARCH64 => "aarch64".to_owned(),
         header::EM_386 => "i386".to_owned(),
-        header::EM_ARM => "ARM".to_owned(),
-        other => format!("e_machine {other}"),
+        header::EM_ARM => "arm".to_owned(),
+        other => format!("ELF machine {other}"),
     }
+}
+
+/// How far [`needed_closure`] follows `DT_NEEDED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Only what the roots themselves name.
+    Direct,
+    /// What the roots name, what those name, and so on.
+    Transitive,
+}
+
+/// The libraries under `lib_dir` (relative to `root`) that the ELF files `roots` need
+/// (`DT_NEEDED`), as paths relative to `root`, with every link on the way and the file behind
+/// it. A name not found in `lib_dir` is the system's (glibc, ...) and is left out; a root that
+/// is not a readable ELF file contributes nothing.
+pub fn needed_closure(
+    root: &Utf8Path,
+    lib_dir: &Utf8Path,
+    roots: &[Utf8PathBuf],
+    depth: Depth,
+) -> Result<BTreeSet<Utf8PathBuf>> {
+    let mut out = BTreeSet::new();
+    let mut todo: Vec<Utf8PathBuf> = roots.to_vec();
+    let mut seen = BTreeSet::new();
+    while let Some(p) = todo.pop() {
+        if !seen.insert(p.clone()) {
+            continue;
+        }
+        let Ok(bytes) = fs_err::read(root.join(&p)) else {
+            continue;
+        };
+        if !is_elf(&bytes) {
+            continue;
+        }
+        let Ok(info) = inspect(&bytes) else {
+            continue;
+        };
+        for name in info.needed {
+            let mut rel = lib_dir.join(&name);
+            // A soname is usually a link (`libssl.so.3` -> `libssl.so.3.0.2`): keep the chain.
+            for _ in 0..8 {
+                let full = root.join(&rel);
+                if full.symlink_metadata().is_err() {
+                    break;
+                }
+                out.insert(rel.clone());
+                match fs_err::read_link(&full) {
+                    Ok(target) => {
+                        let target = crate::util::utf8(target)?;
+                        rel = rel.parent().unwrap_or(Utf8Path::new("")).join(target);
+                    }
+                    Err(_) => {
+                        if depth == Depth::Transitive {
+                            todo.push(rel.clone());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -116,7 +183,7 @@ mod tests {
         let info = inspect(&bytes).expect("ls parses");
         assert_eq!(
             Some(info.machine),
-            crate::spec::Arch::host().map(|a| a.elf_machine())
+            crate::core::Arch::host().map(|a| a.elf_machine())
         );
         assert!(info.needed.iter().any(|n| n == "libc.so.6"), "{info:?}");
         let glibc = info.max_glibc.expect("ls needs versioned glibc symbols");
@@ -146,8 +213,8 @@ mod tests {
 
     #[test]
     fn machine_names() {
-        assert_eq!(machine_name(header::EM_X86_64), "x86-64");
-        assert_eq!(machine_name(header::EM_AARCH64), "AArch64");
+        assert_eq!(machine_name(header::EM_X86_64), "x86_64");
+        assert_eq!(machine_name(header::EM_AARCH64), "aarch64");
         assert_eq!(machine_name(9999), "e_machine 9999");
     }
 }

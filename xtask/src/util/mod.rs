@@ -1,7 +1,12 @@
 //! Small helpers shared by every subcommand: where things live, hashing, atomic writes.
 
 pub mod elf;
+pub mod fmt;
 pub mod progress;
+pub mod which;
+pub mod zipinfo;
+
+pub use which::{which, which_any};
 
 use std::io::{self, Read, Write};
 
@@ -15,8 +20,23 @@ pub fn project_root() -> Utf8PathBuf {
     dir.parent().unwrap_or(dir).to_owned()
 }
 
-/// The cargo target directory (honours `CARGO_TARGET_DIR`).
+/// The workspace's target directory as cargo reports it (`cargo metadata`), so that
+/// `CARGO_TARGET_DIR` and `build.target-dir` are respected; asked once per process. Where cargo
+/// cannot be run (a copied binary), `CARGO_TARGET_DIR`, else `<root>/target`.
 pub fn target_dir() -> Utf8PathBuf {
+    static DIR: std::sync::OnceLock<Utf8PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        cargo_metadata::MetadataCommand::new()
+            .manifest_path(project_root().join("Cargo.toml"))
+            .no_deps()
+            .exec()
+            .map(|m| m.target_directory)
+            .unwrap_or_else(|_| target_dir_without_cargo())
+    })
+    .clone()
+}
+
+fn target_dir_without_cargo() -> Utf8PathBuf {
     match std::env::var("CARGO_TARGET_DIR") {
         Ok(dir) if !dir.is_empty() => {
             let dir = Utf8PathBuf::from(dir);

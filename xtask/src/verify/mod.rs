@@ -112,7 +112,7 @@ fn exit_code(report: &VerifyReport) -> ExitCode {
 
 /// The zip `cargo xtask layer` writes for `arch`.
 pub fn default_layer(spec: &Spec, arch: Arch) -> Utf8PathBuf {
-    crate::build::default_out_dir(arch).join(format!("{}-{arch}.zip", spec.layer.name))
+    crate::core::LayerPaths::default_for(&spec.layer.name, arch).zip
 }
 
 /// Runs every check on the layer the flags name.
@@ -199,9 +199,9 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
     }
     // A layer this tool built says which distributions it holds (a profile may remove some
     // on purpose); for any other layer, every distribution the lock installs must answer.
-    let manifest_path = root.join(crate::build::report::MANIFEST);
+    let manifest_path = root.join(crate::core::MANIFEST);
     let dists = if manifest_path.is_file() {
-        let manifest: crate::build::report::Manifest =
+        let manifest: crate::core::Manifest =
             serde_json::from_str(&fs_err::read_to_string(&manifest_path)?)
                 .with_context(|| format!("{manifest_path} is not a layer manifest"))?;
         for removed in &manifest.removed_distributions {
@@ -386,7 +386,7 @@ fn emulation(
     if arch != Arch::Arm64 {
         return Err(format!("nothing here can execute a {arch} layer"));
     }
-    let qemu = sandbox::which("qemu-aarch64-static");
+    let qemu = crate::util::which("qemu-aarch64-static");
     // The flag, else the fixture runtime's Debian arm64 sysroot (cached download).
     let sysroot = match sysroot_flag {
         Some(s) => Some(s.clone()).filter(|s| s.is_dir()),
@@ -777,7 +777,7 @@ mod tests {
         let r = report(
             vec![
                 Check::new("runtime: executed", false, "no qemu"),
-                Check::new("static: elf machine", false, "AArch64"),
+                Check::new("static: elf machine", false, "aarch64"),
             ],
             Execution::NotRun {
                 why: "no qemu".into(),

@@ -19,7 +19,7 @@
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 /// Where the supervisor binary and the arm64 sysroot appear inside the sandbox.
 pub const INSIDE_EXE: &str = "/run/verify/xtask";
@@ -173,14 +173,6 @@ pub fn probe_bwrap(s: &SandboxSpec<'_>) -> Result<(), String> {
         ),
         Err(e) => Err(format!("bwrap could not start: {e}")),
     }
-}
-
-/// A program on `PATH`.
-pub fn which(program: &str) -> Option<Utf8PathBuf> {
-    let path = std::env::var("PATH").ok()?;
-    path.split(':')
-        .map(|d| Utf8Path::new(d).join(program))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

@@ -244,8 +244,9 @@ pub fn so_in_zips(root: &Utf8Path) -> Result<Check> {
 
 /// The layer zip's size and unpacked size against Lambda's limits and the spec's budget.
 pub fn size_checks(spec: &Spec, zip_path: &Utf8Path) -> Result<Vec<Check>> {
-    use crate::build::report::{mb, LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
-    let stats = crate::build::zip::read_stats(zip_path)?;
+    use crate::core::{LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
+    use crate::util::fmt::mb;
+    let stats = crate::util::zipinfo::read_stats(zip_path)?;
     let unpacked: u64 = stats.entries.iter().map(|e| e.uncompressed).sum();
     let one = |name: &str, value: u64, limits: &[(&str, Option<u64>)]| {
         let mut over = Vec::new();
@@ -384,7 +385,7 @@ mod tests {
         let by_name: BTreeMap<&str, &Check> = checks.iter().map(|c| (c.name.as_str(), c)).collect();
         let machine = by_name["static: elf machine"];
         assert!(
-            !machine.ok && machine.detail.contains("sp/b/y.so is AArch64"),
+            !machine.ok && machine.detail.contains("sp/b/y.so is aarch64"),
             "{machine:?}"
         );
         let glibc = by_name["static: glibc <= 2.34"];

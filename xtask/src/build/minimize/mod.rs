@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::build::report::{Owners, RemovedDistribution};
+use crate::core::{Owners, RemovedDistribution, RemovedModule};
 use crate::spec::{Arch, Spec};
 
 /// What a workload run touched, saved as `trace-<arch>.json` beside the zip; `--trace FILE`
@@ -59,14 +59,6 @@ impl Trace {
         let text = fs_err::read_to_string(path)?;
         serde_json::from_str(&text).with_context(|| format!("{path} is not a minimization trace"))
     }
-}
-
-/// A module minimization removed, and how to keep it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RemovedModule {
-    pub module: String,
-    /// What to add to the spec, in words ("add provider 'azure' to [minimize] providers ...").
-    pub hint: String,
 }
 
 /// One distribution's share of the decision.
@@ -365,50 +357,6 @@ pub fn plan(
     out.per_dist = counts.into_values().collect();
     out.delete.sort();
     out
-}
-
-/// Shared libraries under `python/lib/` that the ELF files `roots` (layer paths) need, directly
-/// or through each other, links followed: the dynamic loader opens them by their link names,
-/// and a library loaded through a link shows in `/proc/self/maps` under the file's own name.
-pub fn needed_libs(stage: &Utf8Path, roots: &[Utf8PathBuf]) -> Result<BTreeSet<Utf8PathBuf>> {
-    let mut out = BTreeSet::new();
-    let mut todo: Vec<Utf8PathBuf> = roots.to_vec();
-    let mut seen = BTreeSet::new();
-    while let Some(p) = todo.pop() {
-        if !seen.insert(p.clone()) {
-            continue;
-        }
-        let Ok(bytes) = fs_err::read(stage.join(&p)) else {
-            continue;
-        };
-        if !crate::util::elf::is_elf(&bytes) {
-            continue;
-        }
-        let Ok(info) = crate::util::elf::inspect(&bytes) else {
-            continue;
-        };
-        for name in info.needed {
-            let mut rel = Utf8PathBuf::from("python/lib").join(&name);
-            for _ in 0..8 {
-                let full = stage.join(&rel);
-                if full.symlink_metadata().is_err() {
-                    break;
-                }
-                out.insert(rel.clone());
-                match fs_err::read_link(&full) {
-                    Ok(target) => {
-                        let target = crate::util::utf8(target)?;
-                        rel = rel.parent().unwrap_or(Utf8Path::new("")).join(target);
-                    }
-                    Err(_) => {
-                        todo.push(rel.clone());
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// `a/b/../c` -> `a/c`, lexically (for link targets inside the layer).

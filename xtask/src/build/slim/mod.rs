@@ -12,13 +12,14 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
-use crate::build::report::{Owners, Removed};
+use crate::build::report::Removed;
 use crate::build::runtime::RuntimeInfo;
 use crate::build::slim::bytecode::Mode;
 use crate::build::slim::prune::{Layout, Level, Protections, Refusal, Rule, RulesFile};
-use crate::build::zip::EntryStat;
+use crate::core::Owners;
 use crate::spec::{Arch, Spec};
 use crate::util::progress::Progress;
+use crate::util::zipinfo::EntryStat;
 
 /// The profile used when neither `--profile` nor the spec names one.
 pub const DEFAULT_PROFILE: &str = "slim";
@@ -128,7 +129,7 @@ pub struct Slimmed {
     /// The layer path of `site-packages.zip`, when written.
     pub site_zip: Option<Utf8PathBuf>,
     /// Distributions a rule removed whole (their METADATA went with them).
-    pub removed_distributions: Vec<crate::build::report::RemovedDistribution>,
+    pub removed_distributions: Vec<crate::core::RemovedDistribution>,
 }
 
 impl Slimmed {
@@ -136,8 +137,8 @@ impl Slimmed {
     /// report counts each distribution's files wherever they ended up.
     pub fn stats_for_report(
         &self,
-        stats: &crate::build::zip::ZipStats,
-    ) -> crate::build::zip::ZipStats {
+        stats: &crate::util::zipinfo::ZipStats,
+    ) -> crate::util::zipinfo::ZipStats {
         let mut out = stats.clone();
         if let Some(zip) = &self.site_zip {
             out.entries.retain(|e| &e.path != zip);
@@ -285,7 +286,7 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
         ctx.progress.line(format!(
             "pruned {} files ({}) by {} rules; {} protected files refused",
             plan.delete.len(),
-            crate::build::report::mb(out.removed.iter().map(|r| r.bytes).sum()),
+            crate::util::fmt::mb(out.removed.iter().map(|r| r.bytes).sum()),
             rules.len(),
             out.refused.len()
         ));
@@ -441,29 +442,15 @@ fn startup_modules(python: &Utf8Path) -> Result<Vec<String>> {
 /// `python/lib`, links followed), as layer paths.
 fn interpreter_files(stage: &Utf8Path, exe: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
     let exe_rel = Utf8Path::new("python").join(exe);
-    let mut out = vec![exe_rel.clone()];
     let bytes = fs_err::read(stage.join(&exe_rel))?;
-    let elf =
-        goblin::elf::Elf::parse(&bytes).with_context(|| format!("{exe_rel} is not an ELF file"))?;
-    for lib in &elf.libraries {
-        let mut rel = Utf8PathBuf::from("python/lib").join(lib);
-        // Follow links inside python/lib so that the file behind them is protected too.
-        for _ in 0..8 {
-            let full = stage.join(&rel);
-            if full.symlink_metadata().is_err() {
-                break;
-            }
-            out.push(rel.clone());
-            match fs_err::read_link(&full) {
-                Ok(target) => {
-                    let target = crate::util::utf8(target)?;
-                    rel = rel.parent().unwrap_or(Utf8Path::new("")).join(target);
-                }
-                Err(_) => break,
-            }
-        }
-    }
-    Ok(out)
+    goblin::elf::Elf::parse(&bytes).with_context(|| format!("{exe_rel} is not an ELF file"))?;
+    let libs = crate::util::elf::needed_closure(
+        stage,
+        Utf8Path::new("python/lib"),
+        std::slice::from_ref(&exe_rel),
+        crate::util::elf::Depth::Direct,
+    )?;
+    Ok(std::iter::once(exe_rel).chain(libs).collect())
 }
 
 #[cfg(test)]
@@ -507,7 +494,7 @@ fn removed_distributions(
     owners: &Owners,
     plan: &crate::build::slim::prune::Plan,
     rules: &[Rule],
-) -> Vec<crate::build::report::RemovedDistribution> {
+) -> Vec<crate::core::RemovedDistribution> {
     let mut out = Vec::new();
     for (rel, &index) in &owners.files {
         if rel.file_name() != Some("METADATA")
@@ -520,7 +507,7 @@ fn removed_distributions(
         let layer_path = owners.site_packages.join(rel);
         if let Some(&rule) = plan.delete.get(&layer_path) {
             let (name, version, _) = &owners.dists[index];
-            out.push(crate::build::report::RemovedDistribution {
+            out.push(crate::core::RemovedDistribution {
                 name: name.clone(),
                 version: version.clone(),
                 rule: rules.get(rule).map(|r| r.name.clone()).unwrap_or_default(),

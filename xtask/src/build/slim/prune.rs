@@ -517,7 +517,7 @@ pub fn execute(stage: &Utf8Path, plan: &Plan, rules: &[Rule]) -> Result<()> {
 }
 
 /// Every file and link of the staged layer, with its owning distribution.
-pub fn entries(stage: &Utf8Path, owners: &crate::build::report::Owners) -> Result<Vec<Entry>> {
+pub fn entries(stage: &Utf8Path, owners: &crate::core::Owners) -> Result<Vec<Entry>> {
     let names: Vec<String> = owners
         .dists
         .iter()
@@ -760,7 +760,7 @@ mod tests {
             rule("name='licenses'\nlevel='safe'\nreason='r'\ngather='LICENSES.txt'\npaths=['*.dist-info/licenses/**']"),
             rule("name='tests'\nlevel='safe'\nreason='r'\npaths=['**/tests/**']"),
         ];
-        let owners = crate::build::report::Owners::new(SP.into());
+        let owners = crate::core::Owners::new(SP.into());
         let entries = entries(stage, &owners).unwrap();
         let p = plan(&entries, &rules, &protections());
         execute(stage, &p, &rules).unwrap();

@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use zip::write::SimpleFileOptions;
 
 use crate::build::slim::prune::{classify, FileKind, KeepOut};
-use crate::build::zip::EntryStat;
+use crate::util::zipinfo::EntryStat;
 
 /// The zip's name, beside site-packages in `python/lib/python3.X/`.
 pub const FILE_NAME: &str = "site-packages.zip";
@@ -139,7 +139,7 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
         plan.zipped.iter().map(|(disk, _)| disk),
         |path| format!("removing {path}, now in {dest}"),
     )?;
-    let stats = crate::build::zip::read_stats(dest)?;
+    let stats = crate::util::zipinfo::read_stats(dest)?;
     Ok(stats.entries)
 }
 

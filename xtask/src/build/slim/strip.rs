@@ -110,14 +110,8 @@ pub fn tool(arch: Arch) -> Result<Utf8PathBuf> {
         names.push("strip".into());
     }
     names.push("llvm-strip".into());
-    let path = std::env::var("PATH").unwrap_or_default();
-    for name in &names {
-        for dir in path.split(':').filter(|d| !d.is_empty()) {
-            let candidate = Utf8Path::new(dir).join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
+    if let Some(found) = crate::util::which_any(names.iter().map(String::as_str)) {
+        return Ok(found);
     }
     bail!(
         "no strip tool for {arch} ELF files on PATH (tried {}); on Debian: apt-get install binutils-{}-linux-gnu",
