@@ -110,7 +110,7 @@ impl crate::flags::Doctor {
         findings.push(Finding {
             what: "cache".into(),
             ok: true,
-            detail: crate::util::cache_dir().to_string(),
+            detail: crate::core::cache_dir().to_string(),
             needed_for: "offline builds (`--offline`)".into(),
         });
         if self.json {

@@ -187,6 +187,20 @@ pub struct Verify {
 #[derive(Args, Debug)]
 pub struct VerifyInside {}
 
+impl Verify {
+    pub fn options(&self) -> crate::verify::VerifyOptions {
+        crate::verify::VerifyOptions {
+            arch: self.arch,
+            layer: self.layer.clone(),
+            static_only: self.static_only,
+            sysroot: self.sysroot.clone(),
+            timing_runs: self.timing_runs,
+            jobs: self.jobs,
+            no_sandbox: self.no_sandbox,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct Bench {
     #[command(flatten)]

@@ -25,9 +25,9 @@ fn main() -> std::process::ExitCode {
         flags::Command::FixtureRuntime(cmd) => cmd.run(),
         flags::Command::Doctor(cmd) => cmd.run(),
         flags::Command::Analyze(cmd) => cmd.run(),
-        flags::Command::Verify(cmd) => cmd.run(),
+        flags::Command::Verify(cmd) => verify::run(&cmd.spec.spec, &cmd.options(), cmd.json),
         flags::Command::Bench(cmd) => cmd.run(),
-        flags::Command::VerifyInside(cmd) => cmd.run(),
+        flags::Command::VerifyInside(_) => verify::inside::main(),
     };
     match result {
         Ok(code) => code,

@@ -121,45 +121,6 @@ pub struct Layer {
 }
 
 /// `Name`, `Version` of a METADATA text.
-fn name_version(metadata: &str) -> Option<(String, String)> {
-    let mut name = None;
-    let mut version = None;
-    for line in metadata.lines().take_while(|l| !l.is_empty()) {
-        if let Some(v) = line.strip_prefix("Name:") {
-            name = Some(v.trim().to_owned());
-        } else if let Some(v) = line.strip_prefix("Version:") {
-            version = Some(v.trim().to_owned());
-        }
-    }
-    Some((name?, version?))
-}
-
-/// The paths of a RECORD, relative to the site folder (`../../bin/x` resolved, escapes dropped).
-fn record_paths(record: &str) -> Vec<Utf8PathBuf> {
-    record
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|line| {
-            let path = match line.strip_prefix('"') {
-                Some(rest) => rest.split_once('"')?.0.to_owned(),
-                // Hash and size are the last two fields; a path may itself hold commas.
-                None => line.rsplitn(3, ',').nth(2)?.to_owned(),
-            };
-            let mut parts: Vec<&str> = Vec::new();
-            for c in path.split('/') {
-                match c {
-                    "" | "." => {}
-                    ".." => {
-                        parts.pop()?;
-                    }
-                    c => parts.push(c),
-                }
-            }
-            Some(Utf8PathBuf::from(parts.join("/")))
-        })
-        .collect()
-}
-
 /// Whether `first` (the first component of a path in site-packages) is the top-level module
 /// `name`: the package folder, `name.py`, `name.cpython-311-x86_64-linux-gnu.so`, `name.libs`.
 fn is_top_level(first: &str, name: &str) -> bool {
@@ -305,11 +266,12 @@ pub fn attribute(raw: RawLayer) -> Layer {
     for (info, site) in &infos {
         let metadata = text(&info.join("METADATA")).unwrap_or_default();
         let dir_name = info.file_name().unwrap_or_default();
-        let (name, version) = name_version(&metadata).unwrap_or_else(|| {
-            let stem = dir_name.trim_end_matches(".dist-info");
-            let (n, v) = stem.split_once('-').unwrap_or((stem, "?"));
-            (n.to_owned(), v.to_owned())
-        });
+        let (name, version) =
+            crate::python::distinfo::name_version(&metadata).unwrap_or_else(|| {
+                let stem = dir_name.trim_end_matches(".dist-info");
+                let (n, v) = stem.split_once('-').unwrap_or((stem, "?"));
+                (n.to_owned(), v.to_owned())
+            });
         let norm = crate::python::wheel::normalize(&name);
         let Some(site) = sites.iter().position(|s| s == site) else {
             continue;
@@ -325,7 +287,7 @@ pub fn attribute(raw: RawLayer) -> Layer {
         }
         let mut by_record = false;
         if let Some(record) = &record {
-            for rel in record_paths(record) {
+            for rel in crate::python::distinfo::record_paths(record) {
                 if let Some(&i) = by_path.get(&sites[site].join(&rel)) {
                     files[i].dist.get_or_insert(d);
                     by_record = true;
@@ -779,7 +741,9 @@ fn pruning(
     rules_path: &Utf8Path,
     spec: Option<&crate::spec::Spec>,
 ) -> Result<Pruning> {
-    use crate::build::slim::prune::{Entry, Layout, Protections, Rule, RulesFile};
+    use crate::build::slim::prune::{Entry, Protections, Rule};
+    use crate::core::Layout;
+    use crate::spec::rules::RulesFile;
     let rules_file = RulesFile::load(rules_path)?;
     let xy = layer
         .python_xy
@@ -788,7 +752,7 @@ fn pruning(
         .unwrap_or_else(|| "3.11".into());
     let layout = Layout { xy };
     let disabled: &[String] = spec.map(|s| s.prune.disable.as_slice()).unwrap_or(&[]);
-    let defs: Vec<crate::build::slim::prune::RuleDef> = rules_file
+    let defs: Vec<crate::spec::rules::RuleDef> = rules_file
         .rules
         .iter()
         .filter(|r| !disabled.contains(&r.name))
@@ -833,7 +797,7 @@ fn pruning(
     for (path, &i) in &plan.delete {
         per_rule[i] += compressed.get(path).copied().unwrap_or(0);
     }
-    let mut levels: BTreeMap<crate::build::slim::prune::Level, LevelSaving> = BTreeMap::new();
+    let mut levels: BTreeMap<crate::spec::rules::Level, LevelSaving> = BTreeMap::new();
     for (i, def) in defs.iter().enumerate() {
         let (_, files, bytes) = &plan.totals[i];
         if *files == 0 {
@@ -870,7 +834,7 @@ fn pruning(
 /// Provider names: from the layer's LiteLLM when it has one, else the data file.
 fn provider_names(
     layer: &Layer,
-    data: &scan::ProvidersFile,
+    data: &crate::spec::ProvidersFile,
     data_path: &Utf8Path,
 ) -> (Vec<String>, String) {
     for (path, bytes) in &layer.contents {
@@ -1118,7 +1082,7 @@ impl Analysis {
 /// under target/layer/.
 fn default_layer(spec: &crate::spec::Spec) -> Result<Utf8PathBuf> {
     let mut candidates = vec![crate::core::default_out_dir(spec.layer.default_arch)];
-    let layer_dir = crate::util::target_dir().join("layer");
+    let layer_dir = crate::core::target_dir().join("layer");
     if let Ok(dirs) = fs_err::read_dir(&layer_dir) {
         let mut others: Vec<(std::time::SystemTime, Utf8PathBuf)> = dirs
             .filter_map(|d| d.ok())
@@ -1166,7 +1130,7 @@ impl crate::flags::Analyze {
             };
             return diff::run(old, new, self.json);
         }
-        let default_spec_path = crate::util::project_root().join("layer/layer.toml");
+        let default_spec_path = crate::core::project_root().join("layer/layer.toml");
         let layer_path = match &self.layer {
             Some(p) => p.clone(),
             None => {
@@ -1191,16 +1155,12 @@ impl crate::flags::Analyze {
         analysis.requirements = requirements(&layer, spec.as_ref());
         let rules_path = match &spec {
             Some(s) => s.dir().join(&s.prune.rules),
-            None => crate::util::project_root().join("layer/rules.toml"),
+            None => crate::core::project_root().join("layer/rules.toml"),
         };
         analysis.pruning = Some(pruning(&layer, &rules_path, spec.as_ref())?);
         if let Some(dir) = &self.scan_source {
-            let data_path = crate::util::project_root().join("layer/litellm-providers.toml");
-            let text = fs_err::read_to_string(&data_path)
-                .context("reading the built-in LiteLLM provider list")?;
-            let data: scan::ProvidersFile = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{data_path}: {}", crate::spec::format_toml_error(&text, &e))
-            })?;
+            let data_path = crate::core::project_root().join("layer/litellm-providers.toml");
+            let data = crate::spec::ProvidersFile::load(&data_path)?;
             let (names, from) = provider_names(&layer, &data, &data_path);
             let sizes: BTreeMap<String, u64> = analysis
                 .distributions
@@ -1279,7 +1239,10 @@ mod tests {
     #[test]
     fn record_paths_table() {
         let record = "six.py,sha256=abc,100\n\"we,ird.py\",,\n../../bin/tool,,\n../../../../../escape,,\nsix-1.0.dist-info/RECORD,,\n";
-        let got: Vec<String> = record_paths(record).iter().map(|p| p.to_string()).collect();
+        let got: Vec<String> = crate::python::distinfo::record_paths(record)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         assert_eq!(got, ["six.py", "we,ird.py", "six-1.0.dist-info/RECORD"]);
     }
 

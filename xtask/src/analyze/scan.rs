@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Folders that hold someone else's code or build output.
 const SKIP_DIRS: &[&str] = &[
@@ -39,20 +39,6 @@ pub fn lang_of(path: &Utf8Path) -> Option<Lang> {
         "rs" => Some(Lang::Rust),
         _ => None,
     }
-}
-
-/// `layer/litellm-providers.toml`: used when the layer holds no LiteLLM to read them from.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ProvidersFile {
-    pub providers: Vec<String>,
-    /// Model-name prefixes LiteLLM maps to a provider without a `provider/` prefix.
-    #[serde(default)]
-    pub bare_model_prefixes: BTreeMap<String, String>,
-    /// Folders of `litellm/llms/` whose code serves providers of other names (used by
-    /// minimization's hints: a removed module of `vertex_ai/` is kept by provider `gemini`).
-    #[serde(default)]
-    pub code_folders: BTreeMap<String, Vec<String>>,
 }
 
 /// The values of LiteLLM's `class LlmProviders(str, Enum)` in `litellm/types/utils.py`.

@@ -268,7 +268,7 @@ impl crate::flags::Bench {
         let dir = self
             .out
             .clone()
-            .unwrap_or_else(|| crate::util::target_dir().join("bench"));
+            .unwrap_or_else(|| crate::core::target_dir().join("bench"));
         let abs = std::path::absolute(&dir).with_context(|| format!("resolving {dir}"))?;
         crate::util::utf8(abs)
     }
@@ -313,7 +313,7 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
         .layer
         .profile
         .clone()
-        .unwrap_or_else(|| crate::build::slim::DEFAULT_PROFILE.to_owned());
+        .unwrap_or_else(|| crate::spec::profiles::DEFAULT_PROFILE.to_owned());
 
     // The runtime every variant starts from.
     let (runtime_source, runtime_sha) = runtime_source(spec, flags)?;
@@ -475,7 +475,7 @@ fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
 /// Profile names in the order `profiles.toml` lists them.
 fn profile_names(spec: &Spec) -> Result<Vec<String>> {
     let path = spec.dir().join(&spec.prune.profiles);
-    let file = crate::build::slim::ProfilesFile::load(&path)?;
+    let file = crate::spec::profiles::ProfilesFile::load(&path)?;
     let text = fs_err::read_to_string(&path)?;
     let mut names: Vec<String> = file.profile.keys().cloned().collect();
     names.sort_by_key(|n| {
@@ -819,19 +819,9 @@ fn measure(
         .count() as u64;
     let unpacked_bytes = stats.entries.iter().map(|e| e.uncompressed).sum();
     progress.line(format!("bench: verify {name}"));
-    let vflags = crate::flags::Verify {
-        spec: flags.spec.clone(),
-        arch: Some(ARCH),
-        layer: Some(zip.to_owned()),
-        json: true,
-        static_only: false,
-        sysroot: None,
-        timing_runs: Some(flags.runs),
-        jobs: None,
-        no_sandbox: false,
-    };
+    let options = crate::verify::VerifyOptions::of_layer(zip, ARCH, flags.runs);
     let (verify_ok, verify_failed, verify_error, timings) =
-        match crate::verify::verify(spec, &vflags) {
+        match crate::verify::verify(spec, &options) {
             Ok(r) => (
                 Some(r.ok),
                 r.checks.into_iter().filter(|c| !c.ok).collect(),
@@ -1135,7 +1125,7 @@ fn worker_bench() -> Result<serde_json::Value> {
             "--",
             "--json",
         ])
-        .current_dir(crate::util::project_root())
+        .current_dir(crate::core::project_root())
         .stdin(Stdio::null())
         .output()
         .context("could not start `cargo bench -p pythonexec-rs --bench worker`")?;

@@ -40,7 +40,7 @@ enum Failure {
 impl Fetcher {
     pub fn new(offline: bool, progress: Progress) -> Result<Fetcher> {
         Ok(Fetcher::with_cache(
-            crate::util::cache_dir(),
+            crate::core::cache_dir(),
             offline,
             progress,
         ))

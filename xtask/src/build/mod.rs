@@ -427,10 +427,7 @@ fn minimize_stage(
     }
     let providers_path = spec.dir().join("litellm-providers.toml");
     let folders = if providers_path.is_file() {
-        let text = fs_err::read_to_string(&providers_path)?;
-        toml::from_str::<crate::analyze::scan::ProvidersFile>(&text)
-            .with_context(|| format!("reading {providers_path}"))?
-            .code_folders
+        crate::spec::ProvidersFile::load(&providers_path)?.code_folders
     } else {
         Default::default()
     };
@@ -470,20 +467,8 @@ fn prove_minimized(
 ) -> Result<()> {
     let spec = &req.spec;
     progress.line("minimize: verifying the minimized layer");
-    let flags = crate::flags::Verify {
-        spec: crate::flags::SpecArgs {
-            spec: spec.path.clone(),
-        },
-        arch: Some(req.arch),
-        layer: Some(zip_path.to_owned()),
-        json: false,
-        static_only: false,
-        sysroot: None,
-        timing_runs: Some(1),
-        jobs: None,
-        no_sandbox: false,
-    };
-    let report = crate::verify::verify(spec, &flags)?;
+    let options = crate::verify::VerifyOptions::of_layer(zip_path, req.arch, 1);
+    let report = crate::verify::verify(spec, &options)?;
     // Removing files cannot make an ELF file need a newer glibc or another machine: those
     // findings are the runtime's (the arm64 fixture's libexpat needs glibc 2.36), shown, not
     // blamed on minimization. `verify` on the zip reports them as it does for any profile.
@@ -558,7 +543,7 @@ fn host_python(
         })?;
     // Unpacked once per archive hash; a finished folder is renamed into place, so a
     // concurrent build sees either nothing or a complete interpreter.
-    let dir = crate::util::cache_dir()
+    let dir = crate::core::cache_dir()
         .join("host-python")
         .join(sha.as_str());
     if !dir.join("python").exists() {

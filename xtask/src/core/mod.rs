@@ -1,13 +1,15 @@
 //! Types shared by every stage and command. Nothing here imports from above it.
 
+mod layout;
 mod manifest;
 mod owners;
 mod paths;
 mod target;
 
+pub use layout::Layout;
 pub use manifest::{Manifest, RemovedDistribution, RemovedModule, MANIFEST};
 pub use owners::{source_of_pyc, Owners};
-pub use paths::{default_out_dir, LayerPaths};
+pub use paths::{cache_dir, default_out_dir, project_root, target_dir, LayerPaths};
 pub use target::{Arch, Glibc, Runtime, Sha256Hex};
 
 /// Lambda's limits: 50 MB for a zip uploaded directly, 250 MB unpacked for function plus layers.

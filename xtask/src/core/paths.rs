@@ -40,9 +40,64 @@ impl LayerPaths {
     }
 }
 
+/// The workspace root, found from this crate's manifest directory.
+pub fn project_root() -> Utf8PathBuf {
+    let dir = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().unwrap_or(dir).to_owned()
+}
+
+/// The workspace's target directory as cargo reports it (`cargo metadata`), so that
+/// `CARGO_TARGET_DIR` and `build.target-dir` are respected; asked once per process. Where cargo
+/// cannot be run (a copied binary), `CARGO_TARGET_DIR`, else `<root>/target`.
+pub fn target_dir() -> Utf8PathBuf {
+    static DIR: std::sync::OnceLock<Utf8PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        cargo_metadata::MetadataCommand::new()
+            .manifest_path(project_root().join("Cargo.toml"))
+            .no_deps()
+            .exec()
+            .map(|m| m.target_directory)
+            .unwrap_or_else(|_| target_dir_without_cargo())
+    })
+    .clone()
+}
+
+fn target_dir_without_cargo() -> Utf8PathBuf {
+    match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) if !dir.is_empty() => {
+            let dir = Utf8PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                project_root().join(dir)
+            }
+        }
+        _ => project_root().join("target"),
+    }
+}
+
+/// Where downloads are cached, by content hash: `$LAYER_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/lambda-python-layer`, else `~/.cache/lambda-python-layer`.
+pub fn cache_dir() -> Utf8PathBuf {
+    if let Ok(dir) = std::env::var("LAYER_CACHE_DIR") {
+        if !dir.is_empty() {
+            return Utf8PathBuf::from(dir);
+        }
+    }
+    let base = std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(Utf8PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".to_owned());
+            Utf8PathBuf::from(home).join(".cache")
+        });
+    base.join("lambda-python-layer")
+}
+
 /// `<target>/layer/<arch>/`, where `cargo xtask layer` writes when `--out` is not given.
 pub fn default_out_dir(arch: Arch) -> Utf8PathBuf {
-    crate::util::target_dir().join("layer").join(arch.as_str())
+    target_dir().join("layer").join(arch.as_str())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Python packaging, as this tool reads and writes it: the PEP 751 lock, PEP 508 markers,
 //! wheel names and selection (PEP 425), installation (PEP 427) and the dist-info reader.
 
+pub mod distinfo;
 pub mod marker;
 pub mod pylock;
 pub mod wheel;

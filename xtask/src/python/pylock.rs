@@ -239,7 +239,7 @@ wheels = [{ name = "hf_xet-1.8.0-cp38-abi3-manylinux2014_x86_64.whl", url = "htt
 
     #[test]
     fn the_repository_lock_is_valid_and_fresh() {
-        let root = crate::util::project_root();
+        let root = crate::core::project_root();
         let spec = Spec::load(&root.join("layer/layer.toml")).unwrap();
         let lock = PyLock::load(&spec.lock_path()).unwrap();
         lock.check_fresh(&spec, &spec.lock_path()).unwrap();

@@ -311,39 +311,15 @@ fn read_record(
     zip.by_name(name)
         .with_context(|| format!("{name} is missing"))?
         .read_to_string(&mut text)?;
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        // Paths may be quoted CSV fields; none of the ones we need contain commas.
-        let mut fields = line.rsplitn(3, ',');
-        let _size = fields.next();
-        let hash = fields.next().unwrap_or_default();
-        let path = fields
-            .next()
-            .unwrap_or_default()
-            .trim_matches('"')
-            .to_owned();
-        let hash = hash.strip_prefix("sha256=").map(str::to_owned);
-        out.insert(path, hash);
-    }
-    Ok(out)
+    Ok(super::distinfo::parse_record(&text)
+        .into_iter()
+        .map(|e| (e.path, e.sha256))
+        .collect())
 }
 
 /// `Name` and `Version` from a METADATA file.
 pub fn read_name_version(metadata: &Utf8Path) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(metadata).ok()?;
-    let mut name = None;
-    let mut version = None;
-    for line in text.lines() {
-        if line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.strip_prefix("Name: ") {
-            name = Some(v.trim().to_owned());
-        } else if let Some(v) = line.strip_prefix("Version: ") {
-            version = Some(v.trim().to_owned());
-        }
-    }
-    Some((name?, version?))
+    super::distinfo::name_version(&std::fs::read_to_string(metadata).ok()?)
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+pub mod profiles;
+mod providers;
+pub mod rules;
+
+pub use providers::ProvidersFile;
+
 pub use crate::core::{Arch, Glibc, Runtime, Sha256Hex};
 
 /// `layer/layer.toml`, as written.
@@ -191,7 +197,7 @@ pub struct PruneSection {
     pub keep_source: Vec<String>,
     /// The user's own rules, applied after those of the rules file, same shape.
     #[serde(default)]
-    pub rule: Vec<crate::build::slim::prune::RuleDef>,
+    pub rule: Vec<crate::spec::rules::RuleDef>,
 }
 
 impl Default for PruneSection {
@@ -256,7 +262,7 @@ impl Spec {
         if self.requirements.packages.is_empty() {
             bail!("[requirements] packages is empty");
         }
-        crate::build::slim::prune::check_names(&self.prune.rule).context("[prune]")?;
+        crate::spec::rules::check_names(&self.prune.rule).context("[prune]")?;
         Ok(())
     }
 
@@ -428,7 +434,7 @@ packages = ["litellm==1.78.7"]
 
     #[test]
     fn the_repository_spec_is_valid() {
-        let path = crate::util::project_root().join("layer/layer.toml");
+        let path = crate::core::project_root().join("layer/layer.toml");
         let spec = Spec::load(&path).expect("layer/layer.toml parses");
         assert_eq!(spec.layer.name, "python-litellm");
         assert_eq!(spec.glibc().to_string(), "2.34");

@@ -1,5 +1,6 @@
 //! Small helpers shared by every subcommand: where things live, hashing, atomic writes.
 
+pub mod debian;
 pub mod elf;
 pub mod fmt;
 pub mod progress;
@@ -10,64 +11,9 @@ pub use which::{which, which_any};
 
 use std::io::{self, Read, Write};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use sha2::{Digest, Sha256};
-
-/// The workspace root, found from this crate's manifest directory.
-pub fn project_root() -> Utf8PathBuf {
-    let dir = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
-    dir.parent().unwrap_or(dir).to_owned()
-}
-
-/// The workspace's target directory as cargo reports it (`cargo metadata`), so that
-/// `CARGO_TARGET_DIR` and `build.target-dir` are respected; asked once per process. Where cargo
-/// cannot be run (a copied binary), `CARGO_TARGET_DIR`, else `<root>/target`.
-pub fn target_dir() -> Utf8PathBuf {
-    static DIR: std::sync::OnceLock<Utf8PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        cargo_metadata::MetadataCommand::new()
-            .manifest_path(project_root().join("Cargo.toml"))
-            .no_deps()
-            .exec()
-            .map(|m| m.target_directory)
-            .unwrap_or_else(|_| target_dir_without_cargo())
-    })
-    .clone()
-}
-
-fn target_dir_without_cargo() -> Utf8PathBuf {
-    match std::env::var("CARGO_TARGET_DIR") {
-        Ok(dir) if !dir.is_empty() => {
-            let dir = Utf8PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                project_root().join(dir)
-            }
-        }
-        _ => project_root().join("target"),
-    }
-}
-
-/// Where downloads are cached, by content hash: `$LAYER_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/lambda-python-layer`, else `~/.cache/lambda-python-layer`.
-pub fn cache_dir() -> Utf8PathBuf {
-    if let Ok(dir) = std::env::var("LAYER_CACHE_DIR") {
-        if !dir.is_empty() {
-            return Utf8PathBuf::from(dir);
-        }
-    }
-    let base = std::env::var("XDG_CACHE_HOME")
-        .ok()
-        .filter(|d| !d.is_empty())
-        .map(Utf8PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".to_owned());
-            Utf8PathBuf::from(home).join(".cache")
-        });
-    base.join("lambda-python-layer")
-}
 
 /// True when output should be plain lines: in CI, or when stderr is not a terminal.
 pub fn plain_output() -> bool {
@@ -218,4 +164,29 @@ pub fn remove_files_and_empty_dirs<'a>(
         }
     }
     Ok(())
+}
+
+/// Runs a command to its end; its stdout, or an error naming the command, its status and
+/// its stderr.
+pub fn run(cmd: &mut std::process::Command) -> Result<String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let output = cmd
+        .output()
+        .with_context(|| format!("could not start {program}"))?;
+    if !output.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            cmd.get_args()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(300)
+                .collect::<String>(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    String::from_utf8(output.stdout)
+        .with_context(|| format!("{program} printed something that is not UTF-8"))
 }

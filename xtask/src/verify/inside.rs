@@ -72,17 +72,15 @@ pub struct Outcome {
 }
 
 /// `cargo xtask verify-inside`: reads a plan on stdin, prints an outcome on stdout.
-impl crate::flags::VerifyInside {
-    pub fn run(self) -> Result<ExitCode> {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the verify plan from stdin")?;
-        let plan: Plan = serde_json::from_str(&text).context("parsing the verify plan")?;
-        let outcome = run(&plan)?;
-        println!("{}", serde_json::to_string(&outcome)?);
-        Ok(ExitCode::SUCCESS)
-    }
+pub fn main() -> Result<ExitCode> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the verify plan from stdin")?;
+    let plan: Plan = serde_json::from_str(&text).context("parsing the verify plan")?;
+    let outcome = run(&plan)?;
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One finished interpreter.

@@ -6,7 +6,7 @@
 //! OpenAI-compatible server. An arm64 layer runs under `qemu-aarch64-static` with an arm64
 //! sysroot. A layer that could not be executed is never reported as verified.
 
-mod inside;
+pub mod inside;
 mod modules;
 mod sandbox;
 mod static_checks;
@@ -83,17 +83,48 @@ pub struct VerifyReport {
 const EXIT_FAILED: u8 = 1;
 const EXIT_NOT_EXECUTED: u8 = 2;
 
-impl crate::flags::Verify {
-    pub fn run(self) -> Result<ExitCode> {
-        let spec = Spec::load(&self.spec.spec)?;
-        let report = verify(&spec, &self)?;
-        if self.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print!("{}", render(&report));
+/// What `verify` checks and how: everything but the spec, which is passed beside it.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The target architecture (default: the spec's, or with `layer` its interpreter's).
+    pub arch: Option<Arch>,
+    /// The layer zip (default: the last one `cargo xtask layer` built for the architecture).
+    pub layer: Option<Utf8PathBuf>,
+    /// Only the checks that read files.
+    pub static_only: bool,
+    /// An arm64 sysroot for qemu (default: Debian's packages, fetched into the cache).
+    pub sysroot: Option<Utf8PathBuf>,
+    /// Fresh processes per timing (default 5, or 3 under emulation).
+    pub timing_runs: Option<usize>,
+    /// Interpreters run at once for the import checks (default: the number of cores).
+    pub jobs: Option<usize>,
+    /// Never use bubblewrap.
+    pub no_sandbox: bool,
+}
+
+impl VerifyOptions {
+    /// Every check on one layer zip, timings from `timing_runs` processes.
+    pub fn of_layer(layer: &Utf8Path, arch: Arch, timing_runs: usize) -> VerifyOptions {
+        VerifyOptions {
+            arch: Some(arch),
+            layer: Some(layer.to_owned()),
+            timing_runs: Some(timing_runs),
+            ..VerifyOptions::default()
         }
-        Ok(exit_code(&report))
     }
+}
+
+/// `cargo xtask verify`: prints the report (text, or JSON with `json`); the exit code says
+/// whether every check passed.
+pub fn run(spec: &Utf8Path, options: &VerifyOptions, json: bool) -> Result<ExitCode> {
+    let spec = Spec::load(spec)?;
+    let report = verify(&spec, options)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(exit_code(&report))
 }
 
 fn exit_code(report: &VerifyReport) -> ExitCode {
@@ -115,8 +146,8 @@ pub fn default_layer(spec: &Spec, arch: Arch) -> Utf8PathBuf {
     crate::core::LayerPaths::default_for(&spec.layer.name, arch).zip
 }
 
-/// Runs every check on the layer the flags name.
-pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport> {
+/// Runs every check on the layer the options name.
+pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
     let zip_path = match (&flags.layer, flags.arch) {
         (Some(p), _) => p.clone(),
         (None, arch) => default_layer(spec, arch.unwrap_or(spec.layer.default_arch)),
@@ -127,7 +158,7 @@ pub fn verify(spec: &Spec, flags: &crate::flags::Verify) -> Result<VerifyReport>
             flags.arch.unwrap_or(spec.layer.default_arch)
         );
     }
-    let work_root = crate::util::target_dir().join("verify");
+    let work_root = crate::core::target_dir().join("verify");
     fs_err::create_dir_all(&work_root)?;
     // Not under /tmp: a write into the layer must never look like a write into /tmp.
     let work = tempfile::Builder::new()
@@ -390,7 +421,7 @@ fn emulation(
     // The flag, else the fixture runtime's Debian arm64 sysroot (cached download).
     let sysroot = match sysroot_flag {
         Some(s) => Some(s.clone()).filter(|s| s.is_dir()),
-        None => crate::fixture::arm64_sysroot()
+        None => crate::util::debian::arm64_sysroot()
             .map_err(|e| warnings.push(format!("no arm64 sysroot: {e:#}")))
             .ok(),
     };
@@ -467,7 +498,7 @@ pub fn run_workloads(
 }
 
 fn finish(
-    flags: &crate::flags::Verify,
+    flags: &VerifyOptions,
     layer: Utf8PathBuf,
     arch: Arch,
     execution: Execution,

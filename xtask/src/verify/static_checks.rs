@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn the_repository_base_list_parses() {
-        let path = crate::util::project_root().join("layer/lambda-base-libs.toml");
+        let path = crate::core::project_root().join("layer/lambda-base-libs.toml");
         let libs = BaseLibs::load(&path).expect("layer/lambda-base-libs.toml parses");
         let al2023 = libs.for_runtime(Some(Runtime::Al2023));
         for lib in ["libc.so.6", "libgcc_s.so.1", "libstdc++.so.6", "libz.so.1"] {

@@ -173,15 +173,6 @@ fn hint(
     }
 }
 
-/// A license, notice or copyright text: never removed, whatever the trace says.
-fn is_license(p: &Utf8Path) -> bool {
-    let name = p.file_name().unwrap_or("").to_ascii_uppercase();
-    ["LICENSE", "LICENCE", "COPYING", "NOTICE", "AUTHORS"]
-        .iter()
-        .any(|l| name.starts_with(l))
-        || p.components().any(|c| c.as_str() == "licenses")
-}
-
 /// Decides what goes. `files` are (layer path, bytes) of every candidate: everything under
 /// `python/lib/` (standard library, its extension modules, the runtime's shared libraries,
 /// site-packages). `keep` holds globs relative to the layer root; `also_keep` lists layer paths
@@ -215,7 +206,7 @@ pub fn plan(
                     .is_some_and(|s| trace.files.contains(Utf8Path::new(&format!("{s}.py"))))
                 || keep.is_match(p.as_str())
                 || also_keep.contains(p)
-                || is_license(p)
+                || crate::python::distinfo::is_license(p)
                 // .pth files are read by `site` at start-up, before any audit hook exists
                 // (Debian's interpreter finds site-packages through one).
                 || p.extension() == Some("pth")

@@ -7,17 +7,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-/// Where bytecode goes and whether sources stay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Sources plus `__pycache__/<name>.cpython-3X.pyc`.
-    Both,
-    /// `<name>.pyc` where `<name>.py` was; the source is deleted.
-    Sourceless,
-    /// No bytecode at all.
-    None,
-}
+pub use crate::spec::profiles::Mode;
 
 /// One file to compile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

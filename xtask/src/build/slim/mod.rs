@@ -10,19 +10,18 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::Deserialize;
 
 use crate::build::report::Removed;
 use crate::build::runtime::RuntimeInfo;
 use crate::build::slim::bytecode::Mode;
-use crate::build::slim::prune::{Layout, Level, Protections, Refusal, Rule, RulesFile};
+use crate::build::slim::prune::{Protections, Refusal, Rule};
+use crate::core::Layout;
 use crate::core::Owners;
+use crate::spec::profiles::{ProfilesFile, DEFAULT_PROFILE};
+use crate::spec::rules::{Level, RulesFile};
 use crate::spec::{Arch, Spec};
 use crate::util::progress::Progress;
 use crate::util::zipinfo::EntryStat;
-
-/// The profile used when neither `--profile` nor the spec names one.
-pub const DEFAULT_PROFILE: &str = "slim";
 
 /// What the slimming steps may look at.
 pub struct SlimContext<'a> {
@@ -40,68 +39,6 @@ pub struct SlimContext<'a> {
     /// (fetched on first call for a cross build).
     pub host_python: &'a dyn Fn() -> Result<Utf8PathBuf>,
     pub progress: &'a Progress,
-}
-
-/// One profile of `layer/profiles.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Profile {
-    pub description: String,
-    pub levels: Vec<Level>,
-    pub bytecode: Mode,
-    #[serde(default)]
-    pub optimize: u8,
-    #[serde(default)]
-    pub strip: bool,
-    #[serde(default)]
-    pub site_packages_zip: bool,
-    /// Trace a workload and keep only what it touched (`minimize.rs`).
-    #[serde(default)]
-    pub minimize: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProfilesFile {
-    pub profile: BTreeMap<String, Profile>,
-}
-
-impl ProfilesFile {
-    pub fn load(path: &Utf8Path) -> Result<ProfilesFile> {
-        let text = fs_err::read_to_string(path).context("reading the profiles")?;
-        let file: ProfilesFile = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e))
-        })?;
-        for (name, p) in &file.profile {
-            if p.optimize > 2 {
-                bail!("{path}: profile `{name}`: optimize must be 0, 1 or 2");
-            }
-            // __pycache__/*.opt-N.pyc is only read by `python -O`: a layer run without it would
-            // compile every module in memory again.
-            if p.optimize > 0 && p.bytecode != Mode::Sourceless {
-                bail!("{path}: profile `{name}`: optimize > 0 needs bytecode = \"sourceless\"");
-            }
-            // The trace records paths on disk; what sits inside a zip is one file to it.
-            if p.minimize && p.site_packages_zip {
-                bail!(
-                    "{path}: profile `{name}`: minimize cannot be combined with site-packages-zip"
-                );
-            }
-            if p.site_packages_zip && p.bytecode == Mode::None {
-                bail!("{path}: profile `{name}`: site-packages-zip needs bytecode (zipimport never caches compiled code)");
-            }
-        }
-        Ok(file)
-    }
-
-    pub fn get(&self, name: &str, path: &Utf8Path) -> Result<&Profile> {
-        self.profile.get(name).with_context(|| {
-            format!(
-                "no profile `{name}` in {path} (it has: {})",
-                self.profile.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })
-    }
 }
 
 /// One ELF file stripping changed or left alone.
@@ -459,7 +396,7 @@ mod tests {
 
     #[test]
     fn the_repository_profiles_parse() {
-        let path = crate::util::project_root().join("layer/profiles.toml");
+        let path = crate::core::project_root().join("layer/profiles.toml");
         let p = ProfilesFile::load(&path).unwrap();
         let standard = p.get("standard", &path).unwrap();
         assert!(standard.levels.is_empty() && standard.bytecode == Mode::Both && !standard.strip);

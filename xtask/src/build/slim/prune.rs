@@ -4,161 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use crate::core::Layout;
+use crate::spec::rules::RuleDef;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde::Deserialize;
-
-/// How sure we are that what a rule removes is never needed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Safe,
-    Check,
-    Risky,
-}
-
-/// The folder a rule's `paths` are relative to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Root {
-    #[default]
-    SitePackages,
-    /// `python/lib/python3.X`.
-    Stdlib,
-    /// `python/`.
-    Python,
-}
-
-/// One rule as written in `rules.toml` or the spec's `[[prune.rule]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RuleDef {
-    pub name: String,
-    pub level: Level,
-    pub reason: String,
-    #[serde(default)]
-    pub root: Root,
-    #[serde(default)]
-    pub paths: Vec<String>,
-    #[serde(default)]
-    pub distributions: Vec<String>,
-    #[serde(default)]
-    pub stdlib: Vec<String>,
-    #[serde(default)]
-    pub except: Vec<String>,
-    #[serde(default)]
-    pub allow_native: bool,
-    /// Relative to `python/`: matched files are appended to this file before deletion.
-    #[serde(default)]
-    pub gather: Option<Utf8PathBuf>,
-}
-
-/// `layer/rules.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RulesFile {
-    pub protect: ProtectSection,
-    #[serde(default, rename = "rule")]
-    pub rules: Vec<RuleDef>,
-    #[serde(default)]
-    pub sources: SourcesSection,
-    #[serde(default)]
-    pub site_zip: SiteZipSection,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ProtectSection {
-    /// Globs relative to `python/`.
-    #[serde(default)]
-    pub paths: Vec<String>,
-    /// Standard-library modules; `name.*` is a whole package.
-    #[serde(default)]
-    pub startup_modules: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SourcesSection {
-    /// Globs relative to site-packages whose `.py` a sourceless profile keeps.
-    #[serde(default)]
-    pub keep: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SiteZipSection {
-    #[serde(default)]
-    pub keep_out: Vec<KeepOut>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KeepOut {
-    pub distribution: String,
-    pub reason: String,
-}
-
-impl RulesFile {
-    pub fn load(path: &Utf8Path) -> Result<RulesFile> {
-        let text = fs_err::read_to_string(path).context("reading the pruning rules")?;
-        let rules: RulesFile = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e))
-        })?;
-        check_names(&rules.rules).with_context(|| format!("{path}"))?;
-        Ok(rules)
-    }
-}
-
-/// Rule names are how reports and `disable` refer to rules: they must be unique.
-pub fn check_names(rules: &[RuleDef]) -> Result<()> {
-    let mut seen = BTreeSet::new();
-    for r in rules {
-        if r.name.is_empty() {
-            bail!("a rule has an empty name");
-        }
-        if !seen.insert(r.name.as_str()) {
-            bail!("rule `{}` is defined twice", r.name);
-        }
-        if r.paths.is_empty() && r.distributions.is_empty() && r.stdlib.is_empty() {
-            bail!(
-                "rule `{}` matches by nothing: give paths, distributions or stdlib",
-                r.name
-            );
-        }
-        if r.reason.trim().is_empty() {
-            bail!("rule `{}` needs a reason", r.name);
-        }
-    }
-    Ok(())
-}
-
-/// Where things are in a staged layer, as paths relative to its root.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// `3.11`.
-    pub xy: String,
-}
-
-impl Layout {
-    pub fn python(&self) -> Utf8PathBuf {
-        "python".into()
-    }
-    pub fn stdlib(&self) -> Utf8PathBuf {
-        format!("python/lib/python{}", self.xy).into()
-    }
-    pub fn site_packages(&self) -> Utf8PathBuf {
-        self.stdlib().join("site-packages")
-    }
-    fn root(&self, root: Root) -> Utf8PathBuf {
-        match root {
-            Root::SitePackages => self.site_packages(),
-            Root::Stdlib => self.stdlib(),
-            Root::Python => self.python(),
-        }
-    }
-}
 
 /// What a file of a layer is, from its path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,13 +42,7 @@ pub fn classify(path: &Utf8Path) -> FileKind {
         .into_iter()
         .flat_map(|p| p.components())
         .any(|c| c.as_str().ends_with(".dist-info"));
-    let license_like = ["license", "licence", "copying", "notice", "authors"]
-        .iter()
-        .any(|p| lower.starts_with(p))
-        || path.components().any(|c| {
-            let c = c.as_str().to_ascii_lowercase();
-            c == "licenses" || c == "licences"
-        });
+    let license_like = crate::python::distinfo::is_license(path);
     if in_dist_info {
         return match name {
             "METADATA" => FileKind::DistMetadata,
@@ -305,7 +149,7 @@ fn stdlib_globs(layout: &Layout, name: &str, whole: bool) -> Vec<String> {
 
 impl Rule {
     pub fn compile(def: &RuleDef, layout: &Layout) -> Result<Rule> {
-        let root = layout.root(def.root);
+        let root = crate::spec::rules::root_dir(layout, def.root);
         let mut patterns: Vec<String> = def.paths.iter().map(|p| format!("{root}/{p}")).collect();
         for m in &def.stdlib {
             patterns.extend(stdlib_globs(layout, m, true));
@@ -545,6 +389,7 @@ pub fn entries(stage: &Utf8Path, owners: &crate::core::Owners) -> Result<Vec<Ent
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::rules::{check_names, RulesFile};
 
     fn layout() -> Layout {
         Layout { xy: "3.11".into() }
@@ -719,7 +564,7 @@ mod tests {
 
     #[test]
     fn the_repository_rules_parse_and_compile() {
-        let path = crate::util::project_root().join("layer/rules.toml");
+        let path = crate::core::project_root().join("layer/rules.toml");
         let rules = RulesFile::load(&path).unwrap();
         for def in &rules.rules {
             Rule::compile(def, &layout()).unwrap();

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use zip::write::SimpleFileOptions;
 
-use crate::build::slim::prune::{classify, FileKind, KeepOut};
+use crate::build::slim::prune::{classify, FileKind};
+use crate::spec::rules::KeepOut;
 use crate::util::zipinfo::EntryStat;
 
 /// The zip's name, beside site-packages in `python/lib/python3.X/`.
