@@ -97,6 +97,38 @@ pub struct Layer {
     /// running the workload.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<Utf8PathBuf>,
+    /// Print what the build would do (runtime, wheels, profile, rules, outputs) and stop:
+    /// nothing is downloaded or written. With `--json`, one JSON object.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+impl Layer {
+    pub fn options(&self) -> anyhow::Result<crate::build::LayerOptions> {
+        let sha = |flag: &str, h: &str| -> anyhow::Result<crate::spec::Sha256Hex> {
+            h.parse()
+                .map_err(|e: String| anyhow::anyhow!("{flag}: {e}"))
+        };
+        let python_sha256 = match &self.python_sha256 {
+            Some(h) => Some(sha("--python-sha256", h)?),
+            None => None,
+        };
+        let host_python_archive = match (&self.host_python_archive, &self.host_python_sha256) {
+            (Some(a), Some(h)) => Some((a.clone(), sha("--host-python-sha256", h)?)),
+            _ => None,
+        };
+        Ok(crate::build::LayerOptions {
+            arch: self.arch,
+            out: self.out.clone(),
+            python_archive: self.python_archive.clone(),
+            python_sha256,
+            host_python_archive,
+            profile: self.profile.clone(),
+            offline: self.offline,
+            minimize: self.minimize || self.trace.is_some(),
+            trace: self.trace.clone(),
+        })
+    }
 }
 
 #[derive(Args, Debug)]

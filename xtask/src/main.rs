@@ -20,7 +20,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = flags::Cli::parse();
     let result = match cli.command {
-        flags::Command::Layer(cmd) => cmd.run(),
+        flags::Command::Layer(cmd) => cmd
+            .options()
+            .and_then(|o| build::run(&cmd.spec.spec, o, cmd.json, cmd.plan)),
         flags::Command::Lock(cmd) => cmd.run(),
         flags::Command::FixtureRuntime(cmd) => cmd.run(),
         flags::Command::Doctor(cmd) => cmd.run(),

@@ -7,9 +7,7 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{
-    source_of_pyc, Owners, RemovedDistribution, LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT,
-};
+use crate::core::{Owners, RemovedDistribution, LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
 use crate::util::fmt::mb;
 use crate::util::zipinfo::ZipStats;
 
@@ -414,6 +412,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::source_of_pyc;
 
     #[test]
     fn bytecode_belongs_to_its_source() {

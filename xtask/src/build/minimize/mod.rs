@@ -8,6 +8,8 @@
 //!
 //! Pure first: [`plan`] decides from a file list and a trace; [`execute`] deletes.
 
+pub mod stage;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};

@@ -11,14 +11,12 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::build::plan::ProfilePlan;
 use crate::build::report::Removed;
 use crate::build::runtime::RuntimeInfo;
-use crate::build::slim::bytecode::Mode;
 use crate::build::slim::prune::{Protections, Refusal, Rule};
 use crate::core::Layout;
 use crate::core::Owners;
-use crate::spec::profiles::{ProfilesFile, DEFAULT_PROFILE};
-use crate::spec::rules::{Level, RulesFile};
 use crate::spec::{Arch, Spec};
 use crate::util::progress::Progress;
 use crate::util::zipinfo::EntryStat;
@@ -27,8 +25,8 @@ use crate::util::zipinfo::EntryStat;
 pub struct SlimContext<'a> {
     pub spec: &'a Spec,
     pub arch: Arch,
-    /// `--profile`, else the spec's default.
-    pub profile: Option<&'a str>,
+    /// The profile the plan chose, with its rules.
+    pub profile: &'a ProfilePlan,
     /// The staged layer: holds `python/`.
     pub stage: &'a Utf8Path,
     pub runtime: &'a RuntimeInfo,
@@ -119,46 +117,15 @@ impl Slimmed {
     }
 }
 
-/// Whether the build minimizes: `--minimize` (`forced`) or the profile (`--profile`, else the
-/// spec's) says so. A profile that writes site-packages.zip cannot be minimized: the trace sees
-/// the zip as one file.
-pub fn profile_minimizes(spec: &Spec, profile: Option<&str>, forced: bool) -> Result<bool> {
-    let name = profile
-        .or(spec.layer.profile.as_deref())
-        .unwrap_or(DEFAULT_PROFILE);
-    let profiles_path = spec.dir().join(&spec.prune.profiles);
-    let profiles = ProfilesFile::load(&profiles_path)?;
-    let p = profiles.get(name, &profiles_path)?;
-    if forced && p.site_packages_zip {
-        bail!(
-            "--minimize cannot minimize profile `{name}`: it puts site-packages into a zip, which the trace sees as one file; use --profile minimal (or another profile without site-packages-zip)"
-        );
-    }
-    Ok(forced || p.minimize)
-}
-
-pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
-    let spec = ctx.spec;
-    let name = ctx
-        .profile
-        .or(spec.layer.profile.as_deref())
-        .unwrap_or(DEFAULT_PROFILE);
-    let profiles_path = spec.dir().join(&spec.prune.profiles);
-    let profiles = ProfilesFile::load(&profiles_path)?;
-    let profile = profiles.get(name, &profiles_path)?.clone();
-    let rules_path = spec.dir().join(&spec.prune.rules);
-    let rules_file = RulesFile::load(&rules_path)?;
-    let layout = Layout {
-        xy: ctx.runtime.xy.clone(),
-    };
+/// Begins slimming: says which profile applies and records each distribution's size before.
+pub fn start(ctx: &SlimContext<'_>) -> Slimmed {
+    let profile = ctx.profile;
     let mut out = Slimmed {
-        profile: name.to_owned(),
+        profile: profile.name.clone(),
         ..Slimmed::default()
     };
     ctx.progress
-        .line(format!("profile {name}: {}", profile.description));
-
-    // Sizes before, per distribution.
+        .line(format!("profile {}: {}", profile.name, profile.description));
     for (rel, &i) in &ctx.owners.files {
         if let Ok(meta) = fs_err::symlink_metadata(ctx.stage.join(ctx.site_packages).join(rel)) {
             *out.bytes_before
@@ -166,70 +133,74 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
                 .or_default() += meta.len();
         }
     }
+    out
+}
 
-    // 1. Pruning.
-    for d in &spec.prune.disable {
-        if !rules_file.rules.iter().any(|r| &r.name == d) {
-            bail!(
-                "{}: [prune] disable names `{d}`, which {rules_path} does not define",
-                spec.path
-            );
+fn layout(ctx: &SlimContext<'_>) -> Layout {
+    Layout {
+        xy: ctx.runtime.xy.clone(),
+    }
+}
+
+/// Step "prune": the profile's rules, planned per file (`prune::plan`), then carried out.
+pub fn prune_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
+    let defs = &ctx.profile.rule_defs;
+    if defs.is_empty() {
+        return Ok(());
+    }
+    let rules_file = &ctx.profile.rules_data;
+    let layout = layout(ctx);
+    let rules: Vec<Rule> = defs
+        .iter()
+        .map(|d| Rule::compile(d, &layout))
+        .collect::<Result<_>>()?;
+    let mut startup = rules_file.protect.startup_modules.clone();
+    startup.extend(startup_modules(&(ctx.host_python)()?)?);
+    let needed = interpreter_files(ctx.stage, &ctx.runtime.exe)?;
+    let protections = Protections::new(
+        &layout,
+        &rules_file.protect.paths,
+        &startup,
+        &needed,
+        &ctx.spec.prune.keep,
+    )?;
+    let entries = crate::build::slim::prune::entries(ctx.stage, ctx.owners)?;
+    let plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
+    crate::build::slim::prune::execute(ctx.stage, &plan, &rules)?;
+    out.removed_distributions = removed_distributions(ctx.owners, &plan, &rules);
+    for (rule, files, bytes) in &plan.totals {
+        if *files > 0 {
+            out.removed.push(Removed {
+                rule: rule.clone(),
+                files: *files,
+                bytes: *bytes,
+            });
         }
     }
-    let defs: Vec<_> = rules_file
-        .rules
-        .iter()
-        .filter(|r| !spec.prune.disable.contains(&r.name))
-        .chain(&spec.prune.rule)
-        .filter(|r| profile.levels.contains(&r.level))
-        .collect();
-    if !defs.is_empty() {
-        let rules: Vec<Rule> = defs
-            .iter()
-            .map(|d| Rule::compile(d, &layout))
-            .collect::<Result<_>>()?;
-        let mut startup = rules_file.protect.startup_modules.clone();
-        startup.extend(startup_modules(&(ctx.host_python)()?)?);
-        let needed = interpreter_files(ctx.stage, &ctx.runtime.exe)?;
-        let protections = Protections::new(
-            &layout,
-            &rules_file.protect.paths,
-            &startup,
-            &needed,
-            &spec.prune.keep,
-        )?;
-        let entries = crate::build::slim::prune::entries(ctx.stage, ctx.owners)?;
-        let plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
-        crate::build::slim::prune::execute(ctx.stage, &plan, &rules)?;
-        out.removed_distributions = removed_distributions(ctx.owners, &plan, &rules);
-        for (rule, files, bytes) in &plan.totals {
-            if *files > 0 {
-                out.removed.push(Removed {
-                    rule: rule.clone(),
-                    files: *files,
-                    bytes: *bytes,
-                });
-            }
-        }
-        for rule in &plan.unmatched {
-            out.notes.push(format!("rule `{rule}` matched nothing"));
-        }
-        for (rule, path) in &plan.kept {
-            out.notes.push(format!(
-                "kept by layer.toml [prune] keep: {path} (rule `{rule}`)"
-            ));
-        }
-        out.refused = plan.refused;
-        ctx.progress.line(format!(
-            "pruned {} files ({}) by {} rules; {} protected files refused",
-            plan.delete.len(),
-            crate::util::fmt::mb(out.removed.iter().map(|r| r.bytes).sum()),
-            rules.len(),
-            out.refused.len()
+    for rule in &plan.unmatched {
+        out.notes.push(format!("rule `{rule}` matched nothing"));
+    }
+    for (rule, path) in &plan.kept {
+        out.notes.push(format!(
+            "kept by layer.toml [prune] keep: {path} (rule `{rule}`)"
         ));
     }
+    out.refused = plan.refused;
+    ctx.progress.line(format!(
+        "pruned {} files ({}) by {} rules; {} protected files refused",
+        plan.delete.len(),
+        crate::util::fmt::mb(out.removed.iter().map(|r| r.bytes).sum()),
+        rules.len(),
+        out.refused.len()
+    ));
+    Ok(())
+}
 
-    // 2. Bytecode.
+/// Step "bytecode": compiles what the profile's mode asks for (`bytecode::plan`), with an
+/// interpreter of this machine.
+pub fn bytecode_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
+    let profile = &ctx.profile.settings;
+    let layout = layout(ctx);
     materialize_linked_sources(ctx.stage)?;
     let files: Vec<Utf8PathBuf> = crate::util::walk(ctx.stage)?
         .into_iter()
@@ -237,11 +208,13 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
         .map(|w| w.rel)
         .collect();
     let mut keep_source = globset::GlobSetBuilder::new();
-    for g in rules_file
+    for g in ctx
+        .profile
+        .rules_data
         .sources
         .keep
         .iter()
-        .chain(&spec.prune.keep_source)
+        .chain(&ctx.spec.prune.keep_source)
     {
         keep_source.add(
             globset::Glob::new(&format!("{}/{g}", layout.site_packages()))
@@ -255,18 +228,13 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
         profile.optimize,
         &keep_source.build()?,
     );
-    let python = if jobs.is_empty() {
-        None
+    let compiled = if jobs.is_empty() {
+        crate::build::slim::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0)?
     } else {
-        Some((ctx.host_python)()?)
-    };
-    let compiled = match &python {
-        Some(python) => {
-            ctx.progress
-                .line(format!("compiling {} modules with {python}", jobs.len()));
-            crate::build::slim::bytecode::compile(ctx.stage, &jobs, python, profile.optimize)?
-        }
-        None => crate::build::slim::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0)?,
+        let python = (ctx.host_python)()?;
+        ctx.progress
+            .line(format!("compiling {} modules with {python}", jobs.len()));
+        crate::build::slim::bytecode::compile(ctx.stage, &jobs, &python, profile.optimize)?
     };
     if compiled.stale_removed > 0 {
         out.notes.push(format!(
@@ -292,62 +260,73 @@ pub fn apply(ctx: &SlimContext<'_>) -> Result<Slimmed> {
             }
         ));
     }
+    Ok(())
+}
 
-    // 3. Stripping.
-    if profile.strip {
-        for s in crate::build::slim::strip::strip_tree(ctx.stage, ctx.arch)? {
-            let note = match s.outcome {
-                crate::build::slim::strip::Outcome::Stripped { before, after } => StripNote {
+/// Step "strip": debug symbols out of the layer's ELF files, when the profile says so.
+pub fn strip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
+    if !ctx.profile.strip {
+        return Ok(());
+    }
+    for s in crate::build::slim::strip::strip_tree(ctx.stage, ctx.arch)? {
+        let note = match s.outcome {
+            crate::build::slim::strip::Outcome::Stripped { before, after } => StripNote {
+                path: s.path,
+                before,
+                after: Some(after),
+            },
+            crate::build::slim::strip::Outcome::Kept(why) => {
+                out.notes
+                    .push(format!("not stripped, left as it was: {} ({why})", s.path));
+                StripNote {
+                    before: fs_err::metadata(ctx.stage.join(&s.path))?.len(),
                     path: s.path,
-                    before,
-                    after: Some(after),
-                },
-                crate::build::slim::strip::Outcome::Kept(why) => {
-                    out.notes
-                        .push(format!("not stripped, left as it was: {} ({why})", s.path));
-                    StripNote {
-                        before: fs_err::metadata(ctx.stage.join(&s.path))?.len(),
-                        path: s.path,
-                        after: None,
-                    }
+                    after: None,
                 }
-            };
-            out.stripped.push(note);
-        }
-    }
-
-    // 4. site-packages.zip.
-    if profile.site_packages_zip {
-        let sp = ctx.stage.join(ctx.site_packages);
-        let files: Vec<Utf8PathBuf> = crate::util::walk(&sp)?
-            .into_iter()
-            .filter(|w| w.file_type.is_file())
-            .map(|w| w.rel)
-            .collect();
-        let names: Vec<String> = ctx.owners.dists.iter().map(|d| d.0.clone()).collect();
-        let owner = |f: &Utf8Path| {
-            ctx.owners
-                .files
-                .get(f)
-                .map(|&i| crate::python::wheel::normalize(&names[i]))
+            }
         };
-        let plan = crate::build::slim::sitezip::plan(&files, &owner, &rules_file.site_zip.keep_out);
-        let dest_rel = layout.stdlib().join(crate::build::slim::sitezip::FILE_NAME);
-        let entries = crate::build::slim::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan)?;
-        for (dist, why) in &plan.kept_out {
-            out.notes
-                .push(format!("kept out of site-packages.zip: {dist}: {why}"));
-        }
-        out.zip_entries = entries
-            .into_iter()
-            .map(|e| EntryStat {
-                path: ctx.site_packages.join(&e.path),
-                ..e
-            })
-            .collect();
-        out.site_zip = Some(dest_rel);
+        out.stripped.push(note);
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Step "site-packages zip": pure-Python distributions into `site-packages.zip`, when the
+/// profile says so (`sitezip::plan` decides which stay out).
+pub fn site_packages_zip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
+    if !ctx.profile.site_packages_zip {
+        return Ok(());
+    }
+    let layout = layout(ctx);
+    let sp = ctx.stage.join(ctx.site_packages);
+    let files: Vec<Utf8PathBuf> = crate::util::walk(&sp)?
+        .into_iter()
+        .filter(|w| w.file_type.is_file())
+        .map(|w| w.rel)
+        .collect();
+    let names: Vec<String> = ctx.owners.dists.iter().map(|d| d.0.clone()).collect();
+    let owner = |f: &Utf8Path| {
+        ctx.owners
+            .files
+            .get(f)
+            .map(|&i| crate::python::wheel::normalize(&names[i]))
+    };
+    let keep_out = &ctx.profile.rules_data.site_zip.keep_out;
+    let plan = crate::build::slim::sitezip::plan(&files, &owner, keep_out);
+    let dest_rel = layout.stdlib().join(crate::build::slim::sitezip::FILE_NAME);
+    let entries = crate::build::slim::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan)?;
+    for (dist, why) in &plan.kept_out {
+        out.notes
+            .push(format!("kept out of site-packages.zip: {dist}: {why}"));
+    }
+    out.zip_entries = entries
+        .into_iter()
+        .map(|e| EntryStat {
+            path: ctx.site_packages.join(&e.path),
+            ..e
+        })
+        .collect();
+    out.site_zip = Some(dest_rel);
+    Ok(())
 }
 
 /// Standard-library modules loaded by `python -c pass` (with `site`): what start-up needs.
@@ -388,41 +367,6 @@ fn interpreter_files(stage: &Utf8Path, exe: &Utf8Path) -> Result<Vec<Utf8PathBuf
         crate::util::elf::Depth::Direct,
     )?;
     Ok(std::iter::once(exe_rel).chain(libs).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_repository_profiles_parse() {
-        let path = crate::core::project_root().join("layer/profiles.toml");
-        let p = ProfilesFile::load(&path).unwrap();
-        let standard = p.get("standard", &path).unwrap();
-        assert!(standard.levels.is_empty() && standard.bytecode == Mode::Both && !standard.strip);
-        let slim = p.get("slim", &path).unwrap();
-        assert_eq!(slim.bytecode, Mode::Sourceless);
-        assert!(p.get("optimized", &path).unwrap().levels == [Level::Safe]);
-        assert!(p.get(DEFAULT_PROFILE, &path).is_ok());
-        assert!(p
-            .get("nope", &path)
-            .unwrap_err()
-            .to_string()
-            .contains("standard"));
-    }
-
-    #[test]
-    fn optimize_needs_sourceless() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = Utf8Path::from_path(tmp.path()).unwrap().join("p.toml");
-        fs_err::write(
-            &path,
-            "[profile.x]\ndescription='d'\nlevels=[]\nbytecode='both'\noptimize=1\n",
-        )
-        .unwrap();
-        let err = ProfilesFile::load(&path).unwrap_err().to_string();
-        assert!(err.contains("sourceless"), "{err}");
-    }
 }
 
 /// The distributions whose METADATA the plan deletes: a rule removed them whole, so
@@ -482,8 +426,41 @@ fn materialize_linked_sources(stage: &Utf8Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod link_tests {
+mod tests {
     use super::*;
+    use crate::build::slim::bytecode::Mode;
+    use crate::spec::profiles::{ProfilesFile, DEFAULT_PROFILE};
+    use crate::spec::rules::Level;
+
+    #[test]
+    fn the_repository_profiles_parse() {
+        let path = crate::core::project_root().join("layer/profiles.toml");
+        let p = ProfilesFile::load(&path).unwrap();
+        let standard = p.get("standard", &path).unwrap();
+        assert!(standard.levels.is_empty() && standard.bytecode == Mode::Both && !standard.strip);
+        let slim = p.get("slim", &path).unwrap();
+        assert_eq!(slim.bytecode, Mode::Sourceless);
+        assert!(p.get("optimized", &path).unwrap().levels == [Level::Safe]);
+        assert!(p.get(DEFAULT_PROFILE, &path).is_ok());
+        assert!(p
+            .get("nope", &path)
+            .unwrap_err()
+            .to_string()
+            .contains("standard"));
+    }
+
+    #[test]
+    fn optimize_needs_sourceless() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = Utf8Path::from_path(tmp.path()).unwrap().join("p.toml");
+        fs_err::write(
+            &path,
+            "[profile.x]\ndescription='d'\nlevels=[]\nbytecode='both'\noptimize=1\n",
+        )
+        .unwrap();
+        let err = ProfilesFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("sourceless"), "{err}");
+    }
 
     #[test]
     fn links_to_sources_become_copies() {

@@ -1,0 +1,394 @@
+//! `execute`: carries out a `BuildPlan`, one named step after another. Each step is a
+//! function of its own; decisions that need the unpacked tree (which files a rule removes, what
+//! the trace touched) are plans of their step, made and carried out there.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::build::fetch::Fetcher;
+use crate::build::minimize::stage::{minimize_stage, prove_minimized, Minimized};
+use crate::build::plan::{BuildPlan, ChosenWheel, HostPython};
+use crate::build::runtime::RuntimeInfo;
+use crate::build::slim::{SlimContext, Slimmed};
+use crate::build::Built;
+use crate::core::{Owners, RemovedDistribution};
+use crate::python::wheel;
+use crate::spec::{Arch, Spec};
+use crate::util::progress::Progress;
+use crate::util::zipinfo::ZipStats;
+
+/// Runs the plan: fetch, unpack the runtime, install, prune, bytecode, strip,
+/// site-packages.zip, minimize, package, report.
+pub fn execute(plan: &BuildPlan) -> Result<Built> {
+    let progress = Progress::new();
+    fs_err::create_dir_all(&plan.paths.out)?;
+    let fetcher = Fetcher::new(plan.offline, progress.clone())?;
+    let archive = fetch_runtime(plan, &fetcher, &progress)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(&plan.paths.out)
+        .with_context(|| format!("creating a staging folder in {}", plan.paths.out))?;
+    let stage = crate::util::utf8(staging.path().to_path_buf())?;
+    let runtime = unpack_runtime(plan, &archive, &stage)?;
+    let site_rel = Utf8PathBuf::from(format!("python/lib/python{}/site-packages", runtime.xy));
+    fs_err::create_dir_all(stage.join(&site_rel))?;
+    let wheels = fetch_wheels(&fetcher, &plan.wheels, &progress)?;
+    let (owners, install_notes) = install(plan, &wheels, &stage, &site_rel, &progress)?;
+    write_sitecustomize(
+        &plan.spec,
+        &plan.env,
+        &stage.join(format!("python/lib/python{}", runtime.xy)),
+    )?;
+
+    let host_python = || host_python(plan, &fetcher, &runtime, &stage);
+    let ctx = SlimContext {
+        spec: &plan.spec,
+        arch: plan.arch,
+        profile: &plan.profile,
+        stage: &stage,
+        runtime: &runtime,
+        site_packages: &site_rel,
+        owners: &owners,
+        host_python: &host_python,
+        progress: &progress,
+    };
+    let mut slimmed = crate::build::slim::start(&ctx);
+    crate::build::slim::prune_step(&ctx, &mut slimmed)?;
+    crate::build::slim::bytecode_step(&ctx, &mut slimmed)?;
+    crate::build::slim::strip_step(&ctx, &mut slimmed)?;
+    crate::build::slim::site_packages_zip_step(&ctx, &mut slimmed)?;
+    let minimized = minimize(plan, &stage, &site_rel, &owners, &progress)?;
+
+    let removed = removed_distributions(&slimmed, minimized.as_ref());
+    write_manifest(
+        plan,
+        &stage,
+        &runtime,
+        &owners,
+        &removed,
+        minimized.as_ref(),
+    )?;
+    let stats = package(plan, &stage, &progress)?;
+    let mut report = report(plan, &runtime, &stats, &owners, slimmed, install_notes);
+    report.removed_distributions = removed;
+    if let Some(m) = &minimized {
+        report.minimized = Some(m.summary.clone());
+    }
+
+    // Keep the unpacked tree for `verify` and `analyze`.
+    let tree = &plan.paths.tree;
+    if tree.exists() {
+        fs_err::remove_dir_all(tree)?;
+    }
+    let stage_path = staging.keep();
+    fs_err::rename(&stage_path, tree)?;
+
+    // A minimized layer must still pass verify and its workload; otherwise the build fails and
+    // names the removal that broke it. The report is written only for a layer that passed.
+    if let Some(m) = &minimized {
+        prove_minimized(plan, &plan.paths.zip, tree, &site_rel, &m.plan, &progress)?;
+    }
+    report.write(&plan.paths.out)?;
+    Ok(Built { report })
+}
+
+/// Step "fetch" (runtime): the CPython archive into the cache, its hash checked.
+fn fetch_runtime(plan: &BuildPlan, fetcher: &Fetcher, progress: &Progress) -> Result<Utf8PathBuf> {
+    let source = &plan.runtime;
+    progress.line(format!("runtime: {}", source.location));
+    fetcher
+        .fetch(&source.location, &source.file_name, &source.sha256, "python")
+        .with_context(|| {
+            let hint = if source.origin != crate::build::plan::Origin::Explicit {
+                " (where that host is out of reach, set LAYER_PYTHON_MIRROR or pass --python-archive with --python-sha256)"
+            } else {
+                ""
+            };
+            format!("fetching the CPython runtime for {}{hint}", plan.arch)
+        })
+}
+
+/// Step "unpack runtime": the archive into the staging folder as `python/`; its minor version
+/// must be the spec's.
+fn unpack_runtime(plan: &BuildPlan, archive: &Utf8Path, stage: &Utf8Path) -> Result<RuntimeInfo> {
+    let runtime = crate::build::runtime::extract(archive, stage, plan.arch)?;
+    if Some(runtime.xy.clone()) != plan.spec.python_minor() {
+        bail!(
+            "the runtime archive holds Python {} but the spec asks for {}: pass an archive of the same minor version",
+            runtime.version,
+            plan.spec.python.version
+        );
+    }
+    Ok(runtime)
+}
+
+/// Step "install": every chosen wheel into site-packages (PEP 427); returns who owns which
+/// file, and notes on the parts of wheels a layer does not use.
+fn install(
+    plan: &BuildPlan,
+    downloaded: &[Utf8PathBuf],
+    stage: &Utf8Path,
+    site_rel: &Utf8Path,
+    progress: &Progress,
+) -> Result<(Owners, Vec<String>)> {
+    let site_packages = stage.join(site_rel);
+    let mut owners = Owners::new(site_rel.to_owned());
+    let mut notes = Vec::new();
+    let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
+    for (chosen, path) in plan.wheels.iter().zip(downloaded) {
+        let installed = wheel::install_wheel(path, &site_packages).with_context(|| {
+            format!(
+                "installing {} {} from {}",
+                chosen.package, chosen.version, chosen.file
+            )
+        })?;
+        owners.add(
+            &installed.name,
+            &installed.version,
+            &installed.wheel,
+            &installed.files,
+        );
+        if !installed.skipped.is_empty() {
+            notes.push(format!(
+                "{}: left out {} file(s) of the wheel's scripts, headers or data, which a layer does not use",
+                installed.name,
+                installed.skipped.len(),
+            ));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    progress.line(format!(
+        "installed {} distributions into {site_rel}",
+        plan.wheels.len()
+    ));
+    Ok((owners, notes))
+}
+
+/// Step "minimize" (when the plan says so): drop the accelerators the spec names, trace,
+/// remove what the trace never touched.
+fn minimize(
+    plan: &BuildPlan,
+    stage: &Utf8Path,
+    site_rel: &Utf8Path,
+    owners: &Owners,
+    progress: &Progress,
+) -> Result<Option<Minimized>> {
+    if !plan.minimize.enabled {
+        return Ok(None);
+    }
+    let dropped = &plan.minimize.accelerators;
+    let dropped_files = crate::build::minimize::drop_accelerators(stage, site_rel, dropped)?;
+    if !dropped.is_empty() {
+        progress.line(format!(
+            "minimize: left out the native accelerators of {} ({} files); the workload proves the fallbacks",
+            plan.minimize.dropped_accelerators.join(", "),
+            dropped_files.len()
+        ));
+    }
+    let mut m = minimize_stage(plan, stage, owners, progress)?;
+    m.summary.dropped_accelerators = plan.minimize.dropped_accelerators.clone();
+    Ok(Some(m))
+}
+
+/// The distributions removed whole, by a rule or by minimization; one a rule already removed
+/// has nothing left to trace, so each is listed once.
+fn removed_distributions(
+    slimmed: &Slimmed,
+    minimized: Option<&Minimized>,
+) -> Vec<RemovedDistribution> {
+    let mut removed = slimmed.removed_distributions.clone();
+    if let Some(m) = minimized {
+        for r in &m.plan.removed_distributions {
+            if !removed.iter().any(|d| d.name == r.name) {
+                removed.push(r.clone());
+            }
+        }
+        removed.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    removed
+}
+
+/// The layer describes itself: what it holds and what was removed on purpose.
+fn write_manifest(
+    plan: &BuildPlan,
+    stage: &Utf8Path,
+    runtime: &RuntimeInfo,
+    owners: &Owners,
+    removed: &[RemovedDistribution],
+    minimized: Option<&Minimized>,
+) -> Result<()> {
+    let manifest = crate::core::Manifest {
+        name: plan.spec.layer.name.clone(),
+        arch: plan.arch.to_string(),
+        profile: plan.profile.name.clone(),
+        python_version: runtime.version.clone(),
+        distributions: owners
+            .dists
+            .iter()
+            .filter(|(name, _, _)| !removed.iter().any(|r| &r.name == name))
+            .map(|(name, version, _)| (name.clone(), version.clone()))
+            .collect(),
+        removed_distributions: removed.to_vec(),
+        removed_modules: minimized
+            .map(|m| m.plan.removed_modules.clone())
+            .unwrap_or_default(),
+    };
+    let manifest_path = stage.join(crate::core::MANIFEST);
+    fs_err::write(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
+    Ok(())
+}
+
+/// Step "package": the staged tree into the layer zip.
+fn package(plan: &BuildPlan, stage: &Utf8Path, progress: &Progress) -> Result<ZipStats> {
+    let zip_path = &plan.paths.zip;
+    progress.line(format!("packaging {zip_path}"));
+    crate::build::zip::write_zip(stage, zip_path, 9)
+}
+
+/// Step "report": sizes per distribution, budgets, and what each step removed.
+fn report(
+    plan: &BuildPlan,
+    runtime: &RuntimeInfo,
+    stats: &ZipStats,
+    owners: &Owners,
+    slimmed: Slimmed,
+    install_notes: Vec<String>,
+) -> crate::build::report::Report {
+    let report_stats = slimmed.stats_for_report(stats);
+    let mut report = crate::build::report::build(
+        &plan.spec,
+        plan.arch,
+        &runtime.version,
+        &plan.paths.zip,
+        stats,
+        &report_stats.entries,
+        owners,
+    );
+    report.notes.extend(install_notes);
+    slimmed.fill(&mut report);
+    report
+}
+
+/// Step "fetch" (wheels): the chosen wheels, in parallel, into the cache; returns their paths in order.
+fn fetch_wheels(
+    fetcher: &Fetcher,
+    chosen: &[ChosenWheel],
+    progress: &Progress,
+) -> Result<Vec<Utf8PathBuf>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Utf8PathBuf>>>> =
+        Mutex::new((0..chosen.len()).map(|_| None).collect());
+    let bar = progress.bar(chosen.len() as u64, "fetching wheels", false);
+    std::thread::scope(|s| {
+        for _ in 0..4.min(chosen.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(wheel) = chosen.get(i) else { break };
+                let result = fetcher
+                    .fetch(&wheel.url, &wheel.file, &wheel.sha256, "wheels")
+                    .with_context(|| {
+                        format!(
+                            "fetching {} {} ({})",
+                            wheel.package, wheel.version, wheel.file
+                        )
+                    });
+                bar.inc(1);
+                if let Ok(mut r) = results.lock() {
+                    r[i] = Some(result);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a download thread panicked"))?;
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| bail!("a download did not run")))
+        .collect()
+}
+
+/// Writes `sitecustomize.py` (from `layer/sitecustomize.py`) with the spec's environment defaults.
+fn write_sitecustomize(
+    spec: &Spec,
+    env: &BTreeMap<String, String>,
+    stdlib: &Utf8Path,
+) -> Result<()> {
+    let template_path = spec.dir().join("sitecustomize.py");
+    let template =
+        fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
+    let env = serde_json::to_string(env)?;
+    let text = template.replace("__LAYER_ENV__", &env);
+    // Debian's stdlib ships sitecustomize.py as a link into /etc: writing through it would
+    // change the build machine, so whatever is there is replaced, never written through.
+    let path = stdlib.join("sitecustomize.py");
+    if path.symlink_metadata().is_ok() {
+        fs_err::remove_file(&path)?;
+    }
+    fs_err::write(&path, text)?;
+    Ok(())
+}
+
+/// An interpreter that runs on this machine and has the target's minor version, to compile
+/// bytecode: the target runtime itself when the architectures match, else the host-architecture
+/// archive of the same release (from `--host-python-archive` or the spec), unpacked in the cache.
+fn host_python(
+    plan: &BuildPlan,
+    fetcher: &Fetcher,
+    runtime: &RuntimeInfo,
+    stage: &Utf8Path,
+) -> Result<Utf8PathBuf> {
+    let source = match &plan.host_python {
+        HostPython::Runtime => return Ok(stage.join("python").join(&runtime.exe)),
+        HostPython::Unavailable { why } => bail!("{why}"),
+        HostPython::Archive(source) => source,
+    };
+    let host = Arch::host()
+        .context("this machine is neither x86_64 nor aarch64: cannot compile bytecode")?;
+    let sha = &source.sha256;
+    let archive = fetcher
+        .fetch(&source.location, &source.file_name, sha, "python")
+        .with_context(|| {
+            format!(
+                "fetching the {host} CPython that compiles bytecode for the {} layer",
+                plan.arch
+            )
+        })?;
+    // Unpacked once per archive hash; a finished folder is renamed into place, so a
+    // concurrent build sees either nothing or a complete interpreter.
+    let dir = crate::core::cache_dir()
+        .join("host-python")
+        .join(sha.as_str());
+    if !dir.join("python").exists() {
+        fs_err::create_dir_all(dir.parent().unwrap_or(&dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .tempdir_in(dir.parent().unwrap_or(&dir))?;
+        let tmp_path = crate::util::utf8(tmp.path().to_path_buf())?;
+        crate::build::runtime::extract(&archive, &tmp_path, host)?;
+        if let Err(e) = fs_err::rename(&tmp_path, &dir) {
+            if !dir.join("python").exists() {
+                return Err(e.into());
+            }
+        }
+        let _ = tmp.keep();
+    }
+    let info = RuntimeInfo {
+        root: dir.join("python"),
+        ..runtime.clone()
+    };
+    let exe = info.root.join(&runtime.exe);
+    if !exe.exists() {
+        bail!("{exe} is missing from the host runtime in the cache; delete {dir} and build again");
+    }
+    Ok(exe)
+}
