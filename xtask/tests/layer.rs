@@ -365,3 +365,103 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The chosen wheel of every package of `layer/pylock.toml`: name -> (file, sha256) of each of
+/// its wheels.
+fn locked_wheels() -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+    let text = std::fs::read_to_string(root().join("layer/pylock.toml")).unwrap();
+    let lock: toml::Value = toml::from_str(&text).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for pkg in lock["packages"].as_array().unwrap() {
+        let wheels = pkg
+            .get("wheels")
+            .and_then(|w| w.as_array())
+            .map(|ws| {
+                ws.iter()
+                    .map(|w| {
+                        (
+                            w["name"].as_str().unwrap().to_owned(),
+                            w["hashes"]["sha256"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.insert(pkg["name"].as_str().unwrap().to_owned(), wheels);
+    }
+    out
+}
+
+#[test]
+fn the_plan_names_every_wheel_and_output_and_touches_nothing() {
+    let (archive, sha) = fixture_archive("x86_64");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("no-cache");
+    let out = tmp.path().join("no-out");
+    let locked = locked_wheels();
+    let explicit = [
+        "--python-archive".to_owned(),
+        archive.to_string_lossy().into_owned(),
+        "--python-sha256".to_owned(),
+        sha.clone(),
+    ];
+    for extra in [&explicit[..], &[]] {
+        let output = run_ok(
+            xtask()
+                .env("LAYER_CACHE_DIR", &cache)
+                .args(["layer", "--plan", "--json", "--offline", "--arch", "x86_64"])
+                .arg("--out")
+                .arg(&out)
+                .args(extra),
+        );
+        let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let wheels = plan["wheels"].as_array().unwrap();
+        assert_eq!(wheels.len(), locked.len(), "one wheel per locked package");
+        for w in wheels {
+            let name = w["package"].as_str().unwrap();
+            let pair = (
+                w["file"].as_str().unwrap().to_owned(),
+                w["sha256"].as_str().unwrap().to_owned(),
+            );
+            assert!(
+                locked[name].contains(&pair),
+                "{name}: {pair:?} is one of the lock's wheels"
+            );
+            assert!(w["why"].is_string() && w["tags"].is_array());
+        }
+        let paths = &plan["paths"];
+        let out_str = out.to_string_lossy();
+        assert_eq!(paths["out"], *out_str);
+        assert_eq!(paths["zip"], format!("{out_str}/python-litellm-x86_64.zip"));
+        for key in ["tree", "report_json", "report_text", "trace"] {
+            assert!(paths[key].as_str().unwrap().starts_with(&*out_str), "{key}");
+        }
+        let runtime = &plan["runtime"];
+        if extra.is_empty() {
+            assert_eq!(runtime["origin"], "pinned");
+            assert!(runtime["location"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://"));
+        } else {
+            assert_eq!(runtime["origin"], "explicit");
+            assert_eq!(runtime["sha256"], *sha);
+        }
+        assert!(!cache.exists(), "the plan created the cache folder");
+        assert!(!out.exists(), "the plan created the output folder");
+    }
+    // The text rendering names the same things.
+    let output = run_ok(
+        xtask()
+            .env("LAYER_CACHE_DIR", &cache)
+            .args(["layer", "--plan", "--offline", "--arch", "x86_64"])
+            .arg("--out")
+            .arg(&out),
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("wheels (") && text.contains("python-litellm-x86_64.zip"),
+        "{text}"
+    );
+    assert!(!cache.exists() && !out.exists());
+}

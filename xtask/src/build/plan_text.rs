@@ -110,7 +110,8 @@ fn archive(s: &mut String, a: &ArchiveSource) {
     let _ = writeln!(s, "  {} ({origin})", a.location);
     let flavour = a
         .flavour
-        .map(|f| format!("{f:?}"))
+        .and_then(|f| serde_json::to_value(f).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "found when unpacked".into());
     let _ = writeln!(
         s,
