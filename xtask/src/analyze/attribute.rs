@@ -195,6 +195,9 @@ pub(super) fn runtime_below(site: &Utf8Path, path: &Utf8Path) -> bool {
 }
 
 /// Assigns every file to a distribution; pure.
+///
+/// Long on purpose: its stages (site folders, dist-info, RECORD, top-level names, bytecode)
+/// share the indexes built along the way and each is one commented block, read top to bottom.
 pub fn attribute(raw: RawLayer) -> Layer {
     let python_xy = python_xy(&raw.files);
     let machine = machine(&raw.files);

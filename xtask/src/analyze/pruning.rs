@@ -31,6 +31,9 @@ pub(super) fn interpreter_needs(layer: &Layer) -> Vec<Utf8PathBuf> {
 
 /// What the rules would still remove, grouped by level. Files of every site folder are seen
 /// by the rules as if they were in `python/lib/python3.X/site-packages`, where the rules look.
+///
+/// Long on purpose: it is the build's prune step (rules, protections, plan) replayed on a
+/// read layer, then the totals grouped; splitting it would hide that it mirrors the build.
 pub(super) fn pruning(
     layer: &Layer,
     rules_path: &Utf8Path,

@@ -147,6 +147,8 @@ pub(super) fn folder_of(f: &File, sites: &[Utf8PathBuf]) -> String {
 }
 
 /// The numbers every analysis has (no rules, no requirements, no scan); pure.
+///
+/// Long on purpose: one pass fills every bucket, then each report field is built in turn.
 pub(super) fn summarize(layer: &Layer, source: &Utf8Path, top: usize) -> Analysis {
     let mut per_dist: Vec<(Bucket, BTreeMap<Kind, u64>)> =
         vec![Default::default(); layer.dists.len()];

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::report::{Analysis, Bucket};
+use super::report::{Analysis, Bucket, Pruning};
+use super::scan::ScanReport;
 use crate::util::fmt::mb;
 
 pub(super) fn pct(part: u64, whole: u64) -> String {
@@ -13,6 +14,8 @@ pub(super) fn pct(part: u64, whole: u64) -> String {
 }
 
 impl Analysis {
+    /// The report, section by section in the order a reader wants them; long because it is
+    /// a flat list of sections (the larger ones are `pruning_text` and `scan_text`).
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let est = if self.compressed_estimated {
@@ -115,37 +118,7 @@ impl Analysis {
             );
         }
         if let Some(p) = &self.pruning {
-            let _ = writeln!(s, "\nwhat the rules ({}) would still remove", p.rules_file);
-            if p.levels.is_empty() {
-                let _ = writeln!(s, "  nothing: every rule's files are already gone");
-            }
-            for l in &p.levels {
-                let _ = writeln!(
-                    s,
-                    "  level {:<6} {:>7} files {:>10} unpacked {:>10} zipped",
-                    l.level,
-                    l.files,
-                    mb(l.bytes),
-                    mb(l.compressed_bytes)
-                );
-                for r in &l.rules {
-                    let _ = writeln!(
-                        s,
-                        "    {:<36} {:>7} {:>10} {:>10}",
-                        r.rule,
-                        r.files,
-                        mb(r.bytes),
-                        mb(r.compressed_bytes)
-                    );
-                }
-            }
-            if p.refused_files > 0 {
-                let _ = writeln!(
-                    s,
-                    "  ({} more files matched a rule but are protected)",
-                    p.refused_files
-                );
-            }
+            pruning_text(&mut s, p);
         }
         if !self.duplicates.is_empty() {
             let _ = writeln!(s, "\ndistributions present more than once");
@@ -168,59 +141,7 @@ impl Analysis {
             }
         }
         if let Some(scan) = &self.scan {
-            let _ = writeln!(s, "\nsource scan of {} ({} files)", scan.dir, scan.files);
-            let _ = writeln!(
-                s,
-                "  LiteLLM providers referenced ({} known, from {}):",
-                scan.providers_known, scan.provider_names_from
-            );
-            if scan.providers.is_empty() {
-                let _ = writeln!(s, "    none");
-            }
-            for p in &scan.providers {
-                let _ = writeln!(
-                    s,
-                    "    {:<20} {:>4}x  e.g. {}",
-                    p.provider,
-                    p.count,
-                    p.examples.first().map(String::as_str).unwrap_or("")
-                );
-            }
-            let _ = writeln!(s, "  layer modules imported directly:");
-            if scan.modules.is_empty() {
-                let _ = writeln!(s, "    none");
-            }
-            for m in &scan.modules {
-                let _ = writeln!(
-                    s,
-                    "    {:<20} {:>4}x  from {}  e.g. {}",
-                    m.module,
-                    m.count,
-                    m.distribution.as_deref().unwrap_or("?"),
-                    m.example
-                );
-            }
-            if !scan.modules_elsewhere.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "  imported, not in the layer (standard library or missing): {}",
-                    scan.modules_elsewhere.join(", ")
-                );
-            }
-            let _ = writeln!(
-                s,
-                "  distributions nothing imported needs (candidates to leave out):"
-            );
-            if scan.distributions_not_needed.is_empty() {
-                let _ = writeln!(s, "    none");
-            }
-            for (d, b) in &scan.distributions_not_needed {
-                let _ = writeln!(s, "    {:<32} {:>10}", d, mb(*b));
-            }
-            let _ = writeln!(
-                s,
-                "  (LiteLLM imports every provider's code at start-up: the provider list says what the code uses, not what can be deleted)"
-            );
+            scan_text(&mut s, scan);
         }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
@@ -231,3 +152,95 @@ impl Analysis {
 
 // ---------------------------------------------------------------------------------------------
 // The command.
+
+/// What the rules would still remove, by level and rule.
+fn pruning_text(s: &mut String, p: &Pruning) {
+    let _ = writeln!(s, "\nwhat the rules ({}) would still remove", p.rules_file);
+    if p.levels.is_empty() {
+        let _ = writeln!(s, "  nothing: every rule's files are already gone");
+    }
+    for l in &p.levels {
+        let _ = writeln!(
+            s,
+            "  level {:<6} {:>7} files {:>10} unpacked {:>10} zipped",
+            l.level,
+            l.files,
+            mb(l.bytes),
+            mb(l.compressed_bytes)
+        );
+        for r in &l.rules {
+            let _ = writeln!(
+                s,
+                "    {:<36} {:>7} {:>10} {:>10}",
+                r.rule,
+                r.files,
+                mb(r.bytes),
+                mb(r.compressed_bytes)
+            );
+        }
+    }
+    if p.refused_files > 0 {
+        let _ = writeln!(
+            s,
+            "  ({} more files matched a rule but are protected)",
+            p.refused_files
+        );
+    }
+}
+
+/// The providers and modules the scanned source refers to.
+fn scan_text(s: &mut String, scan: &ScanReport) {
+    let _ = writeln!(s, "\nsource scan of {} ({} files)", scan.dir, scan.files);
+    let _ = writeln!(
+        s,
+        "  LiteLLM providers referenced ({} known, from {}):",
+        scan.providers_known, scan.provider_names_from
+    );
+    if scan.providers.is_empty() {
+        let _ = writeln!(s, "    none");
+    }
+    for p in &scan.providers {
+        let _ = writeln!(
+            s,
+            "    {:<20} {:>4}x  e.g. {}",
+            p.provider,
+            p.count,
+            p.examples.first().map(String::as_str).unwrap_or("")
+        );
+    }
+    let _ = writeln!(s, "  layer modules imported directly:");
+    if scan.modules.is_empty() {
+        let _ = writeln!(s, "    none");
+    }
+    for m in &scan.modules {
+        let _ = writeln!(
+            s,
+            "    {:<20} {:>4}x  from {}  e.g. {}",
+            m.module,
+            m.count,
+            m.distribution.as_deref().unwrap_or("?"),
+            m.example
+        );
+    }
+    if !scan.modules_elsewhere.is_empty() {
+        let _ = writeln!(
+            s,
+            "  imported, not in the layer (standard library or missing): {}",
+            scan.modules_elsewhere.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  distributions nothing imported needs (candidates to leave out):"
+    );
+    if scan.distributions_not_needed.is_empty() {
+        let _ = writeln!(s, "    none");
+    }
+    for (d, b) in &scan.distributions_not_needed {
+        let _ = writeln!(s, "    {:<32} {:>10}", d, mb(*b));
+    }
+    let _ = writeln!(
+        s,
+        "  (LiteLLM imports every provider's code at start-up: the provider list says what the code uses, not what can be deleted)"
+    );
+}

@@ -158,6 +158,9 @@ pub fn default_layer(spec: &Spec, arch: Arch) -> Utf8PathBuf {
 }
 
 /// Runs every check on the layer the options name.
+///
+/// Long on purpose: it is the sequence of verify's steps (unpack, architecture, static
+/// checks, contents, emulation, sandbox, runtime checks), each a call or a short block.
 pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
     let zip_path = match (&flags.layer, flags.arch) {
         (Some(p), _) => p.clone(),

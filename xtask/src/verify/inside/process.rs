@@ -50,6 +50,9 @@ impl PyRun {
 const MARKER: &str = "@@verify-result@@";
 
 /// Runs one check script (the audit prelude + `script`) in a fresh interpreter.
+///
+/// Long on purpose: spawning, draining both pipes on threads, the timeout loop and reading the
+/// result marker share the child and the clock; apart they would pass them all around.
 pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> PyRun {
     let (program, pre) = match plan.launcher.split_first() {
         Some((first, rest)) => (first.clone(), {
