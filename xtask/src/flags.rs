@@ -219,6 +219,25 @@ pub struct Verify {
 #[derive(Args, Debug)]
 pub struct VerifyInside {}
 
+impl Analyze {
+    pub fn options(&self) -> crate::analyze::AnalyzeOptions {
+        crate::analyze::AnalyzeOptions {
+            layer: self.layer.clone(),
+            json: self.json,
+            html: self.html.clone(),
+            scan_source: self.scan_source.clone(),
+            spec: self.spec.clone(),
+            // As before: the repository's spec, wherever the command runs from.
+            default_spec: crate::core::project_root().join("layer/layer.toml"),
+            top: self.top,
+            diff: self.diff.as_ref().and_then(|pair| match pair.as_slice() {
+                [old, new] => Some((old.clone(), new.clone())),
+                _ => None,
+            }),
+        }
+    }
+}
+
 impl Verify {
     pub fn options(&self) -> crate::verify::VerifyOptions {
         crate::verify::VerifyOptions {

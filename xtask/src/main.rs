@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Lock(cmd) => cmd.run(),
         flags::Command::FixtureRuntime(cmd) => cmd.run(),
         flags::Command::Doctor(cmd) => cmd.run(),
-        flags::Command::Analyze(cmd) => cmd.run(),
+        flags::Command::Analyze(cmd) => analyze::run(&cmd.options()),
         flags::Command::Verify(cmd) => verify::run(&cmd.spec.spec, &cmd.options(), cmd.json),
         flags::Command::Bench(cmd) => cmd.run(),
         flags::Command::VerifyInside(_) => verify::inside::main(),

@@ -30,11 +30,9 @@ fn spec_with_providers(name: &str, providers: &[&str]) -> PathBuf {
     ] {
         std::fs::copy(layer.join(f), dir.join(f)).expect("copy spec file");
     }
-    std::fs::copy(
-        layer.join("workloads/litellm.py"),
-        dir.join("workloads/litellm.py"),
-    )
-    .expect("copy workload");
+    for w in ["workloads/litellm.py", "workloads/litellm_verify.py"] {
+        std::fs::copy(layer.join(w), dir.join(w)).expect("copy workload");
+    }
     let spec = std::fs::read_to_string(layer.join("layer.toml")).expect("layer.toml");
     let lock = layer.join("pylock.toml");
     let spec = spec.replace(

@@ -1,6 +1,6 @@
 //! Reading a layer, zip or folder, into a flat list of files with their sizes, plus the few
-//! small files whose contents the analysis needs (distribution metadata, LiteLLM's provider
-//! list, the interpreter's ELF header).
+//! small files whose contents the analysis needs (distribution metadata, the interpreter's ELF
+//! header, and the files the spec's data names, such as the payload's provider list).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write as _};
@@ -31,6 +31,19 @@ pub struct RawLayer {
     pub unpacked_on_disk: u64,
     /// `site-packages.zip` files that were opened and listed.
     pub inner_zips: Vec<Utf8PathBuf>,
+    /// Path endings of further files whose contents are read (the spec's data names them,
+    /// e.g. the payload's provider list); set before reading.
+    pub also_read: Vec<String>,
+}
+
+impl RawLayer {
+    fn reads(&self, path: &Utf8Path) -> bool {
+        wanted(path)
+            || self
+                .also_read
+                .iter()
+                .any(|end| path.as_str().ends_with(end.as_str()))
+    }
 }
 
 /// The name of a zip of site-packages that this tool (or anyone) put on `sys.path`.
@@ -38,7 +51,7 @@ fn is_inner_zip(path: &Utf8Path) -> bool {
     path.file_name() == Some("site-packages.zip")
 }
 
-/// Files whose contents the analysis reads; all small except the interpreter, whose ELF
+/// Files whose contents the analysis always reads; all small except the interpreter, whose ELF
 /// header says which libraries it needs.
 pub fn wanted(path: &Utf8Path) -> bool {
     let name = path.file_name().unwrap_or_default();
@@ -47,23 +60,24 @@ pub fn wanted(path: &Utf8Path) -> bool {
         .and_then(Utf8Path::file_name)
         .is_some_and(|p| p.ends_with(".dist-info"));
     (in_dist_info && matches!(name, "METADATA" | "RECORD" | "top_level.txt"))
-        || path.as_str().ends_with("litellm/types/utils.py")
         || (path.parent().and_then(Utf8Path::file_name) == Some("bin")
             && name.starts_with("python3.")
             && name[8..].chars().all(|c| c.is_ascii_digit()))
 }
 
-/// Reads a layer zip or an unpacked layer folder.
-pub fn read_layer(path: &Utf8Path) -> Result<RawLayer> {
+/// Reads a layer zip or an unpacked layer folder, and the contents of the files `wanted`
+/// picks and of those whose paths end with one of `also_read`.
+pub fn read_layer(path: &Utf8Path, also_read: &[String]) -> Result<RawLayer> {
     let meta = fs_err::metadata(path)?;
     if meta.is_dir() {
-        read_folder(path)
+        read_folder(path, also_read)
     } else {
         let file = fs_err::File::open(path)?;
         let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
             .with_context(|| format!("{path} is neither a folder nor a valid zip"))?;
         let mut out = RawLayer {
             zip_bytes: Some(meta.len()),
+            also_read: also_read.to_vec(),
             ..RawLayer::default()
         };
         read_zip(&mut zip, "", true, &mut out).with_context(|| format!("reading {path}"))?;
@@ -105,7 +119,7 @@ fn read_zip<R: Read + Seek>(
             bytes: entry.size(),
             compressed: entry.compressed_size(),
         });
-        if wanted(&path) {
+        if out.reads(&path) {
             let mut bytes = Vec::new();
             entry
                 .read_to_end(&mut bytes)
@@ -116,9 +130,10 @@ fn read_zip<R: Read + Seek>(
     Ok(())
 }
 
-fn read_folder(root: &Utf8Path) -> Result<RawLayer> {
+fn read_folder(root: &Utf8Path, also_read: &[String]) -> Result<RawLayer> {
     let mut out = RawLayer {
         compressed_estimated: true,
+        also_read: also_read.to_vec(),
         ..RawLayer::default()
     };
     for w in crate::util::walk(root)? {
@@ -150,7 +165,7 @@ fn read_folder(root: &Utf8Path) -> Result<RawLayer> {
             bytes: w.len,
             compressed: deflated_size(&bytes),
         });
-        if wanted(&w.rel) {
+        if out.reads(&w.rel) {
             out.contents.insert(w.rel, bytes);
         }
     }
@@ -191,9 +206,10 @@ mod tests {
             ("python/six-1.16.0.dist-info/RECORD", true),
             ("x.dist-info/top_level.txt", true),
             ("x.dist-info/licenses/METADATA", false),
+            // The payload's own files are data: `RawLayer::also_read` names them.
             (
                 "python/lib/python3.11/site-packages/litellm/types/utils.py",
-                true,
+                false,
             ),
             ("python/bin/python3.11", true),
             ("python/bin/python3", false),
@@ -203,6 +219,17 @@ mod tests {
         for (path, expected) in table {
             assert_eq!(wanted(Utf8Path::new(path)), expected, "{path}");
         }
+    }
+
+    #[test]
+    fn also_read_names_further_files() {
+        let raw = RawLayer {
+            also_read: vec!["litellm/types/utils.py".to_owned()],
+            ..RawLayer::default()
+        };
+        assert!(raw.reads(Utf8Path::new("python/sp/litellm/types/utils.py")));
+        assert!(raw.reads(Utf8Path::new("x.dist-info/METADATA")));
+        assert!(!raw.reads(Utf8Path::new("python/sp/litellm/main.py")));
     }
 
     #[test]

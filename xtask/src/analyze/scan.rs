@@ -367,6 +367,9 @@ pub struct LayerModules<'a> {
     pub env: &'a crate::python::marker::Env,
 }
 
+/// Scans every source file under `dir` for provider names and imports, and reports them
+/// against the layer's modules. Long because it is one walk whose findings feed every part
+/// of the report; the matching itself lives in the small functions above.
 pub fn scan_dir(
     dir: &Utf8Path,
     provider_names: &[String],

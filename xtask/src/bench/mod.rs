@@ -1000,8 +1000,8 @@ pub fn render_table(variants: &[Variant]) -> String {
             v.unpacked_ratio,
             verify,
             secs(v.timings.interpreter_start_s),
-            secs(v.timings.import_litellm_s),
-            secs(v.timings.first_completion_s),
+            secs(v.timings.import_seconds),
+            secs(v.timings.first_call_seconds),
             secs(v.build_warm_s),
             secs(v.build_cold_s),
         );
@@ -1241,8 +1241,9 @@ mod tests {
             timings: Timings {
                 runs: 5,
                 interpreter_start_s: Some(0.0213),
-                import_litellm_s: ok.then_some(2.5),
-                first_completion_s: None,
+                preload: vec!["litellm".to_owned()],
+                import_seconds: ok.then_some(2.5),
+                first_call_seconds: None,
             },
             build_warm_s: Some(12.345),
             build_cold_s: None,

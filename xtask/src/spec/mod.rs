@@ -137,6 +137,14 @@ pub struct VerifySection {
     /// reason; verify lists them instead of importing them.
     #[serde(default)]
     pub skip_imports: BTreeMap<String, String>,
+    /// A check script, relative to the spec, run in the sandbox against the loopback server
+    /// (`workloads/litellm_verify.py`): what the payload must do, as named checks. None: no
+    /// payload checks beyond imports and metadata.
+    #[serde(default)]
+    pub workload: Option<Utf8PathBuf>,
+    /// Modules whose import is timed in fresh processes (`import_seconds`), e.g. `["litellm"]`.
+    #[serde(default)]
+    pub preload: Vec<String>,
 }
 
 /// `[minimize]`: the workload `cargo xtask layer --minimize` traces, and what it keeps anyway.

@@ -19,6 +19,15 @@ pub struct ProvidersFile {
     /// minimization's hints: a removed module of `vertex_ai/` is kept by provider `gemini`).
     #[serde(default)]
     pub code_folders: BTreeMap<String, Vec<String>>,
+    /// The folder of the payload's provider code, relative to site-packages (`litellm/llms`).
+    // Read by minimization's hints (build/, another owner) once they stop naming the folder.
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub code_prefix: Option<String>,
+    /// The payload's file that lists its providers, relative to site-packages
+    /// (`litellm/types/utils.py`, `class LlmProviders`); analyze prefers it to `providers`.
+    #[serde(default)]
+    pub providers_source: Option<String>,
 }
 
 impl ProvidersFile {

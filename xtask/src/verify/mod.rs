@@ -6,15 +6,17 @@
 //! OpenAI-compatible server. An arm64 layer runs under `qemu-aarch64-static` with an arm64
 //! sysroot. A layer that could not be executed is never reported as verified.
 
+mod contents;
+mod execute;
 pub mod inside;
 mod modules;
+mod render;
 mod sandbox;
 mod static_checks;
+mod unpack;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -22,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{Arch, Spec};
 
+pub use execute::run_workloads;
 pub use inside::{Plan, Workload};
+pub use render::render;
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +52,15 @@ impl Check {
 pub struct Timings {
     pub runs: usize,
     pub interpreter_start_s: Option<f64>,
-    pub import_litellm_s: Option<f64>,
-    pub first_completion_s: Option<f64>,
+    /// The spec's [verify] preload modules, whose import `import_seconds` times.
+    #[serde(default)]
+    pub preload: Vec<String>,
+    /// Importing the preload modules (reports before the rename: `import_litellm_s`).
+    #[serde(alias = "import_litellm_s")]
+    pub import_seconds: Option<f64>,
+    /// The [verify] workload's first timed call (before the rename: `first_completion_s`).
+    #[serde(alias = "first_completion_s")]
+    pub first_call_seconds: Option<f64>,
 }
 
 /// How the runtime checks ran, if they did.
@@ -147,6 +158,9 @@ pub fn default_layer(spec: &Spec, arch: Arch) -> Utf8PathBuf {
 }
 
 /// Runs every check on the layer the options name.
+///
+/// Long on purpose: it is the sequence of verify's steps (unpack, architecture, static
+/// checks, contents, emulation, sandbox, runtime checks), each a call or a short block.
 pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
     let zip_path = match (&flags.layer, flags.arch) {
         (Some(p), _) => p.clone(),
@@ -166,215 +180,72 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
         .tempdir_in(&work_root)
         .with_context(|| format!("creating a folder in {work_root}"))?;
     let root = crate::util::utf8(work.path().join("opt"))?;
-    unzip(&zip_path, &root).with_context(|| format!("unpacking {zip_path}"))?;
-
-    let xy = spec.python_xy();
-    let interpreter = Utf8PathBuf::from(format!("python/bin/python{xy}"));
-    let mut checks = Vec::new();
-    let mut warnings = Vec::new();
+    unpack::unzip(&zip_path, &root).with_context(|| format!("unpacking {zip_path}"))?;
+    let interpreter = Utf8PathBuf::from(format!("python/bin/python{}", spec.python_xy()));
 
     // Which architecture: the flag, else the interpreter's own ELF header, else the spec.
     let arch = match flags.arch {
         Some(a) => a,
         None if flags.layer.is_some() => {
-            arch_of(&root.join(&interpreter)).unwrap_or(spec.layer.default_arch)
+            unpack::arch_of(&root.join(&interpreter)).unwrap_or(spec.layer.default_arch)
         }
         None => spec.layer.default_arch,
     };
-
-    // Static checks.
-    let base = static_checks::BaseLibs::load(&spec.dir().join("lambda-base-libs.toml"))?
-        .for_runtime(spec.target.runtime);
-    let (elf_files, broken) = static_checks::scan_elf(&root)?;
-    let paths = static_checks::layer_paths(&root)?;
-    checks.push(if paths.contains(&interpreter) {
-        Check::new(
-            "static: interpreter present",
-            true,
-            format!("/opt/{interpreter}"),
-        )
-    } else {
-        Check::new(
-            "static: interpreter present",
-            false,
-            format!("the layer has no {interpreter}"),
-        )
-    });
-    checks.extend(static_checks::elf_checks(
-        &elf_files,
-        &broken,
-        arch,
-        spec.glibc(),
-        &base,
-        &paths,
-        &interpreter,
-    ));
-    checks.push(static_checks::so_in_zips(&root)?);
-    checks.extend(static_checks::size_checks(spec, &zip_path)?);
-
-    // What the runtime checks will import and ask about.
-    let site = root.join(format!("python/lib/python{xy}/site-packages"));
-    let mut modules = site_modules(&site)?;
-    for entry in crate::util::walk(&root)? {
-        if entry.file_type.is_file() && entry.rel.file_name() == Some("site-packages.zip") {
-            let path = root.join(&entry.rel);
-            let zip = zip::ZipArchive::new(fs_err::File::open(&path)?)
-                .with_context(|| format!("{path} is not a valid zip"))?;
-            let names = zip
-                .file_names()
-                .map(|n| n.map(|n| n.into_owned()))
-                .collect::<Result<Vec<String>, _>>()
-                .with_context(|| format!("reading the entries of {path}"))?;
-            modules.extend(modules::top_level_in_zip(names.iter().map(String::as_str)));
-        }
-    }
-    // A layer this tool built says which distributions it holds (a profile may remove some
-    // on purpose); for any other layer, every distribution the lock installs must answer.
-    let manifest_path = root.join(crate::core::MANIFEST);
-    let dists = if manifest_path.is_file() {
-        let manifest: crate::core::Manifest =
-            serde_json::from_str(&fs_err::read_to_string(&manifest_path)?)
-                .with_context(|| format!("{manifest_path} is not a layer manifest"))?;
-        for removed in &manifest.removed_distributions {
-            warnings.push(format!(
-                "{} {} was removed on purpose by rule `{}`: its metadata is not checked",
-                removed.name, removed.version, removed.rule
-            ));
-        }
-        manifest
-            .distributions
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect()
-    } else {
-        locked_dists(spec, arch)?
-    };
-    let unknown_skips: Vec<&String> = spec
-        .verify
-        .skip_imports
-        .keys()
-        .filter(|m| !modules.contains(*m))
-        .collect();
-    if !unknown_skips.is_empty() {
-        warnings.push(format!(
-            "[verify] skip-imports names modules this layer does not have: {}",
-            unknown_skips
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-
-    // How to execute it.
-    let (launcher_host, sysroot, emulator) =
-        match emulation(arch, flags.sysroot.as_ref(), &mut warnings) {
-            Ok(e) => e,
-            Err(why) => {
-                return finish(
-                    flags,
-                    zip_path,
-                    arch,
-                    Execution::NotRun { why },
-                    warnings,
-                    checks,
-                    Timings::default(),
-                )
-            }
-        };
-    if flags.static_only {
-        return finish(
+    let mut warnings = Vec::new();
+    let mut checks = static_report(spec, &root, &zip_path, arch, &interpreter)?;
+    let contents = contents::read(spec, &root, arch, &mut warnings)?;
+    let done = |execution, warnings, checks, timings| {
+        finish(
             flags,
-            zip_path,
+            zip_path.clone(),
             arch,
-            Execution::NotRun {
-                why: "--static-only".to_owned(),
-            },
+            execution,
+            warnings,
+            checks,
+            timings,
+        )
+    };
+    let emulation = match execute::emulation(arch, flags.sysroot.as_ref(), &mut warnings) {
+        Ok(e) => e,
+        Err(why) => {
+            return done(
+                Execution::NotRun { why },
+                warnings,
+                checks,
+                Timings::default(),
+            )
+        }
+    };
+    if flags.static_only {
+        let why = "--static-only".to_owned();
+        return done(
+            Execution::NotRun { why },
             warnings,
             checks,
             Timings::default(),
         );
     }
-
-    let emulated = emulator.is_some();
-    let skipped: BTreeMap<String, String> = spec
-        .verify
-        .skip_imports
-        .iter()
-        .filter(|(m, _)| modules.contains(*m))
-        .map(|(m, r)| (m.clone(), r.clone()))
-        .collect();
-    let jobs = flags
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let mut plan = Plan {
-        python: String::new(),
-        launcher: Vec::new(),
-        env: Vec::new(),
-        machine: arch.machine().to_owned(),
-        modules: modules.into_iter().collect(),
-        skipped,
-        dists,
-        timing_runs: flags.timing_runs.unwrap_or(if emulated { 3 } else { 5 }),
-        jobs,
-        timeout_secs: if emulated { 600 } else { 120 },
-        workloads: Vec::new(),
-        providers: Vec::new(),
-    };
-
-    let exe = crate::util::utf8(std::env::current_exe().context("finding this xtask binary")?)?;
-    let sandbox_spec = sandbox::SandboxSpec {
-        layer: &root,
-        exe: &exe,
-        sysroot: sysroot.as_deref(),
-        qemu: launcher_host.as_deref(),
-    };
-    let bwrap = if flags.no_sandbox {
-        Err("--no-sandbox was given".to_owned())
-    } else {
-        sandbox::probe_bwrap(&sandbox_spec)
-    };
-    let (outcome, execution) = match bwrap {
-        Ok(()) => {
-            plan.python = format!("/opt/{interpreter}");
-            plan.env = sandbox::lambda_env("/opt", &xy);
-            if emulated {
-                plan.launcher = vec![
-                    sandbox::INSIDE_QEMU.to_owned(),
-                    "-L".to_owned(),
-                    sandbox::INSIDE_SYSROOT.to_owned(),
-                ];
-            }
-            let outcome = run_sandboxed(&sandbox_spec, &plan)?;
-            (
-                outcome,
-                Execution::Sandboxed {
-                    emulator: emulator.clone(),
-                },
-            )
-        }
+    let plan = runtime_plan(spec, flags, arch, &emulation, contents)?;
+    let setup = execute::Setup::new(spec, &root, &emulation)?;
+    let (outcome, execution) = match setup.probe(flags.no_sandbox) {
+        Ok(()) => (
+            setup.run_sandboxed(plan)?,
+            Execution::Sandboxed {
+                emulator: emulation.name.clone(),
+            },
+        ),
         Err(why) => {
             warnings.push(format!(
                 "NOT SANDBOXED: {why}. The layer ran from a plain folder ({root}) with this \
                  machine's network, files and Python visible; only the audit hook watched for \
                  egress and writes"
             ));
-            plan.python = root.join(&interpreter).into_string();
-            plan.env = sandbox::lambda_env(root.as_str(), &xy);
-            if let (Some(q), Some(s)) = (&launcher_host, &sysroot) {
-                plan.launcher = vec![q.to_string(), "-L".to_owned(), s.to_string()];
-            }
-            let outcome = inside::run(&plan)?;
-            (
-                outcome,
-                Execution::Plain {
-                    emulator: emulator.clone(),
-                    why,
-                },
-            )
+            let outcome = setup.run_plain(plan)?;
+            let emulator = emulation.name.clone();
+            (outcome, Execution::Plain { emulator, why })
         }
     };
-    let mut all = vec![Check::new(
+    checks.push(Check::new(
         "runtime: executed",
         true,
         match &execution {
@@ -388,113 +259,88 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
             Execution::Plain { .. } => "WITHOUT a sandbox, from a plain folder".to_owned(),
             Execution::NotRun { why } => why.clone(),
         },
-    )];
-    all.extend(outcome.checks);
-    checks.extend(all);
-    finish(
-        flags,
-        zip_path,
-        arch,
-        execution,
-        warnings,
-        checks,
-        outcome.timings,
-    )
+    ));
+    checks.extend(outcome.checks);
+    done(execution, warnings, checks, outcome.timings)
 }
 
-/// How a layer of `arch` runs here: the emulator on this machine, the sysroot and the
-/// emulator's name; all `None` natively. The error says why it cannot run at all.
-type Emulation = (Option<Utf8PathBuf>, Option<Utf8PathBuf>, Option<String>);
-
-fn emulation(
-    arch: Arch,
-    sysroot_flag: Option<&Utf8PathBuf>,
-    warnings: &mut Vec<String>,
-) -> Result<Emulation, String> {
-    if Some(arch) == Arch::host() {
-        return Ok((None, None, None));
-    }
-    if arch != Arch::Arm64 {
-        return Err(format!("nothing here can execute a {arch} layer"));
-    }
-    let qemu = crate::util::which("qemu-aarch64-static");
-    // The flag, else the fixture runtime's Debian arm64 sysroot (cached download).
-    let sysroot = match sysroot_flag {
-        Some(s) => Some(s.clone()).filter(|s| s.is_dir()),
-        None => crate::util::debian::arm64_sysroot()
-            .map_err(|e| warnings.push(format!("no arm64 sysroot: {e:#}")))
-            .ok(),
-    };
-    match (qemu, sysroot) {
-        (Some(q), Some(s)) => Ok((Some(q), Some(s), Some("qemu-aarch64-static".to_owned()))),
-        (q, s) => {
-            let mut why = Vec::new();
-            if q.is_none() {
-                why.push("qemu-aarch64-static is not installed (Debian: qemu-user-static)");
-            }
-            if s.is_none() {
-                why.push("no arm64 sysroot (pass --sysroot or set LAYER_ARM64_SYSROOT)");
-            }
-            Err(format!(
-                "nothing here can execute an arm64 layer: {}",
-                why.join("; ")
-            ))
-        }
-    }
-}
-
-/// Runs `workloads` in the layer unpacked at `root` the way `verify` runs its checks (in the
-/// sandbox, next to the loopback server, under qemu for arm64), each under the tracing hook
-/// of `py/trace.py`. Used by `cargo xtask layer --minimize`.
-pub fn run_workloads(
+/// The checks that read files: the interpreter, ELF files, zips and sizes.
+fn static_report(
     spec: &Spec,
-    arch: Arch,
     root: &Utf8Path,
-    workloads: Vec<inside::Workload>,
-    providers: Vec<String>,
-) -> Result<inside::Outcome> {
-    let mut warnings = Vec::new();
-    let (launcher_host, sysroot, emulator) =
-        emulation(arch, None, &mut warnings).map_err(|why| anyhow::anyhow!("{why}"))?;
-    let xy = spec.python_xy();
-    let interpreter = format!("python/bin/python{xy}");
-    let mut plan = Plan {
-        python: String::new(),
-        launcher: Vec::new(),
-        env: Vec::new(),
-        machine: arch.machine().to_owned(),
-        modules: Vec::new(),
-        skipped: BTreeMap::new(),
-        dists: Vec::new(),
-        timing_runs: 0,
-        jobs: 1,
-        timeout_secs: if emulator.is_some() { 1200 } else { 300 },
-        workloads,
-        providers,
-    };
-    let exe = crate::util::utf8(std::env::current_exe().context("finding this xtask binary")?)?;
-    let sandbox_spec = sandbox::SandboxSpec {
-        layer: root,
-        exe: &exe,
-        sysroot: sysroot.as_deref(),
-        qemu: launcher_host.as_deref(),
-    };
-    match sandbox::probe_bwrap(&sandbox_spec) {
-        Ok(()) => {
-            plan.python = format!("/opt/{interpreter}");
-            plan.env = sandbox::lambda_env("/opt", &xy);
-            if emulator.is_some() {
-                plan.launcher = vec![
-                    sandbox::INSIDE_QEMU.to_owned(),
-                    "-L".to_owned(),
-                    sandbox::INSIDE_SYSROOT.to_owned(),
-                ];
-            }
-            run_sandboxed(&sandbox_spec, &plan)
+    zip_path: &Utf8Path,
+    arch: Arch,
+    interpreter: &Utf8Path,
+) -> Result<Vec<Check>> {
+    let base = static_checks::BaseLibs::load(&spec.dir().join("lambda-base-libs.toml"))?
+        .for_runtime(spec.target.runtime);
+    let (elf_files, broken) = static_checks::scan_elf(root)?;
+    let paths = static_checks::layer_paths(root)?;
+    let mut checks = vec![if paths.contains(interpreter) {
+        Check::new(
+            "static: interpreter present",
+            true,
+            format!("/opt/{interpreter}"),
+        )
+    } else {
+        Check::new(
+            "static: interpreter present",
+            false,
+            format!("the layer has no {interpreter}"),
+        )
+    }];
+    checks.extend(static_checks::elf_checks(
+        &elf_files,
+        &broken,
+        arch,
+        spec.glibc(),
+        &base,
+        &paths,
+        interpreter,
+    ));
+    checks.push(static_checks::so_in_zips(root)?);
+    checks.extend(static_checks::size_checks(spec, zip_path)?);
+    Ok(checks)
+}
+
+/// What the supervisor checks: the layer's modules and distributions, the spec's workload and
+/// preload modules, and how many processes how long.
+fn runtime_plan(
+    spec: &Spec,
+    flags: &VerifyOptions,
+    arch: Arch,
+    emulation: &execute::Emulation,
+    contents: contents::Contents,
+) -> Result<Plan> {
+    let mut plan = execute::plan(arch, emulation, (120, 600));
+    plan.skipped = spec
+        .verify
+        .skip_imports
+        .iter()
+        .filter(|(m, _)| contents.modules.contains(*m))
+        .map(|(m, r)| (m.clone(), r.clone()))
+        .collect::<BTreeMap<_, _>>();
+    plan.modules = contents.modules.into_iter().collect();
+    plan.dists = contents.dists;
+    let emulated = emulation.qemu.is_some();
+    plan.timing_runs = flags.timing_runs.unwrap_or(if emulated { 3 } else { 5 });
+    plan.jobs = flags
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    plan.workload = match &spec.verify.workload {
+        Some(rel) => {
+            let path = spec.dir().join(rel);
+            let source = fs_err::read_to_string(&path)
+                .with_context(|| format!("reading the [verify] workload {path}"))?;
+            Some(Workload {
+                name: rel.to_string(),
+                source,
+            })
         }
-        // The trace's paths must be those of /opt: without the sandbox there is no /opt.
-        Err(why) => bail!("the minimization workload runs only in the verify sandbox: {why}"),
-    }
+        None => None,
+    };
+    plan.preload = spec.verify.preload.clone();
+    Ok(plan)
 }
 
 fn finish(
@@ -507,7 +353,7 @@ fn finish(
     timings: Timings,
 ) -> Result<VerifyReport> {
     if let Execution::NotRun { why } = &execution {
-        let detail = format!("the runtime, package and LiteLLM checks were NOT run: {why}");
+        let detail = format!("the runtime, package and workload checks were NOT run: {why}");
         if flags.static_only {
             warnings.push(detail);
         } else {
@@ -526,205 +372,6 @@ fn finish(
     })
 }
 
-/// Runs the supervisor (this binary) inside bubblewrap and reads its outcome.
-fn run_sandboxed(s: &sandbox::SandboxSpec<'_>, plan: &Plan) -> Result<inside::Outcome> {
-    let mut child = Command::new("bwrap")
-        .args(sandbox::bwrap_args(s))
-        .arg(sandbox::INSIDE_EXE)
-        .arg("verify-inside")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting bwrap")?;
-    let input = serde_json::to_vec(plan)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&input)
-            .context("sending the plan to the sandboxed supervisor")?;
-    }
-    let out = child
-        .wait_with_output()
-        .context("waiting for the sandboxed supervisor")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "the sandboxed supervisor failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line).with_context(|| {
-        format!(
-            "the sandboxed supervisor printed no outcome; stderr: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })
-}
-
-/// The architecture of an ELF file, if it is one Lambda has.
-fn arch_of(path: &Utf8Path) -> Option<Arch> {
-    let bytes = fs_err::read(path).ok()?;
-    let machine = crate::util::elf::inspect(&bytes).ok()?.machine;
-    Arch::ALL.into_iter().find(|a| a.elf_machine() == machine)
-}
-
-/// Top-level modules of a site-packages folder on disk.
-fn site_modules(site: &Utf8Path) -> Result<std::collections::BTreeSet<String>> {
-    if !site.is_dir() {
-        return Ok(Default::default());
-    }
-    let mut entries = Vec::new();
-    for entry in fs_err::read_dir(site)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        let children = if entry.file_type()?.is_dir() {
-            let mut c = Vec::new();
-            for child in fs_err::read_dir(entry.path())? {
-                if let Ok(n) = child?.file_name().into_string() {
-                    c.push(n);
-                }
-            }
-            Some(c)
-        } else {
-            None
-        };
-        entries.push(modules::SiteEntry { name, children });
-    }
-    Ok(modules::top_level(&entries))
-}
-
-/// Names of the distributions the lock installs for `arch`.
-fn locked_dists(spec: &Spec, arch: Arch) -> Result<Vec<String>> {
-    let lock_path = spec.lock_path();
-    let lock = crate::python::pylock::PyLock::load(&lock_path)?;
-    let env = crate::python::marker::Env {
-        machine: arch.machine().to_owned(),
-        python_version: spec.python_xy(),
-        python_full_version: spec.python.version.clone(),
-    };
-    Ok(lock
-        .packages_for(&env)
-        .with_context(|| format!("evaluating the markers of {lock_path}"))?
-        .into_iter()
-        .map(|p| p.name.clone())
-        .collect())
-}
-
-/// Unpacks a layer zip as Lambda does: modes kept, links as links, nothing outside `dest`.
-fn unzip(zip_path: &Utf8Path, dest: &Utf8Path) -> Result<()> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let mut zip = zip::ZipArchive::new(fs_err::File::open(zip_path)?)
-        .with_context(|| format!("{zip_path} is not a valid zip"))?;
-    fs_err::create_dir_all(dest)?;
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i)?;
-        let name = entry
-            .name()
-            .with_context(|| format!("{zip_path}: entry {i} has no readable name"))?
-            .into_owned();
-        let rel = entry
-            .enclosed_name()
-            .with_context(|| format!("{zip_path}: entry {name} points outside the layer"))?;
-        let rel = crate::util::utf8(rel)?;
-        let path = dest.join(&rel);
-        if entry.is_dir() {
-            fs_err::create_dir_all(&path)?;
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            fs_err::create_dir_all(parent)?;
-        }
-        if entry.is_symlink() {
-            let mut target = String::new();
-            entry
-                .read_to_string(&mut target)
-                .with_context(|| format!("reading the link {name}"))?;
-            let resolved = Utf8Path::new(rel.parent().map_or("", |p| p.as_str())).join(&target);
-            let escapes = target.starts_with('/')
-                || resolved
-                    .components()
-                    .try_fold(0i32, |depth, c| match c {
-                        camino::Utf8Component::ParentDir if depth == 0 => None,
-                        camino::Utf8Component::ParentDir => Some(depth - 1),
-                        camino::Utf8Component::Normal(_) => Some(depth + 1),
-                        _ => Some(depth),
-                    })
-                    .is_none();
-            if escapes {
-                bail!("{zip_path}: link {name} -> {target} points outside the layer");
-            }
-            std::os::unix::fs::symlink(&target, &path)
-                .with_context(|| format!("creating the link {path}"))?;
-            continue;
-        }
-        let mut out = fs_err::File::create(&path)?;
-        std::io::copy(&mut entry, &mut out).with_context(|| format!("unpacking {name}"))?;
-        let mode = entry.unix_mode().unwrap_or(0o644) & 0o777;
-        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
-fn secs(s: Option<f64>) -> String {
-    s.map_or_else(|| "-".to_owned(), |v| format!("{v:.3} s"))
-}
-
-/// The report for people: one line per check, then the timings.
-pub fn render(r: &VerifyReport) -> String {
-    let mut s = String::new();
-    let how = match &r.execution {
-        Execution::Sandboxed { emulator: None } => "bubblewrap sandbox".to_owned(),
-        Execution::Sandboxed { emulator: Some(e) } => format!("bubblewrap sandbox, {e}"),
-        Execution::Plain { .. } => "NO SANDBOX".to_owned(),
-        Execution::NotRun { .. } => "NOT EXECUTED".to_owned(),
-    };
-    let _ = writeln!(s, "layer  {} ({}, {how})", r.layer, r.arch);
-    for w in &r.warnings {
-        let _ = writeln!(s, "WARNING: {w}");
-    }
-    let width = r
-        .checks
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    let _ = writeln!(s, "\n{:<width$}  {:<4}  detail", "check", "ok");
-    for c in &r.checks {
-        let _ = writeln!(
-            s,
-            "{:<width$}  {:<4}  {}",
-            c.name,
-            if c.ok { "pass" } else { "FAIL" },
-            c.detail
-        );
-    }
-    let t = &r.timings;
-    if t.runs > 0 {
-        let _ = writeln!(s, "\ntimings (median of {} fresh processes)", t.runs);
-        let _ = writeln!(s, "  interpreter start  {:>9}", secs(t.interpreter_start_s));
-        let _ = writeln!(s, "  import litellm     {:>9}", secs(t.import_litellm_s));
-        let _ = writeln!(s, "  first completion   {:>9}", secs(t.first_completion_s));
-    }
-    let failed = r.checks.iter().filter(|c| !c.ok).count();
-    let _ = writeln!(s);
-    if r.ok {
-        let _ = writeln!(s, "verified: all {} checks passed", r.checks.len());
-    } else {
-        let _ = writeln!(
-            s,
-            "NOT VERIFIED: {failed} of {} checks failed",
-            r.checks.len()
-        );
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,8 +387,9 @@ mod tests {
             timings: Timings {
                 runs: 5,
                 interpreter_start_s: Some(0.02),
-                import_litellm_s: Some(2.5),
-                first_completion_s: None,
+                preload: vec!["litellm".to_owned()],
+                import_seconds: Some(2.5),
+                first_call_seconds: None,
             },
         }
     }
@@ -770,10 +418,7 @@ mod tests {
             line("import litellm").as_deref(),
             Some("import litellm 2.500 s")
         );
-        assert_eq!(
-            line("first completion").as_deref(),
-            Some("first completion -")
-        );
+        assert_eq!(line("first call").as_deref(), Some("first call -"));
         assert!(
             text.contains("NOT VERIFIED: 1 of 2 checks failed"),
             "{text}"
@@ -789,7 +434,8 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&r).expect("serializes");
         assert_eq!(v["ok"], true);
         assert_eq!(v["checks"][0]["name"], "a");
-        assert_eq!(v["timings"]["import_litellm_s"], 2.5);
+        assert_eq!(v["timings"]["import_seconds"], 2.5);
+        assert_eq!(v["timings"]["preload"][0], "litellm");
         assert_eq!(v["execution"]["not-run"]["why"], "x");
     }
 

@@ -1,0 +1,238 @@
+//! One checked interpreter: starting it (through the emulator when there is one) with the
+//! plan's environment, under the audit prelude, with a timeout; and the pool that runs many.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::Plan;
+
+const AUDIT: &str = include_str!("../py/audit.py");
+
+/// One finished interpreter.
+pub(super) struct PyRun {
+    /// The object the script passed to `_report`, if it got that far.
+    pub(super) result: Option<serde_json::Value>,
+    pub(super) elapsed: Duration,
+    /// Why there is no result, in words: did not start, timed out, crashed, said nothing.
+    pub(super) failure: Option<String>,
+}
+
+impl PyRun {
+    pub(super) fn egress(&self) -> Vec<String> {
+        self.list("egress")
+    }
+
+    pub(super) fn writes(&self) -> Vec<String> {
+        self.list("writes")
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        self.result
+            .as_ref()
+            .and_then(|r| r[key].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn field(&self, key: &str) -> &serde_json::Value {
+        static NULL: serde_json::Value = serde_json::Value::Null;
+        self.result.as_ref().map_or(&NULL, |r| &r[key])
+    }
+}
+
+const MARKER: &str = "@@verify-result@@";
+
+/// Runs one check script (the audit prelude + `script`) in a fresh interpreter.
+///
+/// Long on purpose: spawning, draining both pipes on threads, the timeout loop and reading the
+/// result marker share the child and the clock; apart they would pass them all around.
+pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> PyRun {
+    let (program, pre) = match plan.launcher.split_first() {
+        Some((first, rest)) => (first.clone(), {
+            let mut v = rest.to_vec();
+            v.push(plan.python.clone());
+            v
+        }),
+        None => (plan.python.clone(), Vec::new()),
+    };
+    let mut cmd = Command::new(&program);
+    cmd.args(&pre);
+    match script {
+        Some(script) => {
+            cmd.arg("-c").arg(format!("{AUDIT}\n{script}"));
+        }
+        None => {
+            cmd.arg("-c").arg("pass");
+        }
+    }
+    cmd.args(args)
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return PyRun {
+                result: None,
+                elapsed: start.elapsed(),
+                failure: Some(format!("could not start {program}: {e}")),
+            }
+        }
+    };
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(o) = stdout.as_mut() {
+            let _ = o.read_to_end(&mut s);
+        }
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_end(&mut s);
+        }
+        s
+    });
+    let timeout = Duration::from_secs(plan.timeout_secs);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("timed out after {} s", plan.timeout_secs));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Err(format!("waiting for the interpreter: {e}")),
+        }
+    };
+    let elapsed = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    let result = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(MARKER))
+        .and_then(|j| serde_json::from_str(j).ok());
+    let failure = match (&status, &result) {
+        (Err(e), _) => Some(e.clone()),
+        (Ok(_), Some(_)) => None,
+        (Ok(status), None) if script.is_none() && status.success() => None,
+        (Ok(status), None) => Some(format!(
+            "the interpreter {} without a result; stderr: {}",
+            describe_status(status),
+            tail(&stderr, 600)
+        )),
+    };
+    PyRun {
+        result,
+        elapsed,
+        failure,
+    }
+}
+
+fn describe_status(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".to_owned(),
+    }
+}
+
+/// The last `max` characters of `s`, on one line.
+fn tail(s: &str, max: usize) -> String {
+    let s = s.trim();
+    let start = s
+        .char_indices()
+        .rev()
+        .nth(max.saturating_sub(1))
+        .map_or(0, |(i, _)| i);
+    let t = s[start..].replace('\n', " | ");
+    if t.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        t
+    }
+}
+
+/// Runs `f` over `items` on `jobs` threads, keeping the order of `items`.
+pub(super) fn pool<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if let Ok(mut v) = results.lock() {
+                    v[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+pub(super) fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    Some(if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn tails() {
+        assert_eq!(tail("", 10), "(empty)");
+        assert_eq!(tail("a\nb\n", 10), "a | b");
+        assert_eq!(tail("abcdef", 3), "def");
+    }
+
+    #[test]
+    fn pool_keeps_order() {
+        let items: Vec<u32> = (0..20).collect();
+        assert_eq!(
+            pool(&items, 3, |x| x * 2),
+            (0..20).map(|x| x * 2).collect::<Vec<_>>()
+        );
+    }
+}

@@ -1,0 +1,60 @@
+# Prepended (after audit.py) to the spec's [verify] workload, which `cargo xtask verify` runs in
+# a fresh interpreter next to the loopback OpenAI-compatible server. argv[1] is the server's
+# base URL (ends with /v1), argv[2] the text every completion answers, and `--timing` is present
+# in the timing runs. The workload records named checks with `check`, may ask the supervisor to
+# count the server's requests with `expect_requests`, and times its first call with `timed`;
+# the supervisor reports what it recorded when the script ends (or `_vfinish` is called).
+import time as _vtime
+
+_vout = {"checks": [], "requests": None, "first_call_s": None}
+MOCK_BASE = _vsys.argv[1] if len(_vsys.argv) > 1 else ""
+MOCK_REPLY = _vsys.argv[2] if len(_vsys.argv) > 2 else ""
+TIMING = "--timing" in _vsys.argv
+
+
+def check(name, fn):
+    """Runs `fn`; a returned string is the check's detail, an exception its failure."""
+    try:
+        detail = fn()
+        _vout["checks"].append({"name": name, "ok": True, "detail": str(detail or "")})
+        return True
+    except BaseException as e:  # noqa: BLE001 - one failure must not hide the others
+        _vout["checks"].append({"name": name, "ok": False, "detail": _error(e)})
+        return False
+
+
+def timed(fn):
+    """Runs `fn` and records its time as the first call's (the `first_call_seconds` timing)."""
+    t0 = _vtime.perf_counter()
+    value = fn()
+    if _vout["first_call_s"] is None:
+        _vout["first_call_s"] = _vtime.perf_counter() - t0
+    return value
+
+
+def expect_requests(name, at_least, what):
+    """A check the supervisor decides: the server counted at least `at_least` requests."""
+    _vout["requests"] = {"name": name, "at_least": at_least, "what": what}
+
+
+def _vpreload(modules):
+    # Timing runs only: the spec's [verify] preload modules, imported first, timed together.
+    t0 = _vtime.perf_counter()
+    for m in modules:
+        __import__(m)
+    _vout["import_s"] = _vtime.perf_counter() - t0
+
+
+def _vfinish():
+    _report(_vout)
+
+
+def _vrun(name, source, preload):
+    try:
+        if TIMING:
+            _vpreload(preload)
+        # The workload's globals are these: `check` and the others are names it can use.
+        exec(compile(source, name, "exec"), globals())
+    except BaseException as e:  # noqa: BLE001 - the failure is the result
+        _vout["error"] = _error(e)
+    _vfinish()
