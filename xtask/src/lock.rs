@@ -8,19 +8,18 @@ use std::process::ExitCode;
 use crate::python::pylock::{LockedWheel, PyLock};
 use crate::spec::{Arch, Spec};
 use anyhow::{Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
-impl crate::flags::Lock {
-    pub fn run(self) -> Result<ExitCode> {
-        let spec = Spec::load(&self.spec.spec)?;
-        let out = spec.lock_path();
-        let text = lock_with_uv(&spec)?;
-        PyLock::parse(&text)
-            .map_err(|e| anyhow::anyhow!("uv wrote a lock this tool cannot read: {e}"))?;
-        crate::util::write_bytes_atomic(&out, text.as_bytes())?;
-        eprintln!("wrote {out}");
-        Ok(ExitCode::SUCCESS)
-    }
+/// Regenerates the lock of the spec at `spec_path` (`cargo xtask lock`).
+pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
+    let spec = Spec::load(spec_path)?;
+    let out = spec.lock_path();
+    let text = lock_with_uv(&spec)?;
+    PyLock::parse(&text)
+        .map_err(|e| anyhow::anyhow!("uv wrote a lock this tool cannot read: {e}"))?;
+    crate::util::write_bytes_atomic(&out, text.as_bytes())?;
+    eprintln!("wrote {out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves the spec's requirements with uv once per architecture and merges the results

@@ -247,31 +247,56 @@ pub struct BenchReport {
     pub worker: Option<serde_json::Value>,
 }
 
-impl crate::flags::Bench {
-    pub fn run(self) -> Result<ExitCode> {
-        let spec = Spec::load(&self.spec.spec)?;
-        let report = run_bench(&spec, &self)?;
-        let json = serde_json::to_string_pretty(&report)?;
-        let path = self.out_dir()?.join("bench.json");
-        crate::util::write_bytes_atomic(&path, (json.clone() + "\n").as_bytes())?;
-        if self.json {
-            println!("{json}");
-        } else {
-            print!("{}", render(&report));
-            println!("\nresults: {path}");
-        }
-        Ok(ExitCode::SUCCESS)
-    }
+/// What `cargo xtask bench` was asked.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The layer spec.
+    pub spec: Utf8PathBuf,
+    /// Also print the results as JSON on stdout.
+    pub json: bool,
+    /// Where the variants, their caches and bench.json go; absolute, because `zip` runs from
+    /// inside the tree it packs.
+    pub out: Utf8PathBuf,
+    /// A CPython archive (path or URL) instead of the spec's pinned download.
+    pub python_archive: Option<String>,
+    /// The sha256 the runtime archive must have (`--python-sha256`, not parsed yet).
+    pub python_sha256: Option<String>,
+    /// Fresh processes per timing (medians).
+    pub runs: usize,
+    /// Only these profiles (default: every profile of profiles.toml).
+    pub profiles: Option<Vec<String>>,
+    /// Skip the cold-cache builds.
+    pub skip_cold: bool,
+    /// Also run pythonexec-rs's worker benchmark.
+    pub worker: bool,
+}
 
-    /// Absolute, because `zip` runs from inside the tree it packs.
-    fn out_dir(&self) -> Result<Utf8PathBuf> {
-        let dir = self
-            .out
-            .clone()
-            .unwrap_or_else(|| crate::core::target_dir().join("bench"));
+impl BenchOptions {
+    /// `dir` (default: target/bench/) made absolute.
+    pub fn out_dir(dir: Option<&Utf8Path>) -> Result<Utf8PathBuf> {
+        let dir = dir.map_or_else(
+            || crate::core::target_dir().join("bench"),
+            Utf8Path::to_owned,
+        );
         let abs = std::path::absolute(&dir).with_context(|| format!("resolving {dir}"))?;
         crate::util::utf8(abs)
     }
+}
+
+/// Builds and measures every variant, writes OUT/bench.json and prints the table.
+pub fn run(options: &BenchOptions) -> Result<ExitCode> {
+    let spec = Spec::load(&options.spec)?;
+    let report = run_bench(&spec, options)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let path = options.out.join("bench.json");
+    crate::util::write_bytes_atomic(&path, (json.clone() + "\n").as_bytes())?;
+    if options.json {
+        println!("{json}");
+    } else {
+        print!("{}", render(&report));
+        println!("\nresults: {path}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How long a closure took, in seconds.
@@ -281,14 +306,14 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     Ok((value, start.elapsed().as_secs_f64()))
 }
 
-fn run_bench(spec: &Spec, flags: &crate::flags::Bench) -> Result<BenchReport> {
+fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
     if flags.runs == 0 {
         bail!("--runs must be at least 1: the timings are medians of that many processes");
     }
     if Arch::host() != Some(ARCH) {
         bail!("the bench builds and runs an {ARCH} layer and must run on an {ARCH} machine");
     }
-    let out = flags.out_dir()?;
+    let out = flags.out.clone();
     fs_err::create_dir_all(&out)?;
     let progress = Progress::new();
     let mut notes = Vec::new();
@@ -487,7 +512,7 @@ fn profile_names(spec: &Spec) -> Result<Vec<String>> {
 }
 
 /// The runtime archive and its hash: `--python-archive`, else the spec's download.
-fn runtime_source(spec: &Spec, flags: &crate::flags::Bench) -> Result<(String, Sha256Hex)> {
+fn runtime_source(spec: &Spec, flags: &BenchOptions) -> Result<(String, Sha256Hex)> {
     let sha = match &flags.python_sha256 {
         Some(h) => h
             .parse()
@@ -759,7 +784,7 @@ fn find_site_packages(tree: &Utf8Path) -> Result<Utf8PathBuf> {
 /// `cache` as `LAYER_CACHE_DIR`; returns the zip and the wall-clock seconds.
 fn build_profile(
     spec: &Spec,
-    flags: &crate::flags::Bench,
+    flags: &BenchOptions,
     profile: &str,
     dir: &Utf8Path,
     cache: &Utf8Path,
@@ -804,7 +829,7 @@ fn build_profile(
 /// Sizes from the zip, then verify on it.
 fn measure(
     spec: &Spec,
-    flags: &crate::flags::Bench,
+    flags: &BenchOptions,
     name: &str,
     zip: &Utf8Path,
     build_warm_s: Option<f64>,
