@@ -161,17 +161,7 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
 
     let (mut variants, guide_rules, python_version) =
         plain_and_guide(spec, flags, &archive, &mut notes, &progress)?;
-    // Figures from another runtime than the spec's pinned one must say so wherever they go.
-    let runtime_label = if flags.python_archive.is_some() {
-        format!(
-            "CPython {python_version} from {runtime_source} (sha256 {runtime_sha}), given with --python-archive: NOT the spec's pinned python-build-standalone {}",
-            spec.python.version
-        )
-    } else {
-        format!(
-            "CPython {python_version} from {runtime_source} (sha256 {runtime_sha}), the spec's pinned download"
-        )
-    };
+    let runtime_label = runtime_label(spec, flags, &python_version, &runtime_source, &runtime_sha);
 
     // 3. This tool's profiles. The spec's default profile goes first, so that its cold build
     // leaves the cache warm for the others.
@@ -235,6 +225,25 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
         notes,
         worker,
     })
+}
+
+/// Where the runtime came from, for the report. Figures from another runtime than the
+/// spec's pinned one must say so wherever they go.
+fn runtime_label(
+    spec: &Spec,
+    flags: &BenchOptions,
+    python_version: &str,
+    source: &str,
+    sha: &Sha256Hex,
+) -> String {
+    if flags.python_archive.is_some() {
+        format!(
+            "CPython {python_version} from {source} (sha256 {sha}), given with --python-archive: NOT the spec's pinned python-build-standalone {}",
+            spec.python.version
+        )
+    } else {
+        format!("CPython {python_version} from {source} (sha256 {sha}), the spec's pinned download")
+    }
 }
 
 /// The profiles to bench (`--profiles`, checked, or all of them) and the spec's default one.
