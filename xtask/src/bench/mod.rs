@@ -192,20 +192,7 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
     });
     fill_ratios(&mut variants);
 
-    if !flags.skip_cold {
-        let ours = if chosen.contains(&default_profile) {
-            format!("and the default profile `{default_profile}` only")
-        } else {
-            "only (the default profile was not benched)".to_owned()
-        };
-        notes.push(format!(
-            "cold builds (empty pip cache / empty LAYER_CACHE_DIR, wheels from PyPI) ran for the plain way {ours}; the guide's cold figure is the plain cold build plus its rules"
-        ));
-    }
-    notes.push(
-        "the guide's build time is the plain build plus applying its rules and zipping again"
-            .to_owned(),
-    );
+    notes.extend(closing_notes(flags, &chosen, &default_profile));
 
     let worker = if flags.worker {
         progress.line("bench: cargo bench -p pythonexec-rs --bench worker -- --json");
@@ -225,6 +212,27 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
         notes,
         worker,
     })
+}
+
+/// What the report says about the cold builds and the guide's build time.
+fn closing_notes(flags: &BenchOptions, chosen: &[String], default_profile: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !flags.skip_cold {
+        let ours = if chosen.iter().any(|p| p == default_profile) {
+            format!("and the default profile `{default_profile}` only")
+        } else {
+            "only (the default profile was not benched)".to_owned()
+        };
+        notes.push(format!(
+            "cold builds (empty pip cache / empty LAYER_CACHE_DIR, wheels from PyPI) ran for the plain way {ours}; the guide's cold figure is the plain cold build plus its rules"
+        ));
+    }
+    notes.push(
+        "the guide's build time is the plain build plus applying its rules and zipping again"
+            .to_owned(),
+    );
+
+    notes
 }
 
 /// Where the runtime came from, for the report. Figures from another runtime than the
