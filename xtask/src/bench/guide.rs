@@ -341,4 +341,32 @@ mod tests {
         assert!(!name_matches("*.md", "é"), "no panic on a multi-byte name");
         assert!(name_matches("*.txt", "naïve.txt"));
     }
+
+    /// The replay on a tiny tree: `cp -a` copies it, the categories delete by name, and a
+    /// `.so` strip cannot read is left alone (the guide ignored strip's failures).
+    #[test]
+    fn guide_replay_on_a_tiny_tree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
+        let site = root.join("plain/tree/python/lib/python3.11/site-packages");
+        fs_err::create_dir_all(site.join("pkg/tests")).expect("mkdir");
+        fs_err::write(site.join("pkg/__init__.py"), "x = 1\n").expect("write");
+        fs_err::write(site.join("pkg/README.md"), "readme\n").expect("write");
+        fs_err::write(site.join("pkg/tests/test_x.py"), "pass\n").expect("write");
+        fs_err::write(site.join("pkg/fake.so"), "not an ELF file").expect("write");
+        let outcomes = apply_guide(&root.join("plain/tree"), &root.join("guide")).expect("guide");
+        let copy = root.join("guide/tree/python/lib/python3.11/site-packages");
+        assert!(copy.join("pkg/__init__.py").is_file());
+        assert!(!copy.join("pkg/README.md").exists());
+        assert!(!copy.join("pkg/tests").exists());
+        assert!(copy.join("pkg/fake.so").is_file());
+        assert!(
+            site.join("pkg/README.md").is_file(),
+            "the plain tree is untouched"
+        );
+        let by_category = |c: u8| outcomes.iter().find(|o| o.category == c).expect("category");
+        assert_eq!(by_category(1).entries, 1);
+        assert_eq!(by_category(3).entries, 2);
+        assert_eq!(by_category(12).entries, 0);
+    }
 }

@@ -166,4 +166,24 @@ mod tests {
         assert!(tags.contains(&"manylinux2014_x86_64".to_owned()));
         assert_eq!(tags.len(), 34 - 17 + 1 + 3);
     }
+
+    /// `zip -qr9 -y` from inside the tree (or this tool's writer without `zip`): the entries
+    /// are under `python/`, and a second run replaces the zip rather than adding to it.
+    #[test]
+    fn zip_tree_packs_python() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = camino::Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf8");
+        let tree = root.join("tree");
+        fs_err::create_dir_all(tree.join("python/lib")).expect("mkdir");
+        fs_err::write(tree.join("python/lib/a.py"), "a = 1\n").expect("write");
+        let zip = root.join("layer.zip");
+        zip_tree(&tree, &zip).expect("zip");
+        fs_err::remove_file(tree.join("python/lib/a.py")).expect("rm");
+        fs_err::write(tree.join("python/lib/b.py"), "b = 1\n").expect("write");
+        zip_tree(&tree, &zip).expect("zip again");
+        let stats = crate::util::zipinfo::read_stats(&zip).expect("stats");
+        let names: Vec<&str> = stats.entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(names.contains(&"python/lib/b.py"), "{names:?}");
+        assert!(!names.contains(&"python/lib/a.py"), "{names:?}");
+    }
 }
