@@ -9,7 +9,7 @@ use crate::util::run;
 
 /// Debian arm64 packages that make up the interpreter and the libraries its modules need.
 /// `libnsl2`/`libtirpc3` (for the obsolete `nis` module) are left out: `nis` is dropped.
-/// So is `libcrypt1`: `_crypt` is left out (see `fixture::skip_stdlib`).
+/// So is `libcrypt1`: `_crypt` is left out (see `fixture::assemble::skip_stdlib`).
 pub const ARM64_PACKAGES: &[&str] = &[
     "python3.11-minimal",
     "libpython3.11-minimal",
