@@ -150,6 +150,16 @@ pub struct FixtureRuntime {
     pub flavour: crate::fixture::Flavour,
 }
 
+impl FixtureRuntime {
+    pub fn options(&self) -> crate::fixture::FixtureOptions {
+        crate::fixture::FixtureOptions {
+            arch: self.arch,
+            out: self.out.clone(),
+            flavour: self.flavour,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct Doctor {
     #[command(flatten)]
@@ -157,6 +167,15 @@ pub struct Doctor {
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl Doctor {
+    pub fn options(&self) -> crate::doctor::DoctorOptions {
+        crate::doctor::DoctorOptions {
+            spec: self.spec.spec.clone(),
+            json: self.json,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -280,4 +299,20 @@ pub struct Bench {
     /// Also run pythonexec-rs's worker benchmark (`cargo bench -p pythonexec-rs --bench worker`).
     #[arg(long)]
     pub worker: bool,
+}
+
+impl Bench {
+    pub fn options(&self) -> anyhow::Result<crate::bench::BenchOptions> {
+        Ok(crate::bench::BenchOptions {
+            spec: self.spec.spec.clone(),
+            json: self.json,
+            out: crate::bench::BenchOptions::out_dir(self.out.as_deref())?,
+            python_archive: self.python_archive.clone(),
+            python_sha256: self.python_sha256.clone(),
+            runs: self.runs,
+            profiles: self.profiles.clone(),
+            skip_cold: self.skip_cold,
+            worker: self.worker,
+        })
+    }
 }

@@ -23,12 +23,12 @@ fn main() -> std::process::ExitCode {
         flags::Command::Layer(cmd) => cmd
             .options()
             .and_then(|o| build::run(&cmd.spec.spec, o, cmd.json, cmd.plan)),
-        flags::Command::Lock(cmd) => cmd.run(),
-        flags::Command::FixtureRuntime(cmd) => cmd.run(),
-        flags::Command::Doctor(cmd) => cmd.run(),
+        flags::Command::Lock(cmd) => lock::run(&cmd.spec.spec),
+        flags::Command::FixtureRuntime(cmd) => fixture::run(&cmd.options()),
+        flags::Command::Doctor(cmd) => doctor::run(&cmd.options()),
         flags::Command::Analyze(cmd) => analyze::run(&cmd.options()),
         flags::Command::Verify(cmd) => verify::run(&cmd.spec.spec, &cmd.options(), cmd.json),
-        flags::Command::Bench(cmd) => cmd.run(),
+        flags::Command::Bench(cmd) => cmd.options().and_then(|o| bench::run(&o)),
         flags::Command::VerifyInside(_) => verify::inside::main(),
     };
     match result {

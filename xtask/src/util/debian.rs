@@ -1,16 +1,15 @@
 //! Debian's arm64 packages unpacked into a sysroot: the parts of the arm64 fixture runtime,
 //! and the glibc `qemu-aarch64-static -L` runs arm64 layers with.
 
-use std::process::Command;
-
 use anyhow::{bail, Context, Result};
 use camino::Utf8PathBuf;
+use xshell::cmd;
 
 use crate::util::run;
 
 /// Debian arm64 packages that make up the interpreter and the libraries its modules need.
 /// `libnsl2`/`libtirpc3` (for the obsolete `nis` module) are left out: `nis` is dropped.
-/// So is `libcrypt1`: `_crypt` is left out (see `fixture::skip_stdlib`).
+/// So is `libcrypt1`: `_crypt` is left out (see `fixture::assemble::skip_stdlib`).
 pub const ARM64_PACKAGES: &[&str] = &[
     "python3.11-minimal",
     "libpython3.11-minimal",
@@ -54,20 +53,19 @@ pub fn arm64_sysroot() -> Result<Utf8PathBuf> {
         .iter()
         .map(|p| format!("{p}:arm64"))
         .collect();
+    let sh = crate::util::shell()?;
     let apt = || {
-        let mut cmd = Command::new("apt-get");
-        cmd.arg("download")
-            .args(&packages)
-            .current_dir(&download_dir);
-        run(&mut cmd)
+        // `apt-get download` writes into the current folder.
+        let _dir = sh.push_dir(&download_dir);
+        let packages = &packages;
+        run(cmd!(sh, "apt-get download {packages...}"))
     };
     if let Err(err) = apt() {
-        let foreign =
-            run(Command::new("dpkg").arg("--print-foreign-architectures")).unwrap_or_default();
+        let foreign = run(cmd!(sh, "dpkg --print-foreign-architectures")).unwrap_or_default();
         if foreign.split_whitespace().any(|a| a == "arm64") {
             return Err(err.context("downloading Debian's arm64 packages with apt-get"));
         }
-        let root = run(Command::new("id").arg("-u"))
+        let root = run(cmd!(sh, "id -u"))
             .map(|s| s.trim() == "0")
             .unwrap_or(false);
         if !root {
@@ -78,8 +76,8 @@ pub fn arm64_sysroot() -> Result<Utf8PathBuf> {
         eprintln!(
             "adding the arm64 architecture to apt: dpkg --add-architecture arm64 && apt-get update"
         );
-        run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
-        run(Command::new("apt-get").args(["update", "-q"]))?;
+        run(cmd!(sh, "dpkg --add-architecture arm64"))?;
+        run(cmd!(sh, "apt-get update -q"))?;
         apt().context("downloading Debian's arm64 packages with apt-get")?;
     }
 
@@ -94,11 +92,9 @@ pub fn arm64_sysroot() -> Result<Utf8PathBuf> {
         .collect();
     debs.sort();
     for deb in &debs {
-        run(Command::new("dpkg")
-            .arg("-x")
-            .arg(download_dir.join(deb))
-            .arg(&stage_dir))
-        .with_context(|| format!("unpacking {deb}"))?;
+        let deb_path = download_dir.join(deb);
+        run(cmd!(sh, "dpkg -x {deb_path} {stage_dir}"))
+            .with_context(|| format!("unpacking {deb}"))?;
     }
     // The list of packages doubles as the cache key of the trees built from this sysroot.
     crate::util::write_bytes_atomic(

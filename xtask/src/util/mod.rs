@@ -166,27 +166,30 @@ pub fn remove_files_and_empty_dirs<'a>(
     Ok(())
 }
 
-/// Runs a command to its end; its stdout, or an error naming the command, its status and
-/// its stderr.
-pub fn run(cmd: &mut std::process::Command) -> Result<String> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
+/// Runs an `xshell` command to its end, quietly, with its output captured; its stdout, or
+/// an error naming the command, its status and its stderr (xshell's own error lacks stderr,
+/// the part that says what went wrong).
+pub fn run(cmd: xshell::Cmd<'_>) -> Result<String> {
+    let line = cmd.to_string();
+    let program = line.split(' ').next().unwrap_or_default().to_owned();
     let output = cmd
+        .quiet()
+        .ignore_status()
         .output()
         .with_context(|| format!("could not start {program}"))?;
     if !output.status.success() {
         bail!(
-            "{program} {} failed ({}): {}",
-            cmd.get_args()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-                .chars()
-                .take(300)
-                .collect::<String>(),
+            "{} failed ({}): {}",
+            line.chars().take(300).collect::<String>(),
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
     String::from_utf8(output.stdout)
         .with_context(|| format!("{program} printed something that is not UTF-8"))
+}
+
+/// A shell for [`run`] and `xshell::cmd!`.
+pub fn shell() -> Result<xshell::Shell> {
+    xshell::Shell::new().context("creating an xshell shell")
 }
