@@ -411,7 +411,6 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::core::source_of_pyc;
 
     #[test]
