@@ -75,4 +75,3 @@ pub fn drop_accelerators(
     removed.sort();
     Ok(removed)
 }
-

@@ -81,4 +81,3 @@ fn names_in(text: &str, start: &str, end: &str) -> Vec<String> {
     }
     out
 }
-

@@ -107,4 +107,3 @@ pub fn trace(spec: &Spec, arch: Arch, stage: &Utf8Path) -> Result<Trace> {
     }
     Ok(t)
 }
-
