@@ -142,6 +142,10 @@ fn hint(
 /// site-packages). `keep` holds globs relative to the layer root; `also_keep` lists layer paths
 /// the caller knows are needed (shared libraries a kept ELF file links against); `folders` maps
 /// provider code folders to the providers they serve, for the hints.
+///
+/// Long on purpose: one pass over the candidates whose keep/remove decision, per-distribution
+/// counts and removed-module hints share the same running state; split, each part would need
+/// all of it passed back and forth.
 pub fn plan(
     files: &[(Utf8PathBuf, u64)],
     owners: &Owners,

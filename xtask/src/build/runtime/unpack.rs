@@ -74,6 +74,9 @@ pub(super) fn check_no_symlinked_parent(
 }
 
 /// Unpacks every entry under `root`; returns the full layout's PYTHON.json, if any.
+///
+/// Long on purpose: one loop over the tar stream (it can be read only once), where the safety
+/// checks of each entry kind (file, link, hard link, folder) sit next to the write they guard.
 pub(super) fn unpack(
     archive: &Utf8Path,
     compression: Compression,
