@@ -456,6 +456,7 @@ fn why_chosen(file: &str, files: &[String], target: &Target) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use camino::Utf8Path;
 
     fn spec() -> Spec {
         Spec::load(&crate::core::project_root().join("layer/layer.toml")).unwrap()

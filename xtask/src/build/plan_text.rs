@@ -5,6 +5,8 @@ use std::fmt::Write;
 use crate::build::plan::{ArchiveSource, BuildPlan, HostPython, Origin};
 
 /// One section per decision, in the order the build carries them out.
+///
+/// Long on purpose: the sections one after another, read top to bottom like the output.
 pub fn render(plan: &BuildPlan) -> String {
     let mut s = String::new();
     let _ = writeln!(

@@ -100,6 +100,8 @@ pub struct Removed {
 }
 
 /// Builds the report from the zip's entries.
+///
+/// Long on purpose: one pass filling the report's fields in the order they are printed.
 pub fn build(
     spec: &crate::spec::Spec,
     arch: crate::spec::Arch,
@@ -231,6 +233,8 @@ fn pct(part: u64, whole: u64) -> String {
 
 impl Report {
     /// The report for people.
+    ///
+    /// Long on purpose: the sections one after another, read top to bottom like the output.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
@@ -411,7 +415,6 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::core::source_of_pyc;
 
     #[test]

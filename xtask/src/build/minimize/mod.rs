@@ -8,60 +8,22 @@
 //!
 //! Pure first: [`plan`] decides from a file list and a trace; [`execute`] deletes.
 
+mod accelerators;
+mod explain;
 pub mod stage;
+mod trace;
+
+pub use accelerators::{accelerators, drop_accelerators, Accelerator};
+pub use explain::explain;
+pub use trace::{trace, workloads, Trace};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::core::{Owners, RemovedDistribution, RemovedModule};
-use crate::spec::{Arch, Spec};
-
-/// What a workload run touched, saved as `trace-<arch>.json` beside the zip; `--trace FILE`
-/// reuses one instead of running the workload.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Trace {
-    pub arch: String,
-    pub providers: Vec<String>,
-    pub workloads: Vec<String>,
-    /// Layer paths (relative to `/opt`) of every file opened, imported or mapped.
-    pub files: BTreeSet<Utf8PathBuf>,
-    /// Layer paths of every folder listed.
-    pub dirs: BTreeSet<Utf8PathBuf>,
-    /// Every module imported.
-    pub modules: BTreeSet<String>,
-}
-
-impl Trace {
-    /// Folds one workload's raw result (absolute paths) in; paths outside `/opt` are dropped.
-    fn add_raw(&mut self, raw: &serde_json::Value) {
-        let paths = |key: &str| -> Vec<Utf8PathBuf> {
-            raw[key]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .filter_map(|p| p.strip_prefix("/opt/"))
-                        .map(Utf8PathBuf::from)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        self.files.extend(paths("files"));
-        self.dirs.extend(paths("dirs"));
-        if let Some(mods) = raw["modules"].as_array() {
-            self.modules
-                .extend(mods.iter().filter_map(|m| m.as_str().map(str::to_owned)));
-        }
-    }
-
-    pub fn load(path: &Utf8Path) -> Result<Trace> {
-        let text = fs_err::read_to_string(path)?;
-        serde_json::from_str(&text).with_context(|| format!("{path} is not a minimization trace"))
-    }
-}
 
 /// One distribution's share of the decision.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -180,6 +142,10 @@ fn hint(
 /// site-packages). `keep` holds globs relative to the layer root; `also_keep` lists layer paths
 /// the caller knows are needed (shared libraries a kept ELF file links against); `folders` maps
 /// provider code folders to the providers they serve, for the hints.
+///
+/// Long on purpose: one pass over the candidates whose keep/remove decision, per-distribution
+/// counts and removed-module hints share the same running state; split, each part would need
+/// all of it passed back and forth.
 pub fn plan(
     files: &[(Utf8PathBuf, u64)],
     owners: &Owners,
@@ -392,206 +358,6 @@ pub fn execute(stage: &Utf8Path, root: &Utf8Path, plan: &Plan) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// One entry of `layer/accelerators.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Accelerator {
-    /// Globs relative to site-packages: the native files left out.
-    pub paths: Vec<String>,
-    /// Defaults sitecustomize.py sets so that the package takes its pure-Python path.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AcceleratorsFile {
-    accelerator: BTreeMap<String, Accelerator>,
-}
-
-/// The accelerators `[minimize] drop-accelerators` names, from `accelerators.toml` beside the
-/// spec; an unknown name is an error listing the known ones.
-pub fn accelerators(spec: &Spec) -> Result<Vec<(String, Accelerator)>> {
-    if spec.minimize.drop_accelerators.is_empty() {
-        return Ok(Vec::new());
-    }
-    let path = spec.dir().join("accelerators.toml");
-    let text = fs_err::read_to_string(&path)?;
-    let file: AcceleratorsFile = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e)))?;
-    spec.minimize
-        .drop_accelerators
-        .iter()
-        .map(|name| {
-            let key = crate::python::wheel::normalize(name);
-            file.accelerator
-                .get(&key)
-                .map(|a| (key.clone(), a.clone()))
-                .with_context(|| {
-                    format!(
-                        "{}: [minimize] drop-accelerators names `{name}`, which {path} does not describe (it has: {})",
-                        spec.path,
-                        file.accelerator.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                })
-        })
-        .collect()
-}
-
-/// Removes the dropped accelerators' native files from site-packages; returns their layer paths.
-pub fn drop_accelerators(
-    stage: &Utf8Path,
-    site: &Utf8Path,
-    dropped: &[(String, Accelerator)],
-) -> Result<Vec<Utf8PathBuf>> {
-    let mut removed = Vec::new();
-    for (name, acc) in dropped {
-        let globs = crate::build::slim::prune::glob_set(acc.paths.iter().cloned())
-            .with_context(|| format!("accelerators.toml: `{name}`"))?;
-        for w in crate::util::walk(&stage.join(site))? {
-            if w.file_type.is_file() && globs.is_match(w.rel.as_str()) {
-                fs_err::remove_file(stage.join(site).join(&w.rel))?;
-                removed.push(site.join(&w.rel));
-            }
-        }
-    }
-    removed.sort();
-    Ok(removed)
-}
-
-/// The workload scripts the spec names, read from disk.
-pub fn workloads(spec: &Spec) -> Result<Vec<crate::verify::Workload>> {
-    spec.minimize
-        .workloads
-        .iter()
-        .map(|w| {
-            let path = spec.dir().join(w);
-            let source = fs_err::read_to_string(&path)
-                .with_context(|| format!("reading the [minimize] workload {w}"))?;
-            Ok(crate::verify::Workload {
-                name: w.to_string(),
-                source,
-            })
-        })
-        .collect()
-}
-
-/// Runs the spec's workloads on the staged layer and returns what they touched; fails, naming
-/// the workload and its error, when one does not run through.
-pub fn trace(spec: &Spec, arch: Arch, stage: &Utf8Path) -> Result<Trace> {
-    let workloads = workloads(spec)?;
-    let outcome = crate::verify::run_workloads(
-        spec,
-        arch,
-        stage,
-        workloads.clone(),
-        spec.minimize.providers.clone(),
-    )?;
-    let failed: Vec<String> = outcome
-        .checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect();
-    if !failed.is_empty() {
-        bail!(
-            "the minimization workload failed on the layer before anything was removed, so there is nothing to trace:\n  {}",
-            failed.join("\n  ")
-        );
-    }
-    let mut t = Trace {
-        arch: arch.to_string(),
-        providers: spec.minimize.providers.clone(),
-        workloads: workloads.iter().map(|w| w.name.clone()).collect(),
-        ..Trace::default()
-    };
-    for raw in &outcome.traces {
-        t.add_raw(raw);
-    }
-    if t.files.is_empty() {
-        bail!("the minimization workload ran but the trace recorded no file of the layer");
-    }
-    Ok(t)
-}
-
-/// Why a check of the minimized layer failed, in terms of the files minimization removed.
-pub fn explain(failures: &[(String, String)], plan: &Plan, site: &Utf8Path) -> String {
-    let removed = &plan.delete;
-    let mut lines = Vec::new();
-    for (check, detail) in failures {
-        let mut culprits: Vec<&Utf8PathBuf> = Vec::new();
-        let mut hints: Vec<String> = Vec::new();
-        for module in names_in(detail, "No module named '", "'")
-            .into_iter()
-            .chain(names_in(detail, "ModuleNotFoundError: ", " was removed"))
-        {
-            // The outermost removed module covering it knows the shortest way to keep it.
-            if let Some(r) = plan
-                .removed_modules
-                .iter()
-                .find(|r| module == r.module || module.starts_with(&format!("{}.", r.module)))
-            {
-                hints.push(r.hint.clone());
-            }
-            culprits.extend(removed.iter().filter(|p| {
-                p.strip_prefix(site)
-                    .ok()
-                    .and_then(module_of)
-                    .is_some_and(|m| m == module || m.starts_with(&format!("{module}.")))
-            }));
-        }
-        for path in names_in(detail, "No such file or directory: '/opt/", "'") {
-            culprits.extend(removed.iter().filter(|p| p.as_str() == path));
-        }
-        culprits.sort();
-        culprits.dedup();
-        if culprits.is_empty() {
-            lines.push(format!(
-                "{check} failed: {detail} (no removed file explains it)"
-            ));
-            continue;
-        }
-        let shown: Vec<&str> = culprits.iter().take(5).map(|p| p.as_str()).collect();
-        let keep: Vec<String> = culprits
-            .iter()
-            .take(5)
-            .map(|p| format!("\"{}\"", p.strip_prefix("python").unwrap_or(p).as_str()))
-            .collect();
-        hints.dedup();
-        let how = if hints.is_empty() {
-            format!("keep it with [minimize] keep = [{}]", keep.join(", "))
-        } else {
-            format!("to keep it {}", hints.join("; or "))
-        };
-        lines.push(format!(
-            "removing {}{} broke {check}: {detail}; {how}",
-            shown.join(", "),
-            if culprits.len() > 5 {
-                format!(" (and {} more)", culprits.len() - 5)
-            } else {
-                String::new()
-            },
-        ));
-    }
-    lines.join("\n  ")
-}
-
-/// Every substring of `text` between `start` and the next `end`.
-fn names_in(text: &str, start: &str, end: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(start) {
-        rest = &rest[i + start.len()..];
-        if let Some(j) = rest.find(end) {
-            out.push(rest[..j].to_owned());
-            rest = &rest[j..];
-        } else {
-            break;
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The minimize step of a build: trace the staged layer (or read `--trace`), remove what the
 //! trace never touched, and prove the result once it is packaged.
 
+use std::collections::BTreeSet;
+
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -23,35 +25,8 @@ pub fn minimize_stage(
     progress: &Progress,
 ) -> Result<Minimized> {
     let spec = &plan.spec;
-    let arch = plan.arch;
     let trace_path = plan.paths.trace.clone();
-    let trace = match &plan.minimize.trace_given {
-        Some(path) => {
-            progress.line(format!("minimize: using the saved trace {path}"));
-            let trace = super::Trace::load(path)?;
-            if trace.arch != arch.as_str() {
-                bail!(
-                    "{path} traced a {} layer; this build is for {}: trace it again (leave out --trace)",
-                    trace.arch,
-                    arch
-                );
-            }
-            trace
-        }
-        None => {
-            progress.line(format!(
-                "minimize: tracing {} with providers {} in the sandbox",
-                spec.minimize
-                    .workloads
-                    .iter()
-                    .map(|w| w.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                spec.minimize.providers.join(", ")
-            ));
-            super::trace(spec, arch, stage)?
-        }
-    };
+    let trace = obtain_trace(plan, stage, progress)?;
     let tmp = trace_path.with_extension("json.tmp");
     fs_err::write(&tmp, serde_json::to_string_pretty(&trace)? + "\n")?;
     fs_err::rename(&tmp, &trace_path)?;
@@ -74,41 +49,7 @@ pub fn minimize_stage(
             .map(|g| format!("python/{}", g.trim_start_matches('/'))),
     )
     .with_context(|| format!("{}: [minimize] keep", spec.path))?;
-    // What the interpreter and every ELF file the trace or a keep rule keeps link against.
-    let mut roots: Vec<Utf8PathBuf> = crate::util::walk(&stage.join("python/bin"))?
-        .into_iter()
-        .filter(|w| w.file_type.is_file())
-        .map(|w| Utf8PathBuf::from("python/bin").join(&w.rel))
-        .collect();
-    roots.extend(
-        files
-            .iter()
-            .filter(|(p, _)| trace.files.contains(p) || keep.is_match(p.as_str()))
-            .map(|(p, _)| p.clone()),
-    );
-    let mut needed = crate::util::elf::needed_closure(
-        stage,
-        Utf8Path::new("python/lib"),
-        &roots,
-        crate::util::elf::Depth::Transitive,
-    )?;
-    // A kept link keeps what it points to: the trace sees the name a file was opened by
-    // (Debian's `_sysconfigdata__linux_<triple>.pyc` is a link to `_sysconfigdata__<triple>.pyc`).
-    for (p, _) in &files {
-        if !(trace.files.contains(p) || keep.is_match(p.as_str())) {
-            continue;
-        }
-        let mut link = p.clone();
-        for _ in 0..8 {
-            let Ok(target) = fs_err::read_link(stage.join(&link)) else {
-                break;
-            };
-            let target = crate::util::utf8(target)?;
-            let resolved = super::normalize(&link.parent().unwrap_or(&lib).join(&target));
-            needed.insert(resolved.clone());
-            link = resolved;
-        }
-    }
+    let needed = needed_files(stage, &lib, &files, &trace, &keep)?;
     let providers_path = spec.dir().join("litellm-providers.toml");
     let folders = if providers_path.is_file() {
         crate::spec::ProvidersFile::load(&providers_path)?.code_folders
@@ -137,6 +78,88 @@ pub fn minimize_stage(
         plan.removed_distributions.len()
     ));
     Ok(Minimized { plan, summary })
+}
+
+/// The trace to minimize with: `--trace`, checked to be of this architecture, else a fresh run
+/// of the spec's workloads on the staged layer.
+fn obtain_trace(plan: &BuildPlan, stage: &Utf8Path, progress: &Progress) -> Result<super::Trace> {
+    let spec = &plan.spec;
+    let arch = plan.arch;
+    let trace = match &plan.minimize.trace_given {
+        Some(path) => {
+            progress.line(format!("minimize: using the saved trace {path}"));
+            let trace = super::Trace::load(path)?;
+            if trace.arch != arch.as_str() {
+                bail!(
+                    "{path} traced a {} layer; this build is for {}: trace it again (leave out --trace)",
+                    trace.arch,
+                    arch
+                );
+            }
+            trace
+        }
+        None => {
+            progress.line(format!(
+                "minimize: tracing {} with providers {} in the sandbox",
+                spec.minimize
+                    .workloads
+                    .iter()
+                    .map(|w| w.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                spec.minimize.providers.join(", ")
+            ));
+            super::trace(spec, arch, stage)?
+        }
+    };
+    Ok(trace)
+}
+
+/// Layer paths the trace does not name but a kept file needs: what the interpreter and every
+/// kept ELF file link against, and what a kept link points to.
+fn needed_files(
+    stage: &Utf8Path,
+    lib: &Utf8Path,
+    files: &[(Utf8PathBuf, u64)],
+    trace: &super::Trace,
+    keep: &globset::GlobSet,
+) -> Result<BTreeSet<Utf8PathBuf>> {
+    // What the interpreter and every ELF file the trace or a keep rule keeps link against.
+    let mut roots: Vec<Utf8PathBuf> = crate::util::walk(&stage.join("python/bin"))?
+        .into_iter()
+        .filter(|w| w.file_type.is_file())
+        .map(|w| Utf8PathBuf::from("python/bin").join(&w.rel))
+        .collect();
+    roots.extend(
+        files
+            .iter()
+            .filter(|(p, _)| trace.files.contains(p) || keep.is_match(p.as_str()))
+            .map(|(p, _)| p.clone()),
+    );
+    let mut needed = crate::util::elf::needed_closure(
+        stage,
+        Utf8Path::new("python/lib"),
+        &roots,
+        crate::util::elf::Depth::Transitive,
+    )?;
+    // A kept link keeps what it points to: the trace sees the name a file was opened by
+    // (Debian's `_sysconfigdata__linux_<triple>.pyc` is a link to `_sysconfigdata__<triple>.pyc`).
+    for (p, _) in files {
+        if !(trace.files.contains(p) || keep.is_match(p.as_str())) {
+            continue;
+        }
+        let mut link = p.clone();
+        for _ in 0..8 {
+            let Ok(target) = fs_err::read_link(stage.join(&link)) else {
+                break;
+            };
+            let target = crate::util::utf8(target)?;
+            let resolved = super::normalize(&link.parent().unwrap_or(lib).join(&target));
+            needed.insert(resolved.clone());
+            link = resolved;
+        }
+    }
+    Ok(needed)
 }
 
 /// Runs `verify` on the minimized zip and the workload on its tree; on failure, names the

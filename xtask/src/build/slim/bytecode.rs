@@ -191,13 +191,13 @@ pub fn compile(
 }
 
 fn run_script(python: &Utf8Path, stdin: &str) -> Result<Answer> {
-    let output = duct::cmd!(python.as_std_path(), "-I", "-B", "-S", "-c", SCRIPT)
+    let sh = xshell::Shell::new().context("reading the current folder")?;
+    let output = xshell::cmd!(sh, "{python} -I -B -S -c {SCRIPT}")
         .env("PYTHONHASHSEED", "0")
-        .stdin_bytes(stdin.as_bytes().to_vec())
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
+        .stdin(stdin)
+        .quiet()
+        .ignore_status()
+        .output()
         .with_context(|| format!("could not start {python} to compile bytecode"))?;
     if !output.status.success() {
         bail!(

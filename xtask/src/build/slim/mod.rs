@@ -331,18 +331,13 @@ pub fn site_packages_zip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Resul
 
 /// Standard-library modules loaded by `python -c pass` (with `site`): what start-up needs.
 fn startup_modules(python: &Utf8Path) -> Result<Vec<String>> {
-    let out = duct::cmd!(
-        python.as_std_path(),
-        "-I",
-        "-B",
-        "-c",
-        "import sys, json; print(json.dumps(sorted(sys.modules)))"
-    )
-    .stderr_capture()
-    .stdout_capture()
-    .unchecked()
-    .run()
-    .with_context(|| format!("could not start {python} to list start-up modules"))?;
+    let sh = xshell::Shell::new().context("reading the current folder")?;
+    let script = "import sys, json; print(json.dumps(sorted(sys.modules)))";
+    let out = xshell::cmd!(sh, "{python} -I -B -c {script}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("could not start {python} to list start-up modules"))?;
     if !out.status.success() {
         bail!(
             "{python} exited with {} while listing start-up modules: {}",

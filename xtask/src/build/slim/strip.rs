@@ -129,11 +129,11 @@ pub fn strip_file(path: &Utf8Path, arch: Arch, tool: &Utf8Path) -> Result<Option
     }
     let tmp = tempfile::tempdir().context("creating a folder for stripping")?;
     let out = tmp.path().join("stripped");
-    let status = duct::cmd!(tool.as_std_path(), "--strip-debug", "-o", &out, path)
-        .stdout_null()
-        .stderr_capture()
-        .unchecked()
-        .run()
+    let sh = xshell::Shell::new().context("reading the current folder")?;
+    let status = xshell::cmd!(sh, "{tool} --strip-debug -o {out} {path}")
+        .quiet()
+        .ignore_status()
+        .output()
         .with_context(|| format!("could not start {tool} on {path}"))?;
     if !status.status.success() {
         return Ok(Some(Outcome::Kept(format!(

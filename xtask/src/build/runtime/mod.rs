@@ -1,11 +1,21 @@
-//! The CPython runtime: unpacking a python-build-standalone archive into a layer's `python/`.
+//! The CPython runtime: unpacking a python-build-standalone archive into a layer's `python/`
+//! (`unpack`: safe tar extraction; `inspect`: what interpreter it holds), and the build
+//! machine's interpreter for cross builds (`host`).
 
-use std::io::{BufReader, Read};
+mod host;
+mod inspect;
+mod unpack;
+
+pub use host::host_python;
+
+use std::io::Read;
 
 use anyhow::{bail, Context, Result};
-use camino::{Utf8Component, Utf8Path, Utf8PathBuf};
+use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::spec::Arch;
+use inspect::inspect;
+use unpack::{check_links_inside, safe_relative, unpack};
 
 /// What an unpacked runtime is.
 #[derive(Debug, Clone)]
@@ -22,14 +32,14 @@ pub struct RuntimeInfo {
 
 /// How the archive is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
+pub(super) enum Compression {
     Gzip,
     Zstd,
 }
 
 /// Where an archive entry goes, relative to the extraction folder (which will hold `python/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Place {
+pub(super) enum Place {
     /// Written at this path (always under `python/`).
     Keep(Utf8PathBuf),
     /// The full layout's metadata, `python/PYTHON.json`.
@@ -95,7 +105,7 @@ fn compression_of(archive: &Utf8Path) -> Result<Compression> {
 }
 
 /// Where an entry of either layout goes. `path` is the entry's path in the archive.
-fn place(path: &str) -> Result<Place> {
+pub(super) fn place(path: &str) -> Result<Place> {
     let rel = safe_relative(path)?;
     let mut parts = rel.components().map(|c| c.as_str());
     if parts.next() != Some("python") {
@@ -114,368 +124,11 @@ fn place(path: &str) -> Result<Place> {
     })
 }
 
-/// `path` as a relative path without `.` or `..`; refuses absolute paths and `..`.
-fn safe_relative(path: &str) -> Result<Utf8PathBuf> {
-    let mut out = Utf8PathBuf::new();
-    for component in Utf8Path::new(path).components() {
-        match component {
-            Utf8Component::Normal(part) => out.push(part),
-            Utf8Component::CurDir => {}
-            Utf8Component::ParentDir => bail!("archive entry `{path}` contains `..`"),
-            Utf8Component::RootDir | Utf8Component::Prefix(_) => {
-                bail!("archive entry `{path}` is an absolute path")
-            }
-        }
-    }
-    if out.as_str().is_empty() {
-        bail!("archive entry `{path}` has an empty path");
-    }
-    Ok(out)
-}
-
-/// Lexically resolves `target` as a link at `link` (both relative to the extraction folder)
-/// would; `None` when the result leaves `python/`.
-fn link_target_inside(link: &Utf8Path, target: &str) -> Option<Utf8PathBuf> {
-    if target.starts_with('/') {
-        return None;
-    }
-    let mut parts: Vec<&str> = link.parent()?.components().map(|c| c.as_str()).collect();
-    for component in Utf8Path::new(target).components() {
-        match component {
-            Utf8Component::Normal(part) => parts.push(part),
-            Utf8Component::CurDir => {}
-            Utf8Component::ParentDir => {
-                parts.pop()?;
-            }
-            Utf8Component::RootDir | Utf8Component::Prefix(_) => return None,
-        }
-    }
-    (parts.first() == Some(&"python")).then(|| parts.iter().collect())
-}
-
-/// Refuses to write through a symlinked folder that an earlier entry created.
-fn check_no_symlinked_parent(root: &Utf8Path, rel: &Utf8Path, entry: &str) -> Result<()> {
-    let mut dir = root.to_owned();
-    let parents: Vec<_> = rel
-        .parent()
-        .map(|p| p.components().collect())
-        .unwrap_or_default();
-    for part in parents {
-        dir.push(part);
-        match fs_err::symlink_metadata(&dir) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                bail!(
-                    "archive entry `{entry}` would be written through the symlink {}",
-                    dir.strip_prefix(root).unwrap_or(&dir)
-                )
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Unpacks every entry under `root`; returns the full layout's PYTHON.json, if any.
-fn unpack(
-    archive: &Utf8Path,
-    compression: Compression,
-    root: &Utf8Path,
-) -> Result<Option<serde_json::Value>> {
-    use std::os::unix::fs::PermissionsExt;
-    use tar::EntryType;
-
-    let file = BufReader::new(fs_err::File::open(archive)?);
-    let reader: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
-    };
-    let mut tar = tar::Archive::new(reader);
-    let mut metadata = None;
-    for entry in tar.entries().context("reading the tar stream")? {
-        let mut entry = entry.context("reading the tar stream")?;
-        let raw = entry.path_bytes();
-        let name = std::str::from_utf8(&raw)
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "archive entry `{}` is not UTF-8",
-                    String::from_utf8_lossy(&raw)
-                )
-            })?
-            .to_owned();
-        let kind = entry.header().entry_type();
-        let rel = match place(&name)? {
-            Place::Keep(rel) => rel,
-            Place::Drop => continue,
-            Place::Metadata => {
-                let mut text = String::new();
-                entry
-                    .read_to_string(&mut text)
-                    .with_context(|| format!("reading `{name}`"))?;
-                metadata =
-                    Some(serde_json::from_str(&text).with_context(|| format!("parsing `{name}`"))?);
-                continue;
-            }
-        };
-        check_no_symlinked_parent(root, &rel, &name)?;
-        let out = root.join(&rel);
-        if let Some(parent) = out.parent() {
-            fs_err::create_dir_all(parent)?;
-        }
-        match kind {
-            EntryType::Directory => {
-                if !out.is_dir() {
-                    fs_err::create_dir(&out)?;
-                }
-            }
-            EntryType::Regular | EntryType::Continuous => {
-                remove_existing(&out)?;
-                let mut file = fs_err::File::create(&out)?;
-                std::io::copy(&mut entry, &mut file).with_context(|| format!("writing {out}"))?;
-                // Keep the executable bits; drop setuid/setgid/sticky, which a layer never needs.
-                let mode = entry
-                    .header()
-                    .mode()
-                    .with_context(|| format!("reading the mode of `{name}`"))?
-                    & 0o777;
-                fs_err::set_permissions(&out, std::fs::Permissions::from_mode(mode | 0o600))?;
-            }
-            EntryType::Symlink => {
-                let target = link_name(&entry, &name)?;
-                if link_target_inside(&rel, &target).is_none() {
-                    bail!("archive entry `{name}` is a symlink to `{target}`, which leaves the python/ folder");
-                }
-                remove_existing(&out)?;
-                std::os::unix::fs::symlink(&target, &out)
-                    .with_context(|| format!("creating the symlink {out}"))?;
-            }
-            EntryType::Link => {
-                let target = link_name(&entry, &name)?;
-                // A hard link names another entry of the archive, mapped like every entry.
-                let target_rel = match place(&target) {
-                    Ok(Place::Keep(rel)) => rel,
-                    _ => {
-                        bail!("archive entry `{name}` is a hard link to `{target}`, which is not in the python/ folder")
-                    }
-                };
-                check_no_symlinked_parent(root, &target_rel, &name)?;
-                let source = root.join(&target_rel);
-                let is_file = fs_err::symlink_metadata(&source)
-                    .map(|m| m.is_file())
-                    .unwrap_or(false);
-                if !is_file {
-                    bail!(
-                        "archive entry `{name}` is a hard link to `{target}`, which is not a file unpacked before it"
-                    );
-                }
-                remove_existing(&out)?;
-                if std::fs::hard_link(&source, &out).is_err() {
-                    fs_err::copy(&source, &out)?;
-                }
-            }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                bail!("archive entry `{name}` is a device or fifo, which a runtime never contains")
-            }
-            other => bail!("archive entry `{name}` has an unsupported type {other:?}"),
-        }
-    }
-    Ok(metadata)
-}
-
-fn link_name(entry: &tar::Entry<'_, impl Read>, name: &str) -> Result<String> {
-    let target = entry
-        .link_name_bytes()
-        .with_context(|| format!("archive entry `{name}` is a link without a target"))?;
-    std::str::from_utf8(&target)
-        .map(str::to_owned)
-        .map_err(|_| anyhow::anyhow!("archive entry `{name}` links to a path that is not UTF-8"))
-}
-
-/// Lets a later entry replace an earlier one of the same name, as tar does.
-fn remove_existing(path: &Utf8Path) -> Result<()> {
-    match fs_err::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => bail!("{path} is a folder and a later archive entry is not"),
-        Ok(_) => Ok(fs_err::remove_file(path)?),
-        Err(_) => Ok(()),
-    }
-}
-
-/// Follows every symlink under `root/python` through the unpacked tree, so that a chain of
-/// links that each look harmless cannot lead outside it.
-fn check_links_inside(root: &Utf8Path) -> Result<()> {
-    for entry in crate::util::walk(root)? {
-        if entry.file_type.is_symlink() {
-            let mut pending: Vec<String> = entry
-                .rel
-                .components()
-                .rev()
-                .map(|c| c.as_str().to_owned())
-                .collect();
-            let mut resolved: Vec<String> = Vec::new();
-            let mut hops = 0;
-            while let Some(part) = pending.pop() {
-                match part.as_str() {
-                    "" | "." => continue,
-                    ".." => {
-                        if resolved.pop().is_none() {
-                            bail!(
-                                "the symlink `{}` leads outside the python/ folder",
-                                entry.rel
-                            );
-                        }
-                        continue;
-                    }
-                    _ => resolved.push(part),
-                }
-                let here: Utf8PathBuf = resolved.iter().collect();
-                let path = root.join(&here);
-                if fs_err::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                    hops += 1;
-                    if hops > 40 {
-                        bail!("the symlink `{}` is part of a loop", entry.rel);
-                    }
-                    let target = crate::util::utf8(fs_err::read_link(&path)?)?;
-                    if target.is_absolute() {
-                        bail!("the symlink `{here}` points to the absolute path {target}");
-                    }
-                    resolved.pop();
-                    pending.extend(target.as_str().split('/').rev().map(str::to_owned));
-                }
-            }
-            if resolved.first().map(String::as_str) != Some("python") {
-                bail!(
-                    "the symlink `{}` leads outside the python/ folder",
-                    entry.rel
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Finds the interpreter, its version, and checks that it is built for `arch`.
-fn inspect(
-    root: &Utf8Path,
-    metadata: Option<&serde_json::Value>,
-    arch: Arch,
-) -> Result<RuntimeInfo> {
-    let meta_str = |key: &str| {
-        metadata
-            .and_then(|m| m.get(key))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-
-    let exe = match meta_str("python_exe") {
-        // `install/bin/python3.11` in the full layout, which we moved up one level.
-        Some(exe) => {
-            let rel = safe_relative(&exe).context("reading python_exe in PYTHON.json")?;
-            rel.strip_prefix("install")
-                .map(Utf8Path::to_owned)
-                .unwrap_or(rel)
-        }
-        None => find_interpreter(root)?,
-    };
-    let exe_name = exe.file_name().unwrap_or("");
-    let xy = match meta_str("python_major_minor_version") {
-        Some(xy) => xy,
-        None => exe_name
-            .strip_prefix("python")
-            .filter(|v| is_xy(v))
-            .map(str::to_owned)
-            .with_context(|| {
-                format!("cannot tell the Python version from the interpreter name `{exe}`")
-            })?,
-    };
-    let version = meta_str("python_version")
-        .or_else(|| patchlevel_version(root, &xy))
-        .unwrap_or_else(|| xy.clone());
-    if !root.join("lib").join(format!("python{xy}")).is_dir() {
-        bail!("the runtime has no standard library folder lib/python{xy}");
-    }
-
-    let exe_path = root.join(&exe);
-    let meta = fs_err::symlink_metadata(&exe_path)
-        .with_context(|| format!("the interpreter {exe} is missing"))?;
-    if !meta.is_file() {
-        bail!("the interpreter {exe} is not a regular file");
-    }
-    let machine = elf_machine(&exe_path)?;
-    if machine != arch.elf_machine() {
-        bail!(
-            "runtime interpreter {exe} is {} but the target is {}",
-            crate::util::elf::machine_name(machine),
-            arch.machine()
-        );
-    }
-    Ok(RuntimeInfo {
-        root: root.to_owned(),
-        version,
-        xy,
-        exe,
-    })
-}
-
-/// `3.11`, `3.12`...
-fn is_xy(v: &str) -> bool {
-    v.split_once('.').is_some_and(|(x, y)| {
-        !x.is_empty()
-            && !y.is_empty()
-            && x.bytes().all(|b| b.is_ascii_digit())
-            && y.bytes().all(|b| b.is_ascii_digit())
-    })
-}
-
-/// `bin/python3.X` that is a real file (`python3` and `python` are links to it).
-fn find_interpreter(root: &Utf8Path) -> Result<Utf8PathBuf> {
-    let bin = root.join("bin");
-    let mut found = Vec::new();
-    for entry in fs_err::read_dir(&bin)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if is_file && name.strip_prefix("python").is_some_and(is_xy) {
-            found.push(name);
-        }
-    }
-    found.sort();
-    match found.as_slice() {
-        [one] => Ok(Utf8Path::new("bin").join(one)),
-        [] => bail!("no interpreter bin/python3.X (a regular file) in {root}"),
-        many => bail!("several interpreters in {bin}: {}", many.join(", ")),
-    }
-}
-
-/// `PY_VERSION` from `include/python3.X/patchlevel.h`, best effort.
-fn patchlevel_version(root: &Utf8Path, xy: &str) -> Option<String> {
-    let text =
-        fs_err::read_to_string(root.join(format!("include/python{xy}/patchlevel.h"))).ok()?;
-    text.lines().find_map(|line| {
-        let rest = line
-            .trim()
-            .strip_prefix("#define")?
-            .trim()
-            .strip_prefix("PY_VERSION")?;
-        let version = rest.trim().trim_matches('"');
-        (version.starts_with(xy) && version.len() > xy.len()).then(|| version.to_owned())
-    })
-}
-
-/// `e_machine` of an ELF file, read from its header only.
-pub fn elf_machine(path: &Utf8Path) -> Result<u16> {
-    let mut header = [0u8; 64];
-    let mut file = fs_err::File::open(path)?;
-    file.read_exact(&mut header)
-        .with_context(|| format!("{path} is not an ELF file (too short)"))?;
-    let parsed = goblin::elf::Elf::parse_header(&header)
-        .map_err(|e| anyhow::anyhow!("{path} is not an ELF file: {e}"))?;
-    Ok(parsed.e_machine)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use inspect::elf_machine;
+    use unpack::link_target_inside;
 
     /// One entry of a test archive.
     enum E<'a> {
