@@ -81,7 +81,7 @@ pub fn machine_name(machine: u16) -> String {
         header::EM_AARCH64 => "aarch64".to_owned(),
         header::EM_386 => "i386".to_owned(),
         header::EM_ARM => "arm".to_owned(),
-        other => format!("ELF machine {other}"),
+        other => format!("e_machine {other}"),
     }
 }
 
