@@ -120,7 +120,7 @@ pub(super) fn patchlevel_version(root: &Utf8Path, xy: &str) -> Option<String> {
 }
 
 /// `e_machine` of an ELF file, read from its header only.
-pub fn elf_machine(path: &Utf8Path) -> Result<u16> {
+pub(super) fn elf_machine(path: &Utf8Path) -> Result<u16> {
     let mut header = [0u8; 64];
     let mut file = fs_err::File::open(path)?;
     file.read_exact(&mut header)

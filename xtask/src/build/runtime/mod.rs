@@ -127,7 +127,6 @@ pub(super) fn place(path: &str) -> Result<Place> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inspect::elf_machine;
     use unpack::link_target_inside;
 
     /// One entry of a test archive.
