@@ -73,14 +73,13 @@ pub fn glibc_version_of(name: &str) -> Option<Glibc> {
     Some(Glibc { major, minor })
 }
 
-/// A name for people, spelled as `uname -m` and wheel tags spell it: `x86_64`, `aarch64`,
-/// `i386`, `arm`, or the number.
+/// A name for people, spelled as `readelf` spells it: `x86-64`, `AArch64`, or the number.
 pub fn machine_name(machine: u16) -> String {
     match machine {
-        header::EM_X86_64 => "x86_64".to_owned(),
-        header::EM_AARCH64 => "aarch64".to_owned(),
+        header::EM_X86_64 => "x86-64".to_owned(),
+        header::EM_AARCH64 => "AArch64".to_owned(),
         header::EM_386 => "i386".to_owned(),
-        header::EM_ARM => "arm".to_owned(),
+        header::EM_ARM => "ARM".to_owned(),
         other => format!("e_machine {other}"),
     }
 }
@@ -213,8 +212,8 @@ mod tests {
 
     #[test]
     fn machine_names() {
-        assert_eq!(machine_name(header::EM_X86_64), "x86_64");
-        assert_eq!(machine_name(header::EM_AARCH64), "aarch64");
+        assert_eq!(machine_name(header::EM_X86_64), "x86-64");
+        assert_eq!(machine_name(header::EM_AARCH64), "AArch64");
         assert_eq!(machine_name(9999), "e_machine 9999");
     }
 }

@@ -454,7 +454,7 @@ mod tests {
         let r = report(
             vec![
                 Check::new("runtime: executed", false, "no qemu"),
-                Check::new("static: elf machine", false, "aarch64"),
+                Check::new("static: elf machine", false, "AArch64"),
             ],
             Execution::NotRun {
                 why: "no qemu".into(),

@@ -385,7 +385,7 @@ mod tests {
         let by_name: BTreeMap<&str, &Check> = checks.iter().map(|c| (c.name.as_str(), c)).collect();
         let machine = by_name["static: elf machine"];
         assert!(
-            !machine.ok && machine.detail.contains("sp/b/y.so is aarch64"),
+            !machine.ok && machine.detail.contains("sp/b/y.so is AArch64"),
             "{machine:?}"
         );
         let glibc = by_name["static: glibc <= 2.34"];

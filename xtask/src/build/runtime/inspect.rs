@@ -60,7 +60,14 @@ pub(super) fn inspect(
     if machine != arch.elf_machine() {
         bail!(
             "runtime interpreter {exe} is {} but the target is {}",
-            crate::util::elf::machine_name(machine),
+            // A Lambda architecture by the name wheel tags and `uname -m` give it.
+            Arch::ALL
+                .into_iter()
+                .find(|a| a.elf_machine() == machine)
+                .map_or_else(
+                    || crate::util::elf::machine_name(machine),
+                    |a| a.machine().to_owned()
+                ),
             arch.machine()
         );
     }
