@@ -2,6 +2,8 @@
 //! top-level module to another, and following those arrows never leads back. Only `main.rs`
 //! may name `flags`: commands call each other through option types, never through flags.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
