@@ -7,8 +7,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("python interpreter not found: {interpreter}")]
-    InterpreterNotFound { interpreter: String },
+    /// `hint` says what to do (empty, or starting with `"; "`).
+    #[error("python interpreter not found: {interpreter}{hint}")]
+    InterpreterNotFound { interpreter: String, hint: String },
 
     #[error("python interpreter is not executable: {interpreter}")]
     InterpreterNotExecutable {

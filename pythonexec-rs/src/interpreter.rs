@@ -5,16 +5,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::layer::{LayerPython, LAYER_ROOT};
 
 /// Environment variable naming the interpreter to use when no explicit path is given.
 pub const PYTHON_ENV_VAR: &str = "PYTHONEXEC_PYTHON";
-
-/// The interpreter a python-litellm layer carries.
-pub const LAYER_PYTHON: &str = "/opt/python/bin/python3.11";
-/// `PYTHONHOME` the layer's interpreter expects.
-pub const LAYER_PYTHONHOME: &str = "/opt/python";
-/// `PYTHONPATH` the layer's interpreter expects.
-pub const LAYER_PYTHONPATH: &str = "/opt/python/lib/python3.11";
 
 /// Environment variables whose presence means "running inside AWS Lambda".
 const LAMBDA_MARKERS: [&str; 2] = ["AWS_LAMBDA_FUNCTION_NAME", "LAMBDA_TASK_ROOT"];
@@ -27,8 +21,9 @@ pub enum Choice {
     Explicit,
     /// `PYTHONEXEC_PYTHON` was set.
     EnvVar,
-    /// Inside Lambda (`marker` is the variable that said so): the layer's interpreter.
-    Lambda { marker: String },
+    /// Inside Lambda (`marker` is the variable that said so): the layer's interpreter,
+    /// found as `layer` says (`"python_version 3.11.7 in /opt/python/layer-manifest.json"`).
+    Lambda { marker: String, layer: String },
     /// Nothing else applied: `python3` on `PATH`.
     Path,
 }
@@ -45,7 +40,8 @@ pub struct Interpreter {
 
 impl Interpreter {
     /// An explicit interpreter path wins; else `PYTHONEXEC_PYTHON`; else inside Lambda the
-    /// layer's `/opt/python/bin/python3.11` with `PYTHONHOME`/`PYTHONPATH`; else `python3`.
+    /// layer's interpreter (see [`LayerPython::find`]) with `PYTHONHOME`/`PYTHONPATH`; else
+    /// `python3` on `PATH`.
     pub fn locate(explicit: Option<&Path>) -> Interpreter {
         choose(explicit, |name| std::env::var_os(name))
     }
@@ -64,8 +60,8 @@ impl Interpreter {
         match &self.choice {
             Choice::Explicit => "given explicitly".to_owned(),
             Choice::EnvVar => format!("{PYTHON_ENV_VAR} is set"),
-            Choice::Lambda { marker } => {
-                format!("inside Lambda ({marker} is set): the layer's interpreter")
+            Choice::Lambda { marker, layer } => {
+                format!("inside Lambda ({marker} is set): the layer's interpreter, from {layer}")
             }
             Choice::Path => format!(
                 "no explicit path, {PYTHON_ENV_VAR} unset, not inside Lambda: python3 on PATH"
@@ -84,16 +80,10 @@ impl Interpreter {
             )
         };
         let Some(path) = found else {
-            return Err(Error::InterpreterNotFound {
-                interpreter: self.to_string(),
-            });
+            return Err(self.not_found());
         };
         match std::fs::metadata(&path) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::InterpreterNotFound {
-                    interpreter: self.to_string(),
-                })
-            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(self.not_found()),
             Err(err) => Err(Error::InterpreterNotExecutable {
                 interpreter: self.to_string(),
                 source: Some(err),
@@ -105,6 +95,25 @@ impl Interpreter {
                 })
             }
             Ok(_) => Ok(path),
+        }
+    }
+
+    /// "Not found", with what to do about it: under a local Lambda emulator (which sets
+    /// `AWS_LAMBDA_FUNCTION_NAME` but has no `/opt/python`) that is setting `PYTHONEXEC_PYTHON`.
+    pub(crate) fn not_found(&self) -> Error {
+        let hint = match &self.choice {
+            Choice::Lambda { .. } => format!(
+                "; no layer here: add the python-litellm layer to the function, or, outside AWS \
+                 (e.g. under `cargo lambda watch`, which sets AWS_LAMBDA_FUNCTION_NAME), set \
+                 {PYTHON_ENV_VAR} to a python3, e.g. the interpreter of a layer tree built by \
+                 `cargo xtask layer` (<out>/tree/python/bin/python3)"
+            ),
+            Choice::EnvVar => format!("; {PYTHON_ENV_VAR} names a file that does not exist"),
+            Choice::Explicit | Choice::Path => String::new(),
+        };
+        Error::InterpreterNotFound {
+            interpreter: self.to_string(),
+            hint,
         }
     }
 
@@ -124,6 +133,15 @@ impl fmt::Display for Interpreter {
 
 /// The decision, with the environment as a parameter so it is testable.
 pub fn choose(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -> Interpreter {
+    choose_in(explicit, env, Path::new(LAYER_ROOT))
+}
+
+/// [`choose`] with the layer unpacked at `layer_root` instead of `/opt`.
+pub fn choose_in(
+    explicit: Option<&Path>,
+    env: impl Fn(&str) -> Option<OsString>,
+    layer_root: &Path,
+) -> Interpreter {
     if let Some(path) = explicit {
         return Interpreter::explicit(path);
     }
@@ -138,14 +156,13 @@ pub fn choose(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>) -
         .iter()
         .find(|name| env(name).is_some_and(|v| !v.is_empty()))
     {
+        let layer = LayerPython::find(layer_root);
         return Interpreter {
-            program: PathBuf::from(LAYER_PYTHON),
-            env: vec![
-                ("PYTHONHOME".into(), LAYER_PYTHONHOME.into()),
-                ("PYTHONPATH".into(), LAYER_PYTHONPATH.into()),
-            ],
+            env: layer.env(),
+            program: layer.program,
             choice: Choice::Lambda {
                 marker: (*marker).to_owned(),
+                layer: layer.found_by,
             },
         };
     }
@@ -216,16 +233,48 @@ mod tests {
 
     #[test]
     fn lambda_uses_the_layer_with_its_environment() {
-        let i = choose(None, env_of(&[("LAMBDA_TASK_ROOT", "/var/task")]));
-        assert_eq!(i.program, PathBuf::from(LAYER_PYTHON));
-        assert!(i
-            .env
-            .contains(&(OsString::from("PYTHONHOME"), OsString::from("/opt/python"))));
+        let root = tempfile::tempdir().expect("tempdir");
+        let python = root.path().join("python");
+        std::fs::create_dir_all(python.join("bin")).expect("mkdir");
+        std::fs::write(python.join("bin/python3.13"), "").expect("write");
+        std::fs::write(
+            root.path().join(crate::layer::LAYER_MANIFEST),
+            r#"{"python_version": "3.13.1"}"#,
+        )
+        .expect("write");
+        let i = choose_in(
+            None,
+            env_of(&[("LAMBDA_TASK_ROOT", "/var/task")]),
+            root.path(),
+        );
+        assert_eq!(i.program, python.join("bin/python3.13"));
+        assert!(i.env.contains(&(
+            OsString::from("PYTHONHOME"),
+            python.clone().into_os_string()
+        )));
         assert!(i.env.contains(&(
             OsString::from("PYTHONPATH"),
-            OsString::from("/opt/python/lib/python3.11")
+            python.join("lib/python3.13").into_os_string()
         )));
-        assert!(i.to_string().contains("LAMBDA_TASK_ROOT"));
+        let shown = i.to_string();
+        assert!(shown.contains("LAMBDA_TASK_ROOT"), "{shown}");
+        assert!(shown.contains("python_version 3.13.1"), "{shown}");
+    }
+
+    #[test]
+    fn lambda_without_a_layer_says_to_set_the_env_var() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let i = choose_in(
+            None,
+            env_of(&[("AWS_LAMBDA_FUNCTION_NAME", "_")]),
+            root.path(),
+        );
+        assert_eq!(i.program, root.path().join("python/bin/python3"));
+        let err = i.resolve().expect_err("no layer");
+        assert!(matches!(err, Error::InterpreterNotFound { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("set PYTHONEXEC_PYTHON"), "{text}");
+        assert!(text.contains("cargo lambda watch"), "{text}");
     }
 
     #[test]

@@ -214,9 +214,7 @@ async fn collect(task: tokio::task::JoinHandle<Vec<u8>>) -> String {
 
 pub(crate) fn spawn_error(interpreter: &Interpreter, source: std::io::Error) -> Error {
     match source.kind() {
-        std::io::ErrorKind::NotFound => Error::InterpreterNotFound {
-            interpreter: interpreter.to_string(),
-        },
+        std::io::ErrorKind::NotFound => interpreter.not_found(),
         std::io::ErrorKind::PermissionDenied => Error::InterpreterNotExecutable {
             interpreter: interpreter.to_string(),
             source: Some(source),

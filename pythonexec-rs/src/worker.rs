@@ -25,7 +25,9 @@ use crate::run::{spawn_error, STDERR_TAIL};
 /// The protocol version this library speaks; the worker announces its own in `ready`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-const WORKER_PY: &str = include_str!("worker.py");
+/// The Python half of the protocol, `src/worker.py`. The layer build ships this same text
+/// at [`WORKER_PY_IN_LAYER`](crate::WORKER_PY_IN_LAYER), where the Node.js client finds it.
+pub const WORKER_PY: &str = include_str!("worker.py");
 const STDERR_LINES: usize = 40;
 
 /// How to start and drive the worker.

@@ -436,3 +436,38 @@ exec sleep 600"#,
         "{err:?}"
     );
 }
+
+/// The layer tree `ci/test.sh` builds stands in for `/opt`: the interpreter and its
+/// environment come from the tree's own `layer-manifest.json`.
+#[tokio::test]
+async fn a_built_layer_tree_names_its_own_interpreter() {
+    let tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-fixtures/layer-x86_64-default/tree");
+    if !tree.join(pythonexec::LAYER_MANIFEST).is_file() {
+        println!("skipped: no layer tree at {}", tree.display());
+        return;
+    }
+    let interpreter = pythonexec::choose_in(
+        None,
+        |name| (name == "AWS_LAMBDA_FUNCTION_NAME").then(|| "f".into()),
+        &tree,
+    );
+    assert!(interpreter.resolve().is_ok(), "{interpreter}");
+    let out = run_python(
+        "import json, sys\nprint(json.dumps([sys.prefix, sys.version]))",
+        RunOptions::default().interpreter(interpreter.clone()),
+    )
+    .await
+    .expect("run");
+    let json = out.json.expect("json");
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(tree.join(pythonexec::LAYER_MANIFEST)).expect("read"),
+    )
+    .expect("manifest");
+    let version = manifest["python_version"].as_str().expect("version");
+    assert!(
+        json[1].as_str().expect("str").starts_with(version),
+        "{json}"
+    );
+    assert!(interpreter.to_string().contains(version), "{interpreter}");
+}
