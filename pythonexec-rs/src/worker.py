@@ -5,26 +5,28 @@
 # where the Node.js package runs it as `python -u <path>`.
 # One JSON object per line in both directions. Requests carry an integer "id";
 # every reply carries the id of the request it answers. See README.md.
-import asyncio
-import concurrent.futures
-import importlib
-import inspect
-import json
+# First, before any import that could be shadowed: `-c` puts the current directory first
+# on sys.path, a script its own folder; a stray `json.py` or `litellm.py` there (in Lambda:
+# the function's /var/task) must not shadow the real module. `os` and `sys` are loaded by
+# the interpreter's start-up already.
 import os
-import re
 import sys
-import threading
-import time
-import traceback
 
-PROTOCOL = 1
-
-# `-c` puts the current directory first on sys.path, a script its own folder; a stray
-# `json.py` or `litellm.py` there (in Lambda: the function's /var/task) must not shadow
-# the real module.
 _own_dir = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else None
 if sys.path and sys.path[0] in ("", os.getcwd(), _own_dir):
     del sys.path[0]
+
+import asyncio  # noqa: E402 - after the sys.path fix on purpose
+import concurrent.futures  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+PROTOCOL = 1
 
 # The protocol owns the real stdout. fd 1 (and sys.stdout) now point at stderr,
 # so a print() or a C library writing to fd 1 lands in the log, not in a reply.

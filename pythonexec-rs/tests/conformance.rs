@@ -166,6 +166,7 @@ fn bad_worker(dir: &tempfile::TempDir) -> Worker {
 async fn an_undecodable_reply_fails_its_own_request_at_once_quoting_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let w = bad_worker(&dir);
+    w.ready().await.expect("ready");
     for (kind, quoted) in [
         ("nan", "NaN"),
         ("bytes", "\u{fffd}"),
@@ -185,4 +186,35 @@ async fn an_undecodable_reply_fails_its_own_request_at_once_quoting_it() {
         assert!(err.to_string().contains(quoted), "{kind}: {err}");
     }
     assert_eq!(eval(&w, "ok").await.expect("fine"), json!("fine"));
+}
+
+/// In Lambda the working directory is the function's `/var/task`: its files must not shadow
+/// modules.
+#[tokio::test]
+async fn the_working_directory_is_not_on_sys_path() {
+    let task = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        task.path().join("json.py"),
+        "raise SystemExit('shadowed!')\n",
+    )
+    .expect("write");
+    let w = Worker::spawn(
+        WorkerConfig::default()
+            .interpreter(python())
+            .current_dir(task.path()),
+    )
+    .expect("spawn");
+    assert_eq!(
+        eval(&w, "__import__('json').dumps(1)").await.expect("eval"),
+        json!("1")
+    );
+    let path = eval(&w, "__import__('sys').path").await.expect("eval");
+    let path: Vec<&str> = path
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let task_dir = task.path().to_str().expect("utf-8");
+    assert!(!path.contains(&"") && !path.contains(&task_dir), "{path:?}");
 }

@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub threads: usize,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Working directory of the process (`None`: inherited). Whatever it is, it is not on
+    /// Python's `sys.path`: the worker removes it.
+    pub current_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             preload: Vec::new(),
             threads: 16,
             env: Vec::new(),
+            current_dir: None,
         }
     }
 }
@@ -82,6 +86,11 @@ impl WorkerConfig {
 
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
         self
     }
 }

@@ -173,6 +173,9 @@ pub(super) fn spawn_process(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(dir) = &config.current_dir {
+        cmd.current_dir(dir);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|source| spawn_error(interpreter, source))?;

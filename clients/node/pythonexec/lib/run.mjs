@@ -32,7 +32,7 @@ export function lastJsonLine(stdout) {
  *   `input` is written to stdin as JSON (`json.load(sys.stdin)` reads it).
  */
 export function runPython(code, options = {}) {
-  const interpreter = locatePython(options);
+  const interpreter = locatePython({ ...options, env: { ...process.env, ...(options.env ?? {}) } });
   const args = options.args ?? ["-u", "-c", code];
   const timeoutMs = options.timeoutMs ?? 60000;
   const expectJson = options.expectJson ?? true;
@@ -150,7 +150,7 @@ print(json.dumps({
  * (null when absent) and how long `import litellm` takes.
  */
 export async function verifyPythonEnvironment(options = {}) {
-  const interpreter = locatePython(options);
+  const interpreter = locatePython({ ...options, env: { ...process.env, ...(options.env ?? {}) } });
   const out = await runPython(HEALTH_PY, { timeoutMs: 180000, ...options });
   const r = out.json;
   return {

@@ -327,8 +327,10 @@ export class Worker {
    */
   constructor(options = {}) {
     this.options = options;
-    this.interpreter = locatePython(options);
-    this.workerPath = locateWorker(options);
+    // `env` is the process's extra environment; it also counts for the choice.
+    const env = { ...process.env, ...(options.env ?? {}) };
+    this.interpreter = locatePython({ ...options, env });
+    this.workerPath = locateWorker({ ...options, env });
     this.nextId = 1;
     this.generation = 0;
     this.current = null;
