@@ -218,3 +218,24 @@ async fn the_working_directory_is_not_on_sys_path() {
     let task_dir = task.path().to_str().expect("utf-8");
     assert!(!path.contains(&"") && !path.contains(&task_dir), "{path:?}");
 }
+
+/// A crash between requests: the next request runs on a new process and succeeds.
+#[tokio::test]
+async fn a_crash_between_requests_is_invisible_to_the_next_one() {
+    let w = worker();
+    w.ping().await.expect("ping");
+    let pid = w.pid().expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    for _ in 0..100 {
+        if w.pid() != Some(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.ping().await.expect("a new process answers");
+    assert_eq!(w.generation(), 2);
+}

@@ -92,8 +92,9 @@ pub(super) struct Process {
 }
 
 impl Process {
+    /// Dead, or exited and being wound up: either way new requests need a new process.
     pub(super) fn is_dead(&self) -> bool {
-        matches!(*self.shared.state.borrow(), State::Dead)
+        matches!(*self.shared.state.borrow(), State::Dead) || self.shared.exit.borrow().is_some()
     }
 
     pub(super) fn send(&self, line: Vec<u8>) -> bool {
@@ -249,8 +250,7 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, shared: Arc<Shared>) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']).to_owned();
+        let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']));
         tracing::info!(target: "pythonexec::python", pid = shared.pid, "{line}");
         let mut tail = lock(&shared.stderr);
         if tail.len() == STDERR_LINES {
@@ -259,6 +259,30 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, shared: Arc<Shared>) {
         tail.push_back(line);
     }
     shared.stderr_closed.send_replace(true);
+}
+
+/// Without terminal escape sequences (LiteLLM colours its banner): CloudWatch would show them
+/// as text.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        // CSI: ESC [ parameters... final byte in @..~; other escapes: ESC and one char.
+        if chars.next_if_eq(&'[').is_some() {
+            for p in chars.by_ref() {
+                if ('@'..='~').contains(&p) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
 }
 
 /// Like `read_until(b'\n')`, but keeps at most `max` bytes of a line (the rest is read and
@@ -438,6 +462,16 @@ pub(super) fn died(shared: &Shared) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_are_stripped_from_log_lines() {
+        assert_eq!(
+            strip_ansi("\u{1b}[1;31mGive Feedback / Get Help\u{1b}[0m: x"),
+            "Give Feedback / Get Help: x"
+        );
+        assert_eq!(strip_ansi("plain [1] text"), "plain [1] text");
+        assert_eq!(strip_ansi("cut \u{1b}["), "cut ");
+    }
 
     #[tokio::test]
     async fn long_stderr_lines_are_cut_and_reading_goes_on() {

@@ -12,6 +12,8 @@ export const PROTOCOL_VERSION = 1;
 const STDERR_LINES = 40;
 const STDERR_LINE_MAX = 16 * 1024;
 const BAD_LINE_QUOTE = 500;
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|[^[])/g;
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Split a byte stream into lines; `onLine(buffer)` gets each without its newline. */
@@ -192,7 +194,8 @@ class Process {
   }
 
   onStderr(bytes) {
-    const line = Buffer.from(bytes).toString("utf8").replace(/\r$/, "");
+    // Lossy UTF-8, and no terminal colours (LiteLLM's banner has them; CloudWatch shows them as text).
+    const line = Buffer.from(bytes).toString("utf8").replace(/\r$/, "").replace(ANSI, "");
     if (this.stderrTail.length === STDERR_LINES) this.stderrTail.shift();
     this.stderrTail.push(line);
     this.owner.log(line, this.pid);
@@ -269,6 +272,7 @@ class Process {
   }
 
   onExit(code, signal) {
+    this.exited = true; // new requests go to a new process while this one is wound up
     this.exitStatus = signal ? `signal ${signal}` : `exit status: ${code}`;
     // Replies already written are still in the pipe; the last words (a traceback) are in
     // stderr, which a grandchild could keep open: wait for it within reason.
@@ -347,13 +351,13 @@ export class Worker {
 
   /** The pid of the live process, or null. */
   get pid() {
-    return this.current && !this.current.dead ? this.current.pid : null;
+    return this.current && !this.current.dead && !this.current.exited ? this.current.pid : null;
   }
 
   /** The live process, or a new one. Throws INTERPRETER_NOT_FOUND / SHUT_DOWN. */
   process() {
     if (this.shutDown) throw new WorkerError("SHUT_DOWN", "python worker has been shut down");
-    if (this.current && !this.current.dead) return this.current;
+    if (this.current && !this.current.dead && !this.current.exited) return this.current;
     const { program } = this.interpreter;
     if (program.includes("/") && !existsSync(program)) {
       throw new WorkerError(

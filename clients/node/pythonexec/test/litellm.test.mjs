@@ -4,8 +4,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { LITELLM_PYTHON, worker } from "./helpers.mjs";
-import { REPLY, startMock } from "./mock-openai.mjs";
+import { LITELLM_PYTHON, worker } from "../fixtures/helpers.mjs";
+import { REPLY, startMock } from "../fixtures/mock-openai.mjs";
 
 const skip = LITELLM_PYTHON ? false : "set PYTHONEXEC_TEST_PYTHON to a python that can import litellm";
 

@@ -7,7 +7,7 @@ import path from "node:path";
 import { test } from "node:test";
 
 import { layerPython, locatePython, locateWorker, parseLine, runPython, verifyPythonEnvironment } from "../index.mjs";
-import { PYTHON, repo } from "./helpers.mjs";
+import { PYTHON, repo } from "../fixtures/helpers.mjs";
 
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), "pythonexec-layer-"));
 const touch = (file) => {

@@ -9,7 +9,7 @@ import path from "node:path";
 import { test } from "node:test";
 
 import { PythonError, WorkerError } from "../index.mjs";
-import { BAD_WORKER, PYTHON, WORKER_PATH, fakePython, repo, sleep, worker } from "./helpers.mjs";
+import { BAD_WORKER, PYTHON, WORKER_PATH, fakePython, repo, sleep, worker } from "../fixtures/helpers.mjs";
 
 test("requests: ping, exec, eval, call, awaited coroutines", async () => {
   const w = worker();
@@ -59,12 +59,14 @@ test("errors: Python exceptions are typed, the worker survives", async () => {
 });
 
 test("prints to stdout (a LiteLLM banner) do not corrupt the protocol", async () => {
-  const w = worker();
+  const lines = [];
+  const w = worker({ stderr: (line) => lines.push(line) });
   const v = await w.exec(
     "import os, sys\nprint('\\x1b[92mGive Feedback / Get Help {')\nsys.stdout.write('more garbage\\n')\nos.write(1, b'raw fd 1\\n')\nresult = 'clean'",
   );
   assert.equal(v, "clean");
   assert.equal(await w.ping(), null);
+  assert.ok(lines.includes("Give Feedback / Get Help {"), "logged without colours: " + JSON.stringify(lines));
   await w.shutdown();
 });
 
@@ -304,4 +306,15 @@ test("shutdown is graceful and final", async () => {
   assert.throws(() => process.kill(pid, 0));
   await assert.rejects(w.ping(), (e) => e instanceof WorkerError && e.code === "SHUT_DOWN");
   void execFileSync;
+});
+
+test("a crash between requests is invisible to the next one", async () => {
+  const w = worker();
+  await w.ready();
+  const pid = w.pid;
+  process.kill(pid, "SIGKILL");
+  for (let i = 0; i < 100 && w.pid === pid; i++) await sleep(20);
+  assert.equal(await w.ping(), null);
+  assert.equal(w.generation, 2);
+  await w.shutdown();
 });
