@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -21,7 +21,12 @@ async function startRuntimeApi() {
   const server = http.createServer((req, res) => {
     if (req.method === "GET" && req.url.endsWith("/invocation/next")) {
       const serve = ({ id, event }) => {
-        res.writeHead(200, { "Content-Type": "application/json", "Lambda-Runtime-Aws-Request-Id": id });
+        res.writeHead(200, {
+          "Content-Type": "application/json",
+          "Lambda-Runtime-Aws-Request-Id": id,
+          "Lambda-Runtime-Deadline-Ms": String(Date.now() + 300000),
+          "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:000000000000:function:chat",
+        });
         res.end(JSON.stringify(event));
       };
       if (queue.length) serve(queue.shift());
@@ -142,5 +147,81 @@ test("the Node handler answers plain and streamed completions, cold and warm", {
     fn.child.kill("SIGKILL");
     await api.close();
     await mock.close();
+  }
+});
+
+// pythonexec-rs/examples/lambda_chat.rs behind the same emulator (built by
+// `cargo test -p pythonexec-rs` or `cargo build -p pythonexec-rs --example lambda_chat`).
+const RUST_EXAMPLE = path.join(repo, "target/debug/examples/lambda_chat");
+
+function startRust(api, env) {
+  const logs = [];
+  const child = spawn(RUST_EXAMPLE, [], {
+    env: {
+      ...process.env,
+      AWS_LAMBDA_RUNTIME_API: api.address,
+      AWS_LAMBDA_FUNCTION_NAME: "chat",
+      AWS_LAMBDA_FUNCTION_MEMORY_SIZE: "1024",
+      AWS_LAMBDA_FUNCTION_VERSION: "1",
+      AWS_LAMBDA_LOG_STREAM_NAME: "test",
+      AWS_LAMBDA_LOG_GROUP_NAME: "/aws/lambda/chat",
+      RUST_LOG: "info",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.on("data", (c) => logs.push(...String(c).split("\n")));
+  child.stderr.on("data", (c) => logs.push(...String(c).split("\n")));
+  // An invocation the function will never answer (it died) fails instead of hanging.
+  const exited = new Promise((_, reject) =>
+    child.on("exit", (code, signal) => reject(new Error(`function exited (${code ?? signal}):\n${logs.join("\n")}`))),
+  );
+  exited.catch(() => {});
+  const invoke = (event) => Promise.race([api.invoke(event), exited]);
+  return { child, logs, invoke };
+}
+
+test("the Rust example: Python exception type as errorType, crash between invocations, plain logs", { skip: existsSync(RUST_EXAMPLE) ? false : `build ${RUST_EXAMPLE} first`, timeout: 120000 }, async () => {
+  const api = await startRuntimeApi();
+  const fn = startRust(api, { PYTHONEXEC_PYTHON: PYTHON });
+  try {
+    const event = { model: "openai/gpt-4o-mini", messages: [{ role: "user", content: "hi" }], api_base: "http://127.0.0.1:9/v1", api_key: "x", num_retries: 0 };
+    const first = await fn.invoke(event);
+    assert.equal(first.ok, false);
+    assert.match(first.body.errorType, /^(ModuleNotFoundError|litellm\.exceptions\.\w+)$/, JSON.stringify(first.body));
+    const started = fn.logs.map((l) => /started python worker pid=(\d+)/.exec(l)).find(Boolean);
+    assert.ok(started, fn.logs.join("\n"));
+    const pid = Number(started[1]);
+    process.kill(pid, "SIGKILL");
+    for (let i = 0; i < 100; i++) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const again = await fn.invoke(event);
+    assert.equal(again.body.errorType, first.body.errorType, JSON.stringify(again.body));
+    assert.ok(!fn.logs.some((l) => l.includes("\x1b")), "no ANSI escapes in the logs");
+  } finally {
+    fn.child.kill("SIGKILL");
+    await api.close();
+  }
+});
+
+test("the Rust example without a python says to set PYTHONEXEC_PYTHON, at once", { skip: existsSync(RUST_EXAMPLE) ? false : `build ${RUST_EXAMPLE} first`, timeout: 60000 }, async () => {
+  const api = await startRuntimeApi();
+  const fn = startRust(api, { PYTHONEXEC_PYTHON: "" });
+  try {
+    const started = Date.now();
+    const reply = await fn.invoke({ model: "m", messages: [] });
+    assert.equal(reply.body.errorType, "pythonexec::InterpreterNotFound");
+    assert.match(reply.body.errorMessage, /set PYTHONEXEC_PYTHON/);
+    assert.ok(Date.now() - started < 10000);
+  } finally {
+    fn.child.kill("SIGKILL");
+    await api.close();
   }
 });
