@@ -97,7 +97,8 @@ def _unsendable(value, root):
             seen.add(id(v))
             for key, item in v.items():
                 stack.append((item, f"{path}[{key!r}]"))
-                stack.append((key, f"{path} key {key!r}"))
+                if isinstance(key, str):  # other keys become strings, whatever their value
+                    stack.append((key, f"{path} key {key!r}"))
         elif isinstance(v, (list, tuple, set, frozenset)):
             seen.add(id(v))
             stack.extend((item, f"{path}[{i}]") for i, item in enumerate(v))

@@ -63,6 +63,9 @@ async fn values_json_cannot_carry_are_refused_at_once() {
         assert_eq!(exc.exc_type, "pythonexec.UnsendableValue", "{expr}");
         assert!(exc.message.contains(what), "{expr}: {}", exc.message);
     }
+    // An int key becomes a string, however large.
+    let v = eval(&w, "{10**30: [2**64 - 1]}").await.expect("int key");
+    assert_eq!(v, json!({"1000000000000000000000000000000": [u64::MAX]}));
     // What JSON can carry goes through unchanged, including the 64-bit extremes and digits
     // inside strings that look like long numbers.
     let v = eval(
