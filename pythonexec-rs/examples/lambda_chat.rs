@@ -5,28 +5,66 @@
 //!
 //! Event: a LiteLLM chat completion request, e.g.
 //! `{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}`.
-//! Reply: the completion as LiteLLM returns it.
+//! Reply: the completion as LiteLLM returns it. Errors reach the caller with the Python
+//! exception's type as `errorType` (`litellm.exceptions.AuthenticationError`).
+//!
+//! Locally: `PYTHONEXEC_PYTHON=<layer tree>/python/bin/python3 cargo lambda watch` (see
+//! the README's "Testing locally").
 
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use pythonexec::{ChatCompletion, ChatCompletionRequest, Worker, WorkerConfig};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
+    // CloudWatch shows escape codes verbatim: no colours.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(false)
         .without_time()
         .init();
 
-    let worker = Worker::spawn(WorkerConfig::default().preload(["litellm"]))?;
-    tracing::info!(interpreter = %worker.interpreter(), "python worker starting");
+    // A worker that cannot start (no layer at /opt: a local emulator without
+    // PYTHONEXEC_PYTHON) must not end the process: an emulator would then wait for a reply
+    // forever. Every invocation answers with the reason instead.
+    let worker = match Worker::spawn(WorkerConfig::default().preload(["litellm"])) {
+        Ok(worker) => {
+            tracing::info!(interpreter = %worker.interpreter(), "python worker starting");
+            Ok(worker)
+        }
+        Err(err) => {
+            tracing::error!("python worker cannot start: {err}");
+            Err(Arc::new(err))
+        }
+    };
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<ChatCompletionRequest>| {
         let worker = worker.clone();
-        async move { answer(&worker, event.payload).await }
+        async move {
+            match worker {
+                Ok(worker) => answer(&worker, event.payload).await,
+                Err(err) => Err(diagnostic(&err)),
+            }
+        }
     }))
     .await
 }
 
-async fn answer(worker: &Worker, request: ChatCompletionRequest) -> Result<ChatCompletion, Error> {
-    Ok(worker.completion(&request).await?)
+async fn answer(
+    worker: &Worker,
+    request: ChatCompletionRequest,
+) -> Result<ChatCompletion, Diagnostic> {
+    worker.completion(&request).await.map_err(|err| {
+        tracing::warn!(error_type = %err.error_type(), "completion failed: {err}");
+        diagnostic(&err)
+    })
+}
+
+/// `errorType` is the Python exception's type, not a Rust type name.
+fn diagnostic(err: &pythonexec::Error) -> Diagnostic {
+    Diagnostic {
+        error_type: err.error_type(),
+        error_message: err.to_string(),
+    }
 }

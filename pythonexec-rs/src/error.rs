@@ -76,6 +76,17 @@ pub enum Error {
         timeout: Duration,
     },
 
+    /// The worker answered request `id` with a line this library cannot decode.
+    #[error(
+        "python worker answered request {id} with a line that cannot be decoded ({reason}): {line}"
+    )]
+    BadReply {
+        id: u64,
+        /// The raw line, decoded lossily, cut to its last 500 bytes.
+        line: String,
+        reason: String,
+    },
+
     #[error("request {id} was cancelled")]
     Cancelled { id: u64 },
 
@@ -122,6 +133,32 @@ impl std::fmt::Display for PythonException {
 impl std::error::Error for PythonException {}
 
 impl Error {
+    /// A short type name for callers such as Lambda's `errorType`: the Python exception's
+    /// qualified type (`ValueError`, `litellm.exceptions.AuthenticationError`) for
+    /// [`Error::Python`], else `pythonexec::<Variant>` (`pythonexec::InterpreterNotFound`).
+    pub fn error_type(&self) -> String {
+        let variant = match self {
+            Error::Python(exc) => return exc.exc_type.clone(),
+            Error::InterpreterNotFound { .. } => "InterpreterNotFound",
+            Error::InterpreterNotExecutable { .. } => "InterpreterNotExecutable",
+            Error::Spawn { .. } => "Spawn",
+            Error::Timeout { .. } => "Timeout",
+            Error::NonZeroExit { .. } => "NonZeroExit",
+            Error::BadJson { .. } => "BadJson",
+            Error::WorkerDied { .. } => "WorkerDied",
+            Error::WorkerStart { .. } => "WorkerStart",
+            Error::ProtocolVersion { .. } => "ProtocolVersion",
+            Error::RequestTimeout { .. } => "RequestTimeout",
+            Error::BadReply { .. } => "BadReply",
+            Error::Cancelled { .. } => "Cancelled",
+            Error::ShutDown => "ShutDown",
+            Error::Decode { .. } => "Decode",
+            Error::Encode(_) => "Encode",
+            Error::Io { .. } => "Io",
+        };
+        format!("pythonexec::{variant}")
+    }
+
     /// The Python exception, if this error is one.
     pub fn python_exception(&self) -> Option<&PythonException> {
         match self {
@@ -149,6 +186,20 @@ pub(crate) fn tail(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_type_is_the_python_type_or_the_variant() {
+        let exc = PythonException {
+            exc_type: "litellm.exceptions.AuthenticationError".into(),
+            message: "m".into(),
+            traceback: String::new(),
+        };
+        assert_eq!(
+            Error::Python(exc).error_type(),
+            "litellm.exceptions.AuthenticationError"
+        );
+        assert_eq!(Error::ShutDown.error_type(), "pythonexec::ShutDown");
+    }
 
     #[test]
     fn tail_keeps_short_text() {

@@ -1,25 +1,32 @@
 # The Python half of the pythonexec worker protocol (version 1).
 #
-# Embedded in the Rust crate with include_str! and run as `python -u -c <this file>`.
+# One file, two clients: embedded in the Rust crate (pythonexec-rs, include_str!, run as
+# `python -u -c <this file>`) and shipped in every layer at python/lib/pythonexec/worker.py,
+# where the Node.js package runs it as `python -u <path>`.
 # One JSON object per line in both directions. Requests carry an integer "id";
 # every reply carries the id of the request it answers. See README.md.
-import asyncio
-import concurrent.futures
-import importlib
-import inspect
-import json
+# First, before any import that could be shadowed: `-c` puts the current directory first
+# on sys.path, a script its own folder; a stray `json.py` or `litellm.py` there (in Lambda:
+# the function's /var/task) must not shadow the real module. `os` and `sys` are loaded by
+# the interpreter's start-up already.
 import os
 import sys
-import threading
-import time
-import traceback
+
+_own_dir = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else None
+if sys.path and sys.path[0] in ("", os.getcwd(), _own_dir):
+    del sys.path[0]
+
+import asyncio  # noqa: E402 - after the sys.path fix on purpose
+import concurrent.futures  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
 
 PROTOCOL = 1
-
-# `-c` puts the current directory first on sys.path; a stray `json.py` or
-# `litellm.py` there must not shadow the real module.
-if sys.path and sys.path[0] in ("", os.getcwd()):
-    del sys.path[0]
 
 # The protocol owns the real stdout. fd 1 (and sys.stdout) now point at stderr,
 # so a print() or a C library writing to fd 1 lands in the log, not in a reply.
@@ -51,21 +58,116 @@ def _default(obj):
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+class UnsendableValue(ValueError):
+    """A result or chunk JSON cannot carry faithfully: NaN, an infinity, a str with a lone
+    surrogate, an int outside 64 bits. Answered at once instead of being dropped."""
+
+
+UnsendableValue.__module__ = "pythonexec"
+
+# Clients decode integers as 64-bit (Rust: i64/u64); larger ones would change value.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# With separators (",", ":") a number follows "[", ":" or ","; 19 digits reach 2**63.
+# Only a hit (which may be inside a string) costs a walk over the value.
+_LONG_INT = re.compile(r"[\[:,]-?\d{19,}")
+
+
+def _unsendable(value, root):
+    """(path, what) of the first value JSON cannot carry, or None. Iterative; cycle-safe."""
+    stack = [(value, root)]
+    seen = set()
+    while stack:
+        v, path = stack.pop()
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                return path, f"a float {v!r} (JSON has no NaN or infinity)"
+        elif isinstance(v, int):
+            if not _INT_MIN <= v <= _INT_MAX:
+                return path, f"an int of {v.bit_length()} bits (beyond 64 bits)"
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return path, f"a str with a lone surrogate {v[exc.start]!r} at index {exc.start}"
+        elif id(v) in seen:
+            continue
+        elif isinstance(v, dict):
+            seen.add(id(v))
+            for key, item in v.items():
+                stack.append((item, f"{path}[{key!r}]"))
+                if isinstance(key, str):  # other keys become strings, whatever their value
+                    stack.append((key, f"{path} key {key!r}"))
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            seen.add(id(v))
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(v))
+        else:
+            seen.add(id(v))
+            try:
+                stack.append((_default(v), path))
+            except Exception:  # noqa: BLE001 - json.dumps reports that one itself
+                pass
+    return None
+
+
+def _refuse(msg):
+    found = _unsendable(msg.get("value"), "the " + str(msg.get("type")))
+    if found is None:
+        return None
+    path, what = found
+    return UnsendableValue(f"{path} is {what}, which JSON cannot carry; convert it first")
+
+
+def _encode(msg):
+    try:
+        text = json.dumps(
+            msg, default=_default, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        )
+        data = text.encode("utf-8")  # a lone surrogate fails here
+    except ValueError:
+        refused = _refuse(msg)
+        if refused is not None:
+            raise refused from None
+        raise
+    if _LONG_INT.search(text):
+        refused = _refuse(msg)
+        if refused is not None:
+            raise refused
+    return data + b"\n"
+
+
 def _send(msg):
     # Only the event loop thread writes, so lines never interleave.
-    _proto.write(json.dumps(msg, default=_default, separators=(",", ":")).encode() + b"\n")
+    _proto.write(_encode(msg))
+
+
+def _text(value):
+    """Any str as valid UTF-8: lone surrogates become backslash escapes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _error(rid, exc):
+    kind = type(exc)
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
+        message = object.__repr__(exc)
+    try:
+        trace = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001
+        trace = ""
     return {
         "id": rid,
         "type": "error",
         "error": {
-            "type": type(exc).__module__ + "." + type(exc).__qualname__
-            if type(exc).__module__ not in ("builtins", "__main__")
-            else type(exc).__qualname__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            "type": _text(
+                kind.__module__ + "." + kind.__qualname__
+                if kind.__module__ not in ("builtins", "__main__")
+                else kind.__qualname__
+            ),
+            "message": _text(message),
+            "traceback": _text(trace),
         },
     }
 
@@ -180,7 +282,10 @@ async def _handle(req):
     except asyncio.CancelledError:
         _send({"id": rid, "type": "cancelled"})
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
-        _send(_error(rid, exc))
+        try:
+            _send(_error(rid, exc))
+        except Exception:  # noqa: BLE001 - the request must still get an answer
+            _send(_error(rid, RuntimeError("the error could not be encoded")))
     finally:
         _tasks.pop(rid, None)
 
@@ -188,8 +293,10 @@ async def _handle(req):
 def _dispatch(line, loop, stop):
     try:
         req = json.loads(line)
+        if not isinstance(req, dict):
+            raise ValueError(f"not an object: {type(req).__name__}")
     except ValueError as exc:
-        _send({"id": None, "type": "protocol_error", "message": f"bad request line: {exc}"})
+        _send({"id": None, "type": "protocol_error", "message": _text(f"bad request line: {exc}")})
         return
     op = req.get("op")
     if op == "cancel":
@@ -233,7 +340,7 @@ async def _main():
             "protocol": PROTOCOL,
             "pid": os.getpid(),
             "python": sys.version.split()[0],
-            "executable": sys.executable,
+            "executable": _text(sys.executable or ""),
             "preload_seconds": time.time() - started,
         }
     )
