@@ -62,6 +62,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     crate::build::slim::strip_step(&ctx, &mut slimmed)?;
     crate::build::slim::site_packages_zip_step(&ctx, &mut slimmed)?;
     let minimized = minimize(plan, &stage, &site_rel, &owners, &progress)?;
+    crate::build::clients::write(&stage, plan.clients_node)?;
 
     let removed = removed_distributions(&slimmed, minimized.as_ref());
     write_manifest(

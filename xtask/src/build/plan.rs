@@ -42,6 +42,9 @@ pub struct BuildPlan {
     /// What `sitecustomize.py` sets unless already set: the spec's `[env]` plus the defaults
     /// of dropped accelerators.
     pub env: BTreeMap<String, String>,
+    /// Whether the Node.js client goes into `nodejs/node_modules/pythonexec/` (`[clients] node`);
+    /// the worker protocol's `python/lib/pythonexec/worker.py` always does.
+    pub clients_node: bool,
     pub paths: LayerPaths,
 }
 
@@ -210,6 +213,7 @@ impl BuildPlan {
             profile,
             minimize,
             env,
+            clients_node: spec.clients.node,
             paths,
             spec,
         })

@@ -92,6 +92,15 @@ pub fn render(plan: &BuildPlan) -> String {
     for (k, v) in &plan.env {
         let _ = writeln!(s, "  {k}={v}");
     }
+    let _ = writeln!(
+        s,
+        "\nclients: python/lib/pythonexec/worker.py{}",
+        if plan.clients_node {
+            ", nodejs/node_modules/pythonexec/"
+        } else {
+            " (Node.js package off: [clients] node = false)"
+        }
+    );
     let o = &plan.paths;
     let _ = writeln!(s, "\noutputs in {}:", o.out);
     let _ = writeln!(s, "  zip     {}", o.zip);

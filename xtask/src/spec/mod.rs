@@ -35,6 +35,9 @@ pub struct Spec {
     /// `[minimize]`: what the trace-driven minimization runs and keeps.
     #[serde(default)]
     pub minimize: MinimizeSection,
+    /// `[clients]`: the client libraries shipped beside the interpreter.
+    #[serde(default)]
+    pub clients: ClientsSection,
 
     /// The file this spec was read from.
     #[serde(skip)]
@@ -145,6 +148,27 @@ pub struct VerifySection {
     /// Modules whose import is timed in fresh processes (`import_seconds`), e.g. `["litellm"]`.
     #[serde(default)]
     pub preload: Vec<String>,
+}
+
+/// `[clients]`: what the layer carries for the functions that use it. The Python side of the
+/// worker protocol (`python/lib/pythonexec/worker.py`) is always shipped: both clients run it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClientsSection {
+    /// The Node.js package at `nodejs/node_modules/pythonexec/`, where Lambda's Node.js
+    /// runtimes resolve `import "pythonexec"` (about 60 KB).
+    #[serde(default = "yes")]
+    pub node: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ClientsSection {
+    fn default() -> Self {
+        ClientsSection { node: true }
+    }
 }
 
 /// `[minimize]`: the workload `cargo xtask layer --minimize` traces, and what it keeps anyway.
