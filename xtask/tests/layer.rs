@@ -99,6 +99,24 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
         "report.json beside the zip is the same object"
     );
     assert!(out.path().join("layer-size-report.txt").exists());
+    // Finished outputs have the mode of any new file, not the temporary file's 0600.
+    let umask = {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+    };
+    for name in [
+        "python-litellm-x86_64.zip",
+        "report.json",
+        "layer-size-report.txt",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o666 & !umask, "{name}: mode {mode:o}");
+    }
 
     // The zip, unpacked as Lambda does at /opt, runs litellm with /root and this machine's Python hidden.
     let unpacked = tempfile::tempdir().unwrap();

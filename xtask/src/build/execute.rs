@@ -28,15 +28,17 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     fs_err::create_dir_all(&plan.paths.out)?;
     let fetcher = Fetcher::new(plan.offline, progress.clone())?;
     let archive = fetch_runtime(plan, &fetcher, &progress)?;
+    // Renamed into the layer's tree at the end: a finished output, so not tempfile's 0700.
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
+        .permissions(crate::util::new_dir_permissions())
         .tempdir_in(&plan.paths.out)
         .with_context(|| format!("creating a staging folder in {}", plan.paths.out))?;
     let stage = crate::util::utf8(staging.path().to_path_buf())?;
     let runtime = unpack_runtime(plan, &archive, &stage)?;
     let site_rel = Utf8PathBuf::from(format!("python/lib/python{}/site-packages", runtime.xy));
     fs_err::create_dir_all(stage.join(&site_rel))?;
-    let wheels = fetch_wheels(&fetcher, &plan.wheels, &progress)?;
+    let wheels = fetch_wheels(&fetcher, &plan.wheels, &plan.spec.lock_path(), &progress)?;
     let (owners, install_notes) = install(plan, &wheels, &stage, &site_rel, &progress)?;
     write_sitecustomize(
         &plan.spec,
@@ -277,10 +279,12 @@ fn report(
     report
 }
 
-/// Step "fetch" (wheels): the chosen wheels, in parallel, into the cache; returns their paths in order.
+/// Step "fetch" (wheels): the chosen wheels, in parallel, into the cache; returns their paths
+/// in order. A wheel that is not the one locked names `lock`, which holds the expected hash.
 fn fetch_wheels(
     fetcher: &Fetcher,
     chosen: &[ChosenWheel],
+    lock: &Utf8Path,
     progress: &Progress,
 ) -> Result<Vec<Utf8PathBuf>> {
     let next = AtomicUsize::new(0);
@@ -294,6 +298,16 @@ fn fetch_wheels(
                 let Some(wheel) = chosen.get(i) else { break };
                 let result = fetcher
                     .fetch(&wheel.url, &wheel.file, &wheel.sha256, "wheels")
+                    .map_err(|err| {
+                        if err.is::<crate::build::fetch::HashMismatch>() {
+                            err.context(format!(
+                                "{} is not the wheel locked in {lock} (its sha256 differs from the lock's)",
+                                wheel.file
+                            ))
+                        } else {
+                            err
+                        }
+                    })
                     .with_context(|| {
                         format!(
                             "fetching {} {} ({})",
@@ -336,4 +350,38 @@ fn write_sitecustomize(
     }
     fs_err::write(&path, text)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wheel_that_differs_from_the_lock_names_the_lock_and_both_hashes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let wheel_path = dir.join("six-1.0-py3-none-any.whl");
+        fs_err::write(&wheel_path, b"not the locked bytes").unwrap();
+        let locked = crate::util::sha256_hex(b"the locked bytes");
+        let chosen = ChosenWheel {
+            package: "six".into(),
+            version: "1.0".into(),
+            file: "six-1.0-py3-none-any.whl".into(),
+            url: wheel_path.to_string(),
+            sha256: locked.parse().unwrap(),
+            tags: vec!["py3-none-any".into()],
+            why: String::new(),
+        };
+        let fetcher = Fetcher::with_cache(dir.join("cache"), false, Progress::new());
+        let lock = dir.join("pylock.toml");
+        let err = fetch_wheels(&fetcher, &[chosen], &lock, &Progress::new())
+            .expect_err("the hash differs");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(lock.as_str()), "{msg}");
+        assert!(msg.contains(&locked), "{msg}");
+        assert!(
+            msg.contains(&crate::util::sha256_hex(b"not the locked bytes")),
+            "{msg}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! as links, written through a temporary file and a rename.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
@@ -14,15 +14,26 @@ use crate::util::zipinfo::{read_stats, ZipStats};
 /// Zips the tree under `root` into `out`. Two calls on the same tree give the same bytes.
 pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats> {
     let entries = crate::util::walk(root)?;
-    crate::util::write_atomic(out, |file| {
-        let mut zip = zip::ZipWriter::new(&mut *file);
+    crate::util::write_atomic(out, |file| write_entries(root, &entries, &mut *file, level))
+        .with_context(|| format!("writing {out}"))?;
+    read_stats(out)
+}
+
+/// Writes the zip of `entries` (under `root`) into `out`.
+fn write_entries(
+    root: &Utf8Path,
+    entries: &[crate::util::WalkEntry],
+    out: impl Write + Seek,
+    level: i64,
+) -> Result<()> {
+    with_quiet_zip(out, |zip| {
         let base = SimpleFileOptions::default()
             .last_modified_time(zip::DateTime::default())
             .compression_method(zip::CompressionMethod::Deflated)
             .compression_level(Some(level));
         // A file reachable through several hard links is stored once; the others become links to it.
         let mut seen: HashMap<(u64, u64), Utf8PathBuf> = HashMap::new();
-        for entry in &entries {
+        for entry in entries {
             let path = root.join(&entry.rel);
             let name = entry.rel.as_str();
             if entry.file_type.is_dir() {
@@ -61,11 +72,103 @@ pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats
                 anyhow::bail!("{path} is neither a file, a folder nor a link");
             }
         }
-        zip.finish().context("finishing the zip")?;
         Ok(())
     })
-    .with_context(|| format!("writing {out}"))?;
-    read_stats(out)
+}
+
+/// Runs `write` on a `ZipWriter` over `out`, then finishes the archive. Whatever fails, the
+/// error is returned and nothing is printed: see [`QuietAfterFailure`].
+pub fn with_quiet_zip<W: Write + Seek>(
+    mut out: W,
+    write: impl FnOnce(&mut zip::ZipWriter<QuietAfterFailure<W>>) -> Result<()>,
+) -> Result<()> {
+    let pos = out
+        .stream_position()
+        .context("finding the start of the zip")?;
+    let mut zip = zip::ZipWriter::new(QuietAfterFailure {
+        inner: out,
+        failed: false,
+        pos,
+        end: pos,
+    });
+    write(&mut zip)?;
+    let sink = zip.finish().context("finishing the zip")?;
+    if sink.failed {
+        anyhow::bail!("a write failed while finishing the zip");
+    }
+    Ok(())
+}
+
+/// The output of a zip, gone quiet after its first failure. `ZipWriter`'s `Drop` finishes an
+/// archive left unfinished, and when that fails too (the disk is still full) it prints its
+/// debug text to stderr, without a newline, in front of our own error line. Once a write has
+/// failed, this plays a file that takes every write and seek without touching the disk, so
+/// that second attempt succeeds silently and the first error is the one reported.
+pub struct QuietAfterFailure<W> {
+    inner: W,
+    failed: bool,
+    /// The position and the length of the file as the zip writer sees them.
+    pos: u64,
+    end: u64,
+}
+
+impl<W> QuietAfterFailure<W> {
+    fn moved_to(&mut self, pos: u64) -> u64 {
+        self.pos = pos;
+        self.end = self.end.max(pos);
+        pos
+    }
+
+    /// After a failure the zip writer's own bookkeeping may be behind (a header half
+    /// updated), so the pretend file only grows: every write appends, every seek lands at the
+    /// end. Positions the zip writer reads then never go backwards, which it checks.
+    fn pretend_append(&mut self, len: usize) -> u64 {
+        self.end += len as u64;
+        self.pos = self.end;
+        self.end
+    }
+
+    fn note<T>(&mut self, result: std::io::Result<T>, len: usize) -> std::io::Result<T> {
+        if let Err(err) = &result {
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                self.failed = true;
+                self.pretend_append(len);
+            }
+        }
+        result
+    }
+}
+
+impl<W: Write> Write for QuietAfterFailure<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed {
+            self.pretend_append(buf.len());
+            return Ok(buf.len());
+        }
+        let result = self.inner.write(buf);
+        let n = self.note(result, buf.len())?;
+        self.moved_to(self.pos + n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        let result = self.inner.flush();
+        self.note(result, 0)
+    }
+}
+
+impl<W: Seek> Seek for QuietAfterFailure<W> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        if self.failed {
+            return Ok(self.pretend_append(0));
+        }
+        let result = self.inner.seek(to);
+        let pos = self.note(result, 0)?;
+        Ok(self.moved_to(pos))
+    }
 }
 
 /// The path of `target` as seen from the folder of `link` (both relative to one root).
@@ -143,6 +246,61 @@ mod tests {
             "a hard link is stored once"
         );
         assert!(zip.by_name("python/lib/empty/").unwrap().is_dir());
+    }
+
+    /// A disk that fills after `room` bytes; counts the writes tried after that.
+    struct FillingDisk {
+        data: std::io::Cursor<Vec<u8>>,
+        room: usize,
+        tried_when_full: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl Write for FillingDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.data.get_ref().len() + buf.len() > self.room {
+                self.tried_when_full.set(self.tried_when_full.get() + 1);
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            self.data.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seek for FillingDisk {
+        fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.data.seek(pos)
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_one_error_and_the_zip_library_stays_quiet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        tree(dir);
+        let entries = crate::util::walk(dir).unwrap();
+        let mut whole = std::io::Cursor::new(Vec::new());
+        write_entries(dir, &entries, &mut whole, 9).unwrap();
+        let size = whole.get_ref().len();
+        assert!(size > 500, "{size}");
+        // The disk fills in every kind of place: a local header, data, a header update, the
+        // central directory.
+        for room in (0..size).step_by(7) {
+            let tried = std::rc::Rc::new(std::cell::Cell::new(0));
+            let disk = FillingDisk {
+                data: std::io::Cursor::new(Vec::new()),
+                room,
+                tried_when_full: tried.clone(),
+            };
+            let err = write_entries(dir, &entries, disk, 9).expect_err("the disk is full");
+            let msg = format!("{err:#}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+            assert!(msg.contains("No space left on device"), "{msg}");
+            // Only the first failure reached the disk: `ZipWriter`'s drop did not try again,
+            // so it had nothing to print.
+            assert_eq!(tried.get(), 1, "room {room}: {msg}");
+        }
     }
 
     #[test]

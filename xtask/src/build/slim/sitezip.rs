@@ -112,26 +112,9 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
         names.insert(name.clone(), Some(disk));
     }
     crate::util::write_atomic(dest, |file| {
-        let mut zip = zip::ZipWriter::new(&mut *file);
-        let base = SimpleFileOptions::default()
-            .last_modified_time(zip::DateTime::default())
-            .compression_method(zip::CompressionMethod::Deflated)
-            .compression_level(Some(9));
-        for (name, disk) in &names {
-            match disk {
-                None => {
-                    zip.add_directory(name.trim_end_matches('/'), base.unix_permissions(0o755))?
-                }
-                Some(disk) => {
-                    zip.start_file(name, base.unix_permissions(0o644))?;
-                    let bytes = fs_err::read(site_packages.join(disk))?;
-                    zip.write_all(&bytes)
-                        .with_context(|| format!("writing {name} into {dest}"))?;
-                }
-            }
-        }
-        zip.finish().context("finishing the zip")?;
-        Ok(())
+        crate::build::zip::with_quiet_zip(&mut *file, |zip| {
+            write_names(zip, &names, site_packages, dest)
+        })
     })
     .with_context(|| format!("writing {dest}"))?;
 
@@ -142,6 +125,31 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
     )?;
     let stats = crate::util::zipinfo::read_stats(dest)?;
     Ok(stats.entries)
+}
+
+/// The entries of `site-packages.zip`, in name order (folders as `None`).
+fn write_names<W: std::io::Write + std::io::Seek>(
+    zip: &mut zip::ZipWriter<W>,
+    names: &BTreeMap<String, Option<&Utf8Path>>,
+    site_packages: &Utf8Path,
+    dest: &Utf8Path,
+) -> Result<()> {
+    let base = SimpleFileOptions::default()
+        .last_modified_time(zip::DateTime::default())
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(9));
+    for (name, disk) in names {
+        match disk {
+            None => zip.add_directory(name.trim_end_matches('/'), base.unix_permissions(0o755))?,
+            Some(disk) => {
+                zip.start_file(name, base.unix_permissions(0o644))?;
+                let bytes = fs_err::read(site_packages.join(disk))?;
+                zip.write_all(&bytes)
+                    .with_context(|| format!("writing {name} into {dest}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
