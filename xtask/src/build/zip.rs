@@ -19,50 +19,69 @@ pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats
     read_stats(out)
 }
 
-/// What one walked entry becomes in the zip, decided before anything is compressed.
-enum Item {
-    Dir,
-    Link(String),
-    File { mode: u32, large: bool },
+/// One entry of a zip, decided before anything is compressed.
+pub struct Entry {
+    /// The name in the zip (a folder's without its trailing `/`).
+    pub name: String,
+    pub kind: Kind,
 }
 
-/// Writes the zip of `entries` (under `root`) into `out`. Files are read and deflated by a few
-/// threads ahead of the writer, which appends them in `entries`' (sorted) order: the same
-/// compressor at the same level gives the same bytes as deflating them one after another.
+pub enum Kind {
+    Dir,
+    Link(String),
+    File {
+        path: Utf8PathBuf,
+        mode: u32,
+        large: bool,
+    },
+}
+
+/// Writes the zip of the tree's `entries` (under `root`) into `out`.
 fn write_entries(
     root: &Utf8Path,
     entries: &[crate::util::WalkEntry],
     out: impl Write + Seek,
     level: i64,
 ) -> Result<()> {
+    write_in_order(out, &classify(root, entries)?, level)
+}
+
+/// Writes `entries`, in their order, as a zip into `out`, with fixed times and the given
+/// modes. Files are read and deflated by a few threads ahead of the writer, which appends
+/// them in order: the same compressor at the same level gives the same bytes as deflating
+/// them one after another.
+pub fn write_in_order(out: impl Write + Seek, entries: &[Entry], level: i64) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let base = SimpleFileOptions::default()
         .last_modified_time(zip::DateTime::default())
         .compression_method(zip::CompressionMethod::Deflated)
         .compression_level(Some(level));
-    let items = classify(root, entries)?;
-    let files: Vec<usize> = (0..items.len())
-        .filter(|&i| matches!(items[i], Item::File { .. }))
+    let files: Vec<usize> = (0..entries.len())
+        .filter(|&i| matches!(entries[i].kind, Kind::File { .. }))
         .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     std::thread::scope(|scope| {
         let (send, receive) = std::sync::mpsc::sync_channel(4 * workers);
         for _ in 0..workers {
             let send = send.clone();
-            let (files, items, next, stop) = (&files, &items, &next, &stop);
+            let (files, next, stop) = (&files, &next, &stop);
             scope.spawn(move || loop {
-                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let n = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&i) = files.get(n) else { break };
-                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let Item::File { mode, large } = items[i] else {
+                let Entry {
+                    name,
+                    kind: Kind::File { path, mode, large },
+                } = &entries[i]
+                else {
                     continue;
                 };
-                let options = base.unix_permissions(mode).large_file(large);
-                let prepared = deflate(root, &entries[i].rel, options);
-                if send.send((n, prepared)).is_err() {
+                let options = base.unix_permissions(*mode).large_file(*large);
+                if send.send((n, deflate(name, path, options))).is_err() {
                     break;
                 }
             });
@@ -72,14 +91,14 @@ fn write_entries(
             // Files come back roughly in order; those ahead of their turn wait here.
             let mut ready = std::collections::BTreeMap::new();
             let mut file_no = 0;
-            for (i, item) in items.iter().enumerate() {
-                let name = entries[i].rel.as_str();
-                match item {
-                    Item::Dir => zip.add_directory(name, base.unix_permissions(0o755))?,
-                    Item::Link(target) => {
+            for entry in entries {
+                let name = entry.name.as_str();
+                match &entry.kind {
+                    Kind::Dir => zip.add_directory(name, base.unix_permissions(0o755))?,
+                    Kind::Link(target) => {
                         zip.add_symlink(name, target, base.unix_permissions(0o777))?
                     }
-                    Item::File { .. } => {
+                    Kind::File { .. } => {
                         let prepared = loop {
                             if let Some(p) = ready.remove(&file_no) {
                                 break p;
@@ -97,52 +116,52 @@ fn write_entries(
             }
             Ok(())
         });
-        // On an error, the workers stop at their next file (none of them waits on a full
-        // channel: dropping the receiver ends their sends).
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // On an error, the workers stop at their next file (none of them stays blocked on a
+        // full channel: dropping the receiver ends their sends).
+        stop.store(true, Ordering::SeqCst);
         drop(receive);
         written
     })
 }
 
-/// Reads and deflates one file as a zip entry named by its relative path.
+/// Reads and deflates one file as the zip entry `name`.
 fn deflate(
-    root: &Utf8Path,
-    rel: &Utf8Path,
+    name: &str,
+    path: &Utf8Path,
     options: SimpleFileOptions,
 ) -> Result<zip::PreparedZipFile> {
-    let bytes = fs_err::read(root.join(rel))?;
-    let mut builder = zip::write::ZipFileBuilder::new(rel.as_str(), options)
-        .with_context(|| format!("compressing {rel}"))?;
+    let bytes = fs_err::read(path)?;
+    let mut builder = zip::write::ZipFileBuilder::new(name, options)
+        .with_context(|| format!("compressing {path}"))?;
     builder
         .write_all(&bytes)
-        .with_context(|| format!("compressing {rel}"))?;
+        .with_context(|| format!("compressing {path}"))?;
     builder
         .finish()
-        .with_context(|| format!("compressing {rel}"))
+        .with_context(|| format!("compressing {path}"))
 }
 
-/// Decides what each entry becomes: folders, links (a file reachable through several hard
-/// links is stored once; the others become links to it) and files with their zip mode.
-fn classify(root: &Utf8Path, entries: &[crate::util::WalkEntry]) -> Result<Vec<Item>> {
+/// Decides what each walked entry becomes: folders, links (a file reachable through several
+/// hard links is stored once; the others become links to it) and files with their zip mode.
+fn classify(root: &Utf8Path, entries: &[crate::util::WalkEntry]) -> Result<Vec<Entry>> {
     let mut seen: HashMap<(u64, u64), Utf8PathBuf> = HashMap::new();
-    let mut items = Vec::with_capacity(entries.len());
+    let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         let path = root.join(&entry.rel);
-        let item = if entry.file_type.is_dir() {
-            Item::Dir
+        let kind = if entry.file_type.is_dir() {
+            Kind::Dir
         } else if entry.file_type.is_symlink() {
             let target = fs_err::read_link(&path)?;
             let target = target
                 .to_str()
                 .with_context(|| format!("link target of {path} is not UTF-8"))?;
-            Item::Link(target.to_owned())
+            Kind::Link(target.to_owned())
         } else if entry.file_type.is_file() {
             let meta = fs_err::metadata(&path)?;
             let key = (meta.dev(), meta.ino());
             match seen.get(&key) {
                 Some(first) if meta.nlink() > 1 => {
-                    Item::Link(relative_link(&entry.rel, first).into_string())
+                    Kind::Link(relative_link(&entry.rel, first).into_string())
                 }
                 _ => {
                     if meta.nlink() > 1 {
@@ -153,7 +172,8 @@ fn classify(root: &Utf8Path, entries: &[crate::util::WalkEntry]) -> Result<Vec<I
                     } else {
                         0o644
                     };
-                    Item::File {
+                    Kind::File {
+                        path,
                         mode,
                         large: meta.len() >= u32::MAX as u64,
                     }
@@ -162,9 +182,12 @@ fn classify(root: &Utf8Path, entries: &[crate::util::WalkEntry]) -> Result<Vec<I
         } else {
             anyhow::bail!("{path} is neither a file, a folder nor a link");
         };
-        items.push(item);
+        out.push(Entry {
+            name: entry.rel.to_string(),
+            kind,
+        });
     }
-    Ok(items)
+    Ok(out)
 }
 
 /// Runs `write` on a `ZipWriter` over `out`, then finishes the archive. Whatever fails, the
@@ -403,20 +426,19 @@ mod tests {
             .last_modified_time(zip::DateTime::default())
             .compression_method(zip::CompressionMethod::Deflated)
             .compression_level(Some(level));
-        for (entry, item) in entries.iter().zip(&items) {
-            let name = entry.rel.as_str();
-            match item {
-                Item::Dir => zip
+        for item in &items {
+            let name = item.name.as_str();
+            match &item.kind {
+                Kind::Dir => zip
                     .add_directory(name, base.unix_permissions(0o755))
                     .unwrap(),
-                Item::Link(t) => zip
+                Kind::Link(t) => zip
                     .add_symlink(name, t, base.unix_permissions(0o777))
                     .unwrap(),
-                Item::File { mode, large } => {
+                Kind::File { path, mode, large } => {
                     zip.start_file(name, base.unix_permissions(*mode).large_file(*large))
                         .unwrap();
-                    zip.write_all(&fs_err::read(root.join(&entry.rel)).unwrap())
-                        .unwrap();
+                    zip.write_all(&fs_err::read(path).unwrap()).unwrap();
                 }
             }
         }
