@@ -94,10 +94,12 @@ pub fn write_in_order(out: impl Write + Seek, entries: &[Entry], level: i64) -> 
             for entry in entries {
                 let name = entry.name.as_str();
                 match &entry.kind {
-                    Kind::Dir => zip.add_directory(name, base.unix_permissions(0o755))?,
-                    Kind::Link(target) => {
-                        zip.add_symlink(name, target, base.unix_permissions(0o777))?
-                    }
+                    Kind::Dir => zip
+                        .add_directory(name, base.unix_permissions(0o755))
+                        .map_err(plain)?,
+                    Kind::Link(target) => zip
+                        .add_symlink(name, target, base.unix_permissions(0o777))
+                        .map_err(plain)?,
                     Kind::File { .. } => {
                         let prepared = loop {
                             if let Some(p) = ready.remove(&file_no) {
@@ -110,6 +112,7 @@ pub fn write_in_order(out: impl Write + Seek, entries: &[Entry], level: i64) -> 
                         };
                         file_no += 1;
                         zip.add_prepared_file(prepared?)
+                            .map_err(plain)
                             .with_context(|| format!("writing {name} into the zip"))?;
                     }
                 }
@@ -206,11 +209,20 @@ pub fn with_quiet_zip<W: Write + Seek>(
         end: pos,
     });
     write(&mut zip)?;
-    let sink = zip.finish().context("finishing the zip")?;
+    let sink = zip.finish().map_err(plain).context("finishing the zip")?;
     if sink.failed {
         anyhow::bail!("a write failed while finishing the zip");
     }
     Ok(())
+}
+
+/// A zip error whose cause is I/O as that I/O error: `ZipError::Io` both prints its cause and
+/// gives it as its source, so the error line would say it twice.
+fn plain(err: zip::result::ZipError) -> anyhow::Error {
+    match err {
+        zip::result::ZipError::Io(io) => io.into(),
+        other => other.into(),
+    }
 }
 
 /// The output of a zip, gone quiet after its first failure. `ZipWriter`'s `Drop` finishes an
@@ -410,7 +422,11 @@ mod tests {
             let err = write_entries(dir, &entries, disk, 9).expect_err("the disk is full");
             let msg = format!("{err:#}");
             assert!(!msg.contains('\n'), "one line: {msg}");
-            assert!(msg.contains("No space left on device"), "{msg}");
+            assert_eq!(
+                msg.matches("No space left on device").count(),
+                1,
+                "the cause once: {msg}"
+            );
             // Only the first failure reached the disk: `ZipWriter`'s drop did not try again,
             // so it had nothing to print.
             assert_eq!(tried.get(), 1, "room {room}: {msg}");
