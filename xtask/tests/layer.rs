@@ -92,13 +92,60 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
     assert_eq!(litellm["version"], "1.78.7");
     assert!(litellm["bytes"].as_u64().unwrap() > 1_000_000);
     assert!(packages.iter().any(|p| p["name"] == "openai"));
+    let steps: Vec<&str> = report["timings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert!(t["seconds"].as_f64().unwrap() >= 0.0, "{t}");
+            t["step"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "fetch",
+            "unpack runtime",
+            "install",
+            "prune",
+            "bytecode",
+            "strip",
+            "site-packages zip",
+            "minimize",
+            "package",
+            "report"
+        ],
+        "report.json times every step of the build"
+    );
     let on_disk: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(
         on_disk, report,
         "report.json beside the zip is the same object"
     );
-    assert!(out.path().join("layer-size-report.txt").exists());
+    let text_report = std::fs::read_to_string(out.path().join("layer-size-report.txt")).unwrap();
+    assert!(
+        text_report.contains("unpack runtime") && text_report.contains("site-packages zip"),
+        "{text_report}"
+    );
+    // Finished outputs have the mode of any new file, not the temporary file's 0600.
+    let umask = {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+    };
+    for name in [
+        "python-litellm-x86_64.zip",
+        "report.json",
+        "layer-size-report.txt",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o666 & !umask, "{name}: mode {mode:o}");
+    }
 
     // The zip, unpacked as Lambda does at /opt, runs litellm with /root and this machine's Python hidden.
     let unpacked = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::build::fetch::Fetcher;
 use crate::build::minimize::stage::{minimize_stage, prove_minimized, Minimized};
 use crate::build::plan::{BuildPlan, ChosenWheel};
+use crate::build::report::StepTime;
 use crate::build::runtime::RuntimeInfo;
 use crate::build::slim::{SlimContext, Slimmed};
 use crate::build::Built;
@@ -22,27 +23,38 @@ use crate::util::progress::Progress;
 use crate::util::zipinfo::ZipStats;
 
 /// Runs the plan: fetch, unpack the runtime, install, prune, bytecode, strip,
-/// site-packages.zip, minimize, package, report.
+/// site-packages.zip, minimize, package, report; the report says how long each step took.
+///
+/// Long on purpose: the steps in the order they run, each timed where it is called.
 pub fn execute(plan: &BuildPlan) -> Result<Built> {
     let progress = Progress::new();
+    let mut clock = Stopwatch::default();
     fs_err::create_dir_all(&plan.paths.out)?;
     let fetcher = Fetcher::new(plan.offline, progress.clone())?;
-    let archive = fetch_runtime(plan, &fetcher, &progress)?;
+    let archive = clock.time("fetch", || fetch_runtime(plan, &fetcher, &progress))?;
+    // Renamed into the layer's tree at the end: a finished output, so not tempfile's 0700.
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
+        .permissions(crate::util::new_dir_permissions())
         .tempdir_in(&plan.paths.out)
         .with_context(|| format!("creating a staging folder in {}", plan.paths.out))?;
     let stage = crate::util::utf8(staging.path().to_path_buf())?;
-    let runtime = unpack_runtime(plan, &archive, &stage)?;
+    let runtime = clock.time("unpack runtime", || unpack_runtime(plan, &archive, &stage))?;
     let site_rel = Utf8PathBuf::from(format!("python/lib/python{}/site-packages", runtime.xy));
     fs_err::create_dir_all(stage.join(&site_rel))?;
-    let wheels = fetch_wheels(&fetcher, &plan.wheels, &progress)?;
-    let (owners, install_notes) = install(plan, &wheels, &stage, &site_rel, &progress)?;
-    write_sitecustomize(
-        &plan.spec,
-        &plan.env,
-        &stage.join(format!("python/lib/python{}", runtime.xy)),
-    )?;
+    let lock = plan.spec.lock_path();
+    let wheels = clock.time("fetch", || {
+        fetch_wheels(&fetcher, &plan.wheels, &lock, &progress)
+    })?;
+    let (owners, install_notes) = clock.time("install", || {
+        let installed = install(plan, &wheels, &stage, &site_rel, &progress)?;
+        write_sitecustomize(
+            &plan.spec,
+            &plan.env,
+            &stage.join(format!("python/lib/python{}", runtime.xy)),
+        )?;
+        Ok(installed)
+    })?;
 
     let host_python = || crate::build::runtime::host_python(plan, &fetcher, &runtime, &stage);
     let ctx = SlimContext {
@@ -57,28 +69,40 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         progress: &progress,
     };
     let mut slimmed = crate::build::slim::start(&ctx);
-    crate::build::slim::prune_step(&ctx, &mut slimmed)?;
-    crate::build::slim::bytecode_step(&ctx, &mut slimmed)?;
-    crate::build::slim::strip_step(&ctx, &mut slimmed)?;
-    crate::build::slim::site_packages_zip_step(&ctx, &mut slimmed)?;
-    let minimized = minimize(plan, &stage, &site_rel, &owners, &progress)?;
-    crate::build::clients::write(&stage, plan.clients_node)?;
+    let slim = &mut slimmed;
+    clock.time("prune", || crate::build::slim::prune_step(&ctx, slim))?;
+    clock.time("bytecode", || crate::build::slim::bytecode_step(&ctx, slim))?;
+    clock.time("strip", || crate::build::slim::strip_step(&ctx, slim))?;
+    clock.time("site-packages zip", || {
+        crate::build::slim::site_packages_zip_step(&ctx, slim)
+    })?;
+    let minimized = clock.time("minimize", || {
+        minimize(plan, &stage, &site_rel, &owners, &progress)
+    })?;
+    clock.time("clients", || {
+        crate::build::clients::write(&stage, plan.clients_node)
+    })?;
 
     let removed = removed_distributions(&slimmed, minimized.as_ref());
-    write_manifest(
-        plan,
-        &stage,
-        &runtime,
-        &owners,
-        &removed,
-        minimized.as_ref(),
-    )?;
-    let stats = package(plan, &stage, &progress)?;
-    let mut report = report(plan, &runtime, &stats, &owners, slimmed, install_notes);
-    report.removed_distributions = removed;
-    if let Some(m) = &minimized {
-        report.minimized = Some(m.summary.clone());
-    }
+    let stats = clock.time("package", || {
+        write_manifest(
+            plan,
+            &stage,
+            &runtime,
+            &owners,
+            &removed,
+            minimized.as_ref(),
+        )?;
+        package(plan, &stage, &progress)
+    })?;
+    let mut report = clock.time("report", || {
+        let mut report = report(plan, &runtime, &stats, &owners, slimmed, install_notes);
+        report.removed_distributions = removed;
+        if let Some(m) = &minimized {
+            report.minimized = Some(m.summary.clone());
+        }
+        Ok(report)
+    })?;
 
     // Keep the unpacked tree for `verify` and `analyze`.
     let tree = &plan.paths.tree;
@@ -91,10 +115,44 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     // A minimized layer must still pass verify and its workload; otherwise the build fails and
     // names the removal that broke it. The report is written only for a layer that passed.
     if let Some(m) = &minimized {
-        prove_minimized(plan, &plan.paths.zip, tree, &site_rel, &m.plan, &progress)?;
+        clock.time("minimize", || {
+            prove_minimized(plan, &plan.paths.zip, tree, &site_rel, &m.plan, &progress)
+        })?;
     }
+    report.timings = clock.steps;
     report.write(&plan.paths.out)?;
     Ok(Built { report })
+}
+
+/// Seconds per named step; a step timed twice (fetch: the runtime, then the wheels) adds up.
+#[derive(Default)]
+struct Stopwatch {
+    steps: Vec<StepTime>,
+}
+
+impl Stopwatch {
+    fn time<T>(&mut self, step: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = std::time::Instant::now();
+        let result = run();
+        let seconds = start.elapsed().as_secs_f64();
+        self.add(step, seconds);
+        result
+    }
+
+    fn add(&mut self, step: &str, seconds: f64) {
+        match self.steps.iter_mut().find(|s| s.step == step) {
+            Some(s) => s.seconds = millis(s.seconds + seconds),
+            None => self.steps.push(StepTime {
+                step: step.to_owned(),
+                seconds: millis(seconds),
+            }),
+        }
+    }
+}
+
+/// Milliseconds are plenty, and keep report.json short.
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// Step "fetch" (runtime): the CPython archive into the cache, its hash checked.
@@ -278,10 +336,12 @@ fn report(
     report
 }
 
-/// Step "fetch" (wheels): the chosen wheels, in parallel, into the cache; returns their paths in order.
+/// Step "fetch" (wheels): the chosen wheels, in parallel, into the cache; returns their paths
+/// in order. A wheel that is not the one locked names `lock`, which holds the expected hash.
 fn fetch_wheels(
     fetcher: &Fetcher,
     chosen: &[ChosenWheel],
+    lock: &Utf8Path,
     progress: &Progress,
 ) -> Result<Vec<Utf8PathBuf>> {
     let next = AtomicUsize::new(0);
@@ -295,6 +355,16 @@ fn fetch_wheels(
                 let Some(wheel) = chosen.get(i) else { break };
                 let result = fetcher
                     .fetch(&wheel.url, &wheel.file, &wheel.sha256, "wheels")
+                    .map_err(|err| {
+                        if err.is::<crate::build::fetch::HashMismatch>() {
+                            err.context(format!(
+                                "{} is not the wheel locked in {lock} (its sha256 differs from the lock's)",
+                                wheel.file
+                            ))
+                        } else {
+                            err
+                        }
+                    })
                     .with_context(|| {
                         format!(
                             "fetching {} {} ({})",
@@ -337,4 +407,59 @@ fn write_sitecustomize(
     }
     fs_err::write(&path, text)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_timed_twice_adds_up_in_first_run_order() {
+        let mut clock = Stopwatch::default();
+        clock.add("fetch", 0.25);
+        clock.add("unpack runtime", 1.0004);
+        clock.add("fetch", 0.5);
+        let value: Result<u8> = clock.time("install", || Ok(7));
+        assert_eq!(value.unwrap(), 7);
+        let steps: Vec<(&str, f64)> = clock
+            .steps
+            .iter()
+            .map(|s| (s.step.as_str(), s.seconds))
+            .collect();
+        assert_eq!(steps[..2], [("fetch", 0.75), ("unpack runtime", 1.0)]);
+        assert_eq!(steps[2].0, "install");
+        assert!(clock
+            .time("strip", || -> Result<()> { bail!("no") })
+            .is_err());
+        assert_eq!(clock.steps.len(), 4, "a failed step is timed too");
+    }
+
+    #[test]
+    fn a_wheel_that_differs_from_the_lock_names_the_lock_and_both_hashes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let wheel_path = dir.join("six-1.0-py3-none-any.whl");
+        fs_err::write(&wheel_path, b"not the locked bytes").unwrap();
+        let locked = crate::util::sha256_hex(b"the locked bytes");
+        let chosen = ChosenWheel {
+            package: "six".into(),
+            version: "1.0".into(),
+            file: "six-1.0-py3-none-any.whl".into(),
+            url: wheel_path.to_string(),
+            sha256: locked.parse().unwrap(),
+            tags: vec!["py3-none-any".into()],
+            why: String::new(),
+        };
+        let fetcher = Fetcher::with_cache(dir.join("cache"), false, Progress::new());
+        let lock = dir.join("pylock.toml");
+        let err = fetch_wheels(&fetcher, &[chosen], &lock, &Progress::new())
+            .expect_err("the hash differs");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(lock.as_str()), "{msg}");
+        assert!(msg.contains(&locked), "{msg}");
+        assert!(
+            msg.contains(&crate::util::sha256_hex(b"not the locked bytes")),
+            "{msg}"
+        );
+    }
 }

@@ -24,6 +24,27 @@ pub struct Fetcher {
     agent: OnceLock<ureq::Agent>,
 }
 
+/// A download whose bytes are not the ones pinned; callers that know where the pin comes from
+/// (a lock file) find it with `downcast_ref` and say so.
+#[derive(Debug)]
+pub struct HashMismatch {
+    pub source: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl std::fmt::Display for HashMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} does not have the expected sha256\n  expected: {}\n  actual:   {}",
+            self.source, self.expected, self.actual
+        )
+    }
+}
+
+impl std::error::Error for HashMismatch {}
+
 /// Where a file comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
@@ -76,15 +97,20 @@ impl Fetcher {
             if actual == expected.as_str() {
                 return Ok(path);
             }
-            self.progress.line(format!(
-                "cache entry {path} is corrupt (sha256 {actual}, expected {expected}): fetching it again"
-            ));
             // Another process may have removed or replaced it meanwhile; either is fine.
             match fs_err::remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                 Err(err) => return Err(err.into()),
             }
+            if self.offline {
+                bail!(
+                    "cache entry {path} was corrupt (sha256 {actual}, expected {expected}) and is removed; --offline forbids fetching it again from {source}: build once without --offline"
+                );
+            }
+            self.progress.line(format!(
+                "cache entry {path} is corrupt (sha256 {actual}, expected {expected}): fetching it again"
+            ));
         }
 
         if self.offline {
@@ -119,7 +145,12 @@ impl Fetcher {
         if actual != expected.as_str() {
             // `tmp` is deleted when dropped: nothing is left in the cache.
             drop(tmp);
-            bail!("{source} does not have the expected sha256\n  expected: {expected}\n  actual:   {actual}");
+            return Err(HashMismatch {
+                source: source.to_owned(),
+                expected: expected.to_string(),
+                actual,
+            }
+            .into());
         }
 
         // Cached files are shared with other users of the cache; tempfile creates them 0600.
@@ -402,6 +433,31 @@ mod tests {
             .expect("fetch");
         assert_eq!(got, cached);
         assert_eq!(fs_err::read(&got).expect("read"), b"hello");
+    }
+
+    #[test]
+    fn offline_with_a_corrupt_cache_entry_says_once_what_to_do() {
+        let (_tmp, src, mut fetcher) = setup(b"hello");
+        fetcher.offline = true;
+        let hash = sha(b"hello");
+        let cached = fetcher
+            .cache
+            .join("python")
+            .join(hash.as_str())
+            .join("a.tar.gz");
+        fs_err::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
+        fs_err::write(&cached, b"garbage").expect("write");
+        let err = fetcher
+            .fetch(src.as_str(), "a.tar.gz", &hash, "python")
+            .expect_err("offline cannot fetch it again");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("corrupt") && msg.contains(cached.as_str()),
+            "{msg}"
+        );
+        assert!(msg.contains("without --offline"), "{msg}");
+        assert!(!msg.contains("not in the cache"), "{msg}");
+        assert!(!cached.exists(), "the corrupt entry is removed");
     }
 
     #[test]

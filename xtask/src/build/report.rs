@@ -50,6 +50,16 @@ pub struct Report {
     /// What trace-driven minimization kept and removed, when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimized: Option<crate::build::minimize::Summary>,
+    /// Seconds spent in each step of the build, in the order they ran. Not in the zip, whose
+    /// bytes must not depend on how fast the machine was.
+    #[serde(default)]
+    pub timings: Vec<StepTime>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepTime {
+    pub step: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -221,6 +231,7 @@ pub fn build(
         stripped: Vec::new(),
         notes: Vec::new(),
         minimized: None,
+        timings: Vec::new(),
     }
 }
 
@@ -390,6 +401,15 @@ impl Report {
         for note in &self.notes {
             let _ = writeln!(s, "note: {note}");
         }
+        if !self.timings.is_empty() {
+            let total: f64 = self.timings.iter().map(|t| t.seconds).sum();
+            let steps: Vec<String> = self
+                .timings
+                .iter()
+                .map(|t| format!("{} {:.2}", t.step, t.seconds))
+                .collect();
+            let _ = writeln!(s, "time    {total:.2} s: {}", steps.join(", "));
+        }
         if self.over_budget.is_empty() {
             let _ = writeln!(s, "\nfits: within Lambda's limits and the spec's budget");
         } else {
@@ -416,6 +436,36 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use crate::core::source_of_pyc;
+
+    #[test]
+    fn the_text_report_prints_the_time_of_each_step() {
+        let part = serde_json::json!({"bytes": 0, "compressed_bytes": 0, "files": 0});
+        let limits = serde_json::json!({"zip_bytes": null, "unpacked_bytes": null});
+        let mut report: super::Report = serde_json::from_value(serde_json::json!({
+            "name": "l", "arch": "x86_64", "zip_path": "l.zip", "zip_bytes": 1,
+            "unpacked_bytes": 2, "python_version": "3.11.9", "glibc": "2.26",
+            "runtime": part, "packages": [], "limits": limits, "budget": limits,
+            "over_budget": [],
+        }))
+        .unwrap();
+        assert!(report.timings.is_empty(), "an old report.json has none");
+        assert!(!report.to_text().contains("time "));
+        report.timings = vec![
+            super::StepTime {
+                step: "fetch".into(),
+                seconds: 0.25,
+            },
+            super::StepTime {
+                step: "site-packages zip".into(),
+                seconds: 1.5,
+            },
+        ];
+        let text = report.to_text();
+        assert!(
+            text.contains("time    1.75 s: fetch 0.25, site-packages zip 1.50"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn bytecode_belongs_to_its_source() {

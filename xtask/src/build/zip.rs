@@ -2,7 +2,7 @@
 //! as links, written through a temporary file and a rename.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context, Result};
@@ -14,58 +14,287 @@ use crate::util::zipinfo::{read_stats, ZipStats};
 /// Zips the tree under `root` into `out`. Two calls on the same tree give the same bytes.
 pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats> {
     let entries = crate::util::walk(root)?;
-    crate::util::write_atomic(out, |file| {
-        let mut zip = zip::ZipWriter::new(&mut *file);
-        let base = SimpleFileOptions::default()
-            .last_modified_time(zip::DateTime::default())
-            .compression_method(zip::CompressionMethod::Deflated)
-            .compression_level(Some(level));
-        // A file reachable through several hard links is stored once; the others become links to it.
-        let mut seen: HashMap<(u64, u64), Utf8PathBuf> = HashMap::new();
-        for entry in &entries {
-            let path = root.join(&entry.rel);
-            let name = entry.rel.as_str();
-            if entry.file_type.is_dir() {
-                zip.add_directory(name, base.unix_permissions(0o755))?;
-            } else if entry.file_type.is_symlink() {
-                let target = fs_err::read_link(&path)?;
-                let target = target
-                    .to_str()
-                    .with_context(|| format!("link target of {path} is not UTF-8"))?;
-                zip.add_symlink(name, target, base.unix_permissions(0o777))?;
-            } else if entry.file_type.is_file() {
-                let meta = fs_err::metadata(&path)?;
-                if meta.nlink() > 1 {
-                    let key = (meta.dev(), meta.ino());
-                    if let Some(first) = seen.get(&key) {
-                        let target = relative_link(&entry.rel, first);
-                        zip.add_symlink(name, target.as_str(), base.unix_permissions(0o777))?;
-                        continue;
-                    }
-                    seen.insert(key, entry.rel.clone());
+    crate::util::write_atomic(out, |file| write_entries(root, &entries, &mut *file, level))
+        .with_context(|| format!("writing {out}"))?;
+    read_stats(out)
+}
+
+/// One entry of a zip, decided before anything is compressed.
+pub struct Entry {
+    /// The name in the zip (a folder's without its trailing `/`).
+    pub name: String,
+    pub kind: Kind,
+}
+
+pub enum Kind {
+    Dir,
+    Link(String),
+    File {
+        path: Utf8PathBuf,
+        mode: u32,
+        large: bool,
+    },
+}
+
+/// Writes the zip of the tree's `entries` (under `root`) into `out`.
+fn write_entries(
+    root: &Utf8Path,
+    entries: &[crate::util::WalkEntry],
+    out: impl Write + Seek,
+    level: i64,
+) -> Result<()> {
+    write_in_order(out, &classify(root, entries)?, level)
+}
+
+/// Writes `entries`, in their order, as a zip into `out`, with fixed times and the given
+/// modes. Files are read and deflated by a few threads ahead of the writer, which appends
+/// them in order: the same compressor at the same level gives the same bytes as deflating
+/// them one after another.
+pub fn write_in_order(out: impl Write + Seek, entries: &[Entry], level: i64) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let base = SimpleFileOptions::default()
+        .last_modified_time(zip::DateTime::default())
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(level));
+    let files: Vec<usize> = (0..entries.len())
+        .filter(|&i| matches!(entries[i].kind, Kind::File { .. }))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    std::thread::scope(|scope| {
+        let (send, receive) = std::sync::mpsc::sync_channel(4 * workers);
+        for _ in 0..workers {
+            let send = send.clone();
+            let (files, next, stop) = (&files, &next, &stop);
+            scope.spawn(move || loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&i) = files.get(n) else { break };
+                if stop.load(Ordering::SeqCst) {
+                    break;
                 }
-                let mode = if entry.mode & 0o111 != 0 {
-                    0o755
-                } else {
-                    0o644
-                };
-                zip.start_file(
+                let Entry {
                     name,
-                    base.unix_permissions(mode)
-                        .large_file(meta.len() >= u32::MAX as u64),
-                )?;
-                let bytes = fs_err::read(&path)?;
-                zip.write_all(&bytes)
-                    .with_context(|| format!("writing {name} into the zip"))?;
-            } else {
-                anyhow::bail!("{path} is neither a file, a folder nor a link");
+                    kind: Kind::File { path, mode, large },
+                } = &entries[i]
+                else {
+                    continue;
+                };
+                let options = base.unix_permissions(*mode).large_file(*large);
+                if send.send((n, deflate(name, path, options))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(send);
+        let written = with_quiet_zip(out, |zip| {
+            // Files come back roughly in order; those ahead of their turn wait here.
+            let mut ready = std::collections::BTreeMap::new();
+            let mut file_no = 0;
+            for entry in entries {
+                let name = entry.name.as_str();
+                match &entry.kind {
+                    Kind::Dir => zip
+                        .add_directory(name, base.unix_permissions(0o755))
+                        .map_err(plain)?,
+                    Kind::Link(target) => zip
+                        .add_symlink(name, target, base.unix_permissions(0o777))
+                        .map_err(plain)?,
+                    Kind::File { .. } => {
+                        let prepared = loop {
+                            if let Some(p) = ready.remove(&file_no) {
+                                break p;
+                            }
+                            let (n, p) = receive
+                                .recv()
+                                .context("a compressing thread stopped early")?;
+                            ready.insert(n, p);
+                        };
+                        file_no += 1;
+                        zip.add_prepared_file(prepared?)
+                            .map_err(plain)
+                            .with_context(|| format!("writing {name} into the zip"))?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        // On an error, the workers stop at their next file (none of them stays blocked on a
+        // full channel: dropping the receiver ends their sends).
+        stop.store(true, Ordering::SeqCst);
+        drop(receive);
+        written
+    })
+}
+
+/// Reads and deflates one file as the zip entry `name`.
+fn deflate(
+    name: &str,
+    path: &Utf8Path,
+    options: SimpleFileOptions,
+) -> Result<zip::PreparedZipFile> {
+    let bytes = fs_err::read(path)?;
+    let mut builder = zip::write::ZipFileBuilder::new(name, options)
+        .with_context(|| format!("compressing {path}"))?;
+    builder
+        .write_all(&bytes)
+        .with_context(|| format!("compressing {path}"))?;
+    builder
+        .finish()
+        .with_context(|| format!("compressing {path}"))
+}
+
+/// Decides what each walked entry becomes: folders, links (a file reachable through several
+/// hard links is stored once; the others become links to it) and files with their zip mode.
+fn classify(root: &Utf8Path, entries: &[crate::util::WalkEntry]) -> Result<Vec<Entry>> {
+    let mut seen: HashMap<(u64, u64), Utf8PathBuf> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let path = root.join(&entry.rel);
+        let kind = if entry.file_type.is_dir() {
+            Kind::Dir
+        } else if entry.file_type.is_symlink() {
+            let target = fs_err::read_link(&path)?;
+            let target = target
+                .to_str()
+                .with_context(|| format!("link target of {path} is not UTF-8"))?;
+            Kind::Link(target.to_owned())
+        } else if entry.file_type.is_file() {
+            let meta = fs_err::metadata(&path)?;
+            let key = (meta.dev(), meta.ino());
+            match seen.get(&key) {
+                Some(first) if meta.nlink() > 1 => {
+                    Kind::Link(relative_link(&entry.rel, first).into_string())
+                }
+                _ => {
+                    if meta.nlink() > 1 {
+                        seen.insert(key, entry.rel.clone());
+                    }
+                    let mode = if entry.mode & 0o111 != 0 {
+                        0o755
+                    } else {
+                        0o644
+                    };
+                    Kind::File {
+                        path,
+                        mode,
+                        large: meta.len() >= u32::MAX as u64,
+                    }
+                }
+            }
+        } else {
+            anyhow::bail!("{path} is neither a file, a folder nor a link");
+        };
+        out.push(Entry {
+            name: entry.rel.to_string(),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs `write` on a `ZipWriter` over `out`, then finishes the archive. Whatever fails, the
+/// error is returned and nothing is printed: see [`QuietAfterFailure`].
+pub fn with_quiet_zip<W: Write + Seek>(
+    mut out: W,
+    write: impl FnOnce(&mut zip::ZipWriter<QuietAfterFailure<W>>) -> Result<()>,
+) -> Result<()> {
+    let pos = out
+        .stream_position()
+        .context("finding the start of the zip")?;
+    let mut zip = zip::ZipWriter::new(QuietAfterFailure {
+        inner: out,
+        failed: false,
+        pos,
+        end: pos,
+    });
+    write(&mut zip)?;
+    let sink = zip.finish().map_err(plain).context("finishing the zip")?;
+    if sink.failed {
+        anyhow::bail!("a write failed while finishing the zip");
+    }
+    Ok(())
+}
+
+/// A zip error whose cause is I/O as that I/O error: `ZipError::Io` both prints its cause and
+/// gives it as its source, so the error line would say it twice.
+fn plain(err: zip::result::ZipError) -> anyhow::Error {
+    match err {
+        zip::result::ZipError::Io(io) => io.into(),
+        other => other.into(),
+    }
+}
+
+/// The output of a zip, gone quiet after its first failure. `ZipWriter`'s `Drop` finishes an
+/// archive left unfinished, and when that fails too (the disk is still full) it prints its
+/// debug text to stderr, without a newline, in front of our own error line. Once a write has
+/// failed, this plays a file that takes every write and seek without touching the disk, so
+/// that second attempt succeeds silently and the first error is the one reported.
+pub struct QuietAfterFailure<W> {
+    inner: W,
+    failed: bool,
+    /// The position and the length of the file as the zip writer sees them.
+    pos: u64,
+    end: u64,
+}
+
+impl<W> QuietAfterFailure<W> {
+    fn moved_to(&mut self, pos: u64) -> u64 {
+        self.pos = pos;
+        self.end = self.end.max(pos);
+        pos
+    }
+
+    /// After a failure the zip writer's own bookkeeping may be behind (a header half
+    /// updated), so the pretend file only grows: every write appends, every seek lands at the
+    /// end. Positions the zip writer reads then never go backwards, which it checks.
+    fn pretend_append(&mut self, len: usize) -> u64 {
+        self.end += len as u64;
+        self.pos = self.end;
+        self.end
+    }
+
+    fn note<T>(&mut self, result: std::io::Result<T>, len: usize) -> std::io::Result<T> {
+        if let Err(err) = &result {
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                self.failed = true;
+                self.pretend_append(len);
             }
         }
-        zip.finish().context("finishing the zip")?;
-        Ok(())
-    })
-    .with_context(|| format!("writing {out}"))?;
-    read_stats(out)
+        result
+    }
+}
+
+impl<W: Write> Write for QuietAfterFailure<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed {
+            self.pretend_append(buf.len());
+            return Ok(buf.len());
+        }
+        let result = self.inner.write(buf);
+        let n = self.note(result, buf.len())?;
+        self.moved_to(self.pos + n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        let result = self.inner.flush();
+        self.note(result, 0)
+    }
+}
+
+impl<W: Seek> Seek for QuietAfterFailure<W> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        if self.failed {
+            return Ok(self.pretend_append(0));
+        }
+        let result = self.inner.seek(to);
+        let pos = self.note(result, 0)?;
+        Ok(self.moved_to(pos))
+    }
 }
 
 /// The path of `target` as seen from the folder of `link` (both relative to one root).
@@ -143,6 +372,127 @@ mod tests {
             "a hard link is stored once"
         );
         assert!(zip.by_name("python/lib/empty/").unwrap().is_dir());
+    }
+
+    /// A disk that fills after `room` bytes; counts the writes tried after that.
+    struct FillingDisk {
+        data: std::io::Cursor<Vec<u8>>,
+        room: usize,
+        tried_when_full: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl Write for FillingDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.data.get_ref().len() + buf.len() > self.room {
+                self.tried_when_full.set(self.tried_when_full.get() + 1);
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            self.data.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seek for FillingDisk {
+        fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.data.seek(pos)
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_one_error_and_the_zip_library_stays_quiet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        tree(dir);
+        let entries = crate::util::walk(dir).unwrap();
+        let mut whole = std::io::Cursor::new(Vec::new());
+        write_entries(dir, &entries, &mut whole, 9).unwrap();
+        let size = whole.get_ref().len();
+        assert!(size > 500, "{size}");
+        // The disk fills in every kind of place: a local header, data, a header update, the
+        // central directory.
+        for room in (0..size).step_by(7) {
+            let tried = std::rc::Rc::new(std::cell::Cell::new(0));
+            let disk = FillingDisk {
+                data: std::io::Cursor::new(Vec::new()),
+                room,
+                tried_when_full: tried.clone(),
+            };
+            let err = write_entries(dir, &entries, disk, 9).expect_err("the disk is full");
+            let msg = format!("{err:#}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+            assert_eq!(
+                msg.matches("No space left on device").count(),
+                1,
+                "the cause once: {msg}"
+            );
+            // Only the first failure reached the disk: `ZipWriter`'s drop did not try again,
+            // so it had nothing to print.
+            assert_eq!(tried.get(), 1, "room {room}: {msg}");
+        }
+    }
+
+    /// The writer as it was before files were deflated in parallel: one entry after another.
+    fn sequential(root: &Utf8Path, level: i64) -> Vec<u8> {
+        let entries = crate::util::walk(root).unwrap();
+        let items = classify(root, &entries).unwrap();
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let base = SimpleFileOptions::default()
+            .last_modified_time(zip::DateTime::default())
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(level));
+        for item in &items {
+            let name = item.name.as_str();
+            match &item.kind {
+                Kind::Dir => zip
+                    .add_directory(name, base.unix_permissions(0o755))
+                    .unwrap(),
+                Kind::Link(t) => zip
+                    .add_symlink(name, t, base.unix_permissions(0o777))
+                    .unwrap(),
+                Kind::File { path, mode, large } => {
+                    zip.start_file(name, base.unix_permissions(*mode).large_file(*large))
+                        .unwrap();
+                    zip.write_all(&fs_err::read(path).unwrap()).unwrap();
+                }
+            }
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn parallel_deflate_gives_the_bytes_of_one_entry_after_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        tree(dir);
+        // Many files of every kind of size: empty, tiny, compressible, incompressible.
+        let mut noise = 0x2545_f491_u32;
+        for i in 0..300usize {
+            let mut bytes = format!("file {i}\n").repeat(i % 37).into_bytes();
+            if i % 5 == 0 {
+                bytes.extend((0..i * 97).map(|_| {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 17;
+                    noise ^= noise << 5;
+                    noise as u8
+                }));
+            }
+            let sub = dir.join(format!("python/lib/d{}", i % 7));
+            fs_err::create_dir_all(&sub).unwrap();
+            fs_err::write(sub.join(format!("f{i}.py")), bytes).unwrap();
+        }
+        let outs = tempfile::tempdir().unwrap();
+        for level in [1, 9] {
+            let out = Utf8Path::from_path(outs.path())
+                .unwrap()
+                .join(format!("level{level}.zip"));
+            write_zip(dir, &out, level).unwrap();
+            assert!(
+                fs_err::read(&out).unwrap() == sequential(dir, level),
+                "level {level}: the parallel writer's bytes differ"
+            );
+        }
     }
 
     #[test]

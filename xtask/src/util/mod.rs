@@ -46,6 +46,8 @@ pub fn sha256_file(path: &Utf8Path) -> Result<String> {
 
 /// Writes `path` through a temporary file in the same folder and a rename, so that
 /// a reader never sees a half-written file and a failure leaves the old one in place.
+/// The file gets the usual mode of a new file (0666 less the umask), not the temporary's 0600:
+/// the rename keeps the temporary's mode.
 pub fn write_atomic(
     path: &Utf8Path,
     write: impl FnOnce(&mut fs_err::File) -> Result<()>,
@@ -58,6 +60,7 @@ pub fn write_atomic(
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", path.file_name().unwrap_or("out")))
         .suffix(".tmp")
+        .permissions(new_file_permissions())
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {dir}"))?;
     let (file, tmp_path) = tmp.into_parts();
@@ -70,6 +73,19 @@ pub fn write_atomic(
         .persist(path)
         .with_context(|| format!("renaming the finished file into {path}"))?;
     Ok(())
+}
+
+/// 0666 for a file created with it (the kernel takes the umask off, as for any new file).
+pub fn new_file_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
+}
+
+/// 0777 for a folder created with it, less the umask: for temporary folders renamed into
+/// finished outputs, which tempfile would otherwise leave 0700.
+pub fn new_dir_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o777)
 }
 
 /// Writes bytes to `path` atomically.
@@ -192,4 +208,33 @@ pub fn run(cmd: xshell::Cmd<'_>) -> Result<String> {
 /// A shell for [`run`] and `xshell::cmd!`.
 pub fn shell() -> Result<xshell::Shell> {
     xshell::Shell::new().context("creating an xshell shell")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// This process's umask, from /proc (setting it to read it would race other tests).
+    pub(crate) fn umask() -> u32 {
+        let status = fs_err::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+    }
+
+    #[test]
+    fn atomic_writes_get_the_mode_of_a_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let path = dir.join("out.json");
+        write_bytes_atomic(&path, b"{}").unwrap();
+        let mode = fs_err::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask(), "mode {mode:o}");
+        assert_eq!(fs_err::read(&path).unwrap(), b"{}");
+        // Replacing keeps the mode and leaves no temporary behind.
+        write_bytes_atomic(&path, b"[]").unwrap();
+        let mode = fs_err::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask(), "mode {mode:o}");
+        assert_eq!(fs_err::read_dir(dir).unwrap().count(), 1);
+    }
 }

@@ -41,8 +41,10 @@ pub fn host_python(
         .join(sha.as_str());
     if !dir.join("python").exists() {
         fs_err::create_dir_all(dir.parent().unwrap_or(&dir))?;
+        // Kept as the cache entry: readable by the other users of the cache, as downloads are.
         let tmp = tempfile::Builder::new()
             .prefix(".unpack-")
+            .permissions(crate::util::new_dir_permissions())
             .tempdir_in(dir.parent().unwrap_or(&dir))?;
         let tmp_path = crate::util::utf8(tmp.path().to_path_buf())?;
         crate::build::runtime::extract(&archive, &tmp_path, host)?;

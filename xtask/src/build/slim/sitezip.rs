@@ -3,11 +3,9 @@
 //! every folder gets a directory entry so namespace packages resolve.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use zip::write::SimpleFileOptions;
 
 use crate::build::slim::prune::{classify, FileKind};
 use crate::spec::rules::KeepOut;
@@ -112,26 +110,7 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
         names.insert(name.clone(), Some(disk));
     }
     crate::util::write_atomic(dest, |file| {
-        let mut zip = zip::ZipWriter::new(&mut *file);
-        let base = SimpleFileOptions::default()
-            .last_modified_time(zip::DateTime::default())
-            .compression_method(zip::CompressionMethod::Deflated)
-            .compression_level(Some(9));
-        for (name, disk) in &names {
-            match disk {
-                None => {
-                    zip.add_directory(name.trim_end_matches('/'), base.unix_permissions(0o755))?
-                }
-                Some(disk) => {
-                    zip.start_file(name, base.unix_permissions(0o644))?;
-                    let bytes = fs_err::read(site_packages.join(disk))?;
-                    zip.write_all(&bytes)
-                        .with_context(|| format!("writing {name} into {dest}"))?;
-                }
-            }
-        }
-        zip.finish().context("finishing the zip")?;
-        Ok(())
+        crate::build::zip::write_in_order(&mut *file, &zip_entries(&names, site_packages), 9)
     })
     .with_context(|| format!("writing {dest}"))?;
 
@@ -142,6 +121,31 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
     )?;
     let stats = crate::util::zipinfo::read_stats(dest)?;
     Ok(stats.entries)
+}
+
+/// The entries of `site-packages.zip`, in name order (folders are the names without a file).
+fn zip_entries(
+    names: &BTreeMap<String, Option<&Utf8Path>>,
+    site_packages: &Utf8Path,
+) -> Vec<crate::build::zip::Entry> {
+    use crate::build::zip::{Entry, Kind};
+    names
+        .iter()
+        .map(|(name, disk)| match disk {
+            None => Entry {
+                name: name.trim_end_matches('/').to_owned(),
+                kind: Kind::Dir,
+            },
+            Some(disk) => Entry {
+                name: name.clone(),
+                kind: Kind::File {
+                    path: site_packages.join(disk),
+                    mode: 0o644,
+                    large: false,
+                },
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
