@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use crate::python::pylock::{LockedWheel, PyLock};
+use crate::spec::advisories::AdvisoriesFile;
 use crate::spec::{Arch, Spec};
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -15,9 +16,20 @@ use xshell::cmd;
 pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
     let spec = Spec::load(spec_path)?;
     let out = spec.lock_path();
+    // Before resolving: the index may no longer serve an advised release at all, and uv
+    // would then only say that no version satisfies the requirement.
+    let advisories = AdvisoriesFile::for_spec(&spec)?;
+    advisories.check_requirements(&spec.requirements.packages, "[requirements] packages")?;
+    advisories.check_requirements(&spec.requirements.constraints, "[requirements] constraints")?;
     let text = lock_with_uv(&spec)?;
-    PyLock::parse(&text)
+    let lock = PyLock::parse(&text)
         .map_err(|e| anyhow::anyhow!("uv wrote a lock this tool cannot read: {e}"))?;
+    advisories.check_locked(
+        lock.packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_deref().unwrap_or_default())),
+        &out,
+    )?;
     crate::util::write_bytes_atomic(&out, text.as_bytes())?;
     eprintln!("wrote {out}");
     Ok(ExitCode::SUCCESS)
