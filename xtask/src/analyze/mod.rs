@@ -93,6 +93,7 @@ pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
     let layer = attribute(raw);
     let mut analysis = report::summarize(&layer, &layer_path, options.top);
     analysis.requirements = report::requirements(&layer, spec.as_ref());
+    analysis.pth_files = report::pth_files(&layer, spec.as_ref())?;
     let rules_path = match &spec {
         Some(s) => s.dir().join(&s.prune.rules),
         None => data_dir.join("rules.toml"),

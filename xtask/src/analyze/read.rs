@@ -60,6 +60,8 @@ pub fn wanted(path: &Utf8Path) -> bool {
         .and_then(Utf8Path::file_name)
         .is_some_and(|p| p.ends_with(".dist-info"));
     (in_dist_info && matches!(name, "METADATA" | "RECORD" | "top_level.txt"))
+        // `site` executes their `import` lines at every start: analyze lists them.
+        || name.ends_with(".pth")
         || (path.parent().and_then(Utf8Path::file_name) == Some("bin")
             && name.starts_with("python3.")
             && name[8..].chars().all(|c| c.is_ascii_digit()))
@@ -215,6 +217,7 @@ mod tests {
             ("python/bin/python3", false),
             ("python/bin/python3.11-config", false),
             ("python/lib/python3.11/os.py", false),
+            ("python/lib/python3.11/site-packages/x.pth", true),
         ];
         for (path, expected) in table {
             assert_eq!(wanted(Utf8Path::new(path)), expected, "{path}");

@@ -75,10 +75,15 @@ impl AdvisoriesFile {
             .map_err(|e| anyhow::anyhow!("{path}: {}", super::format_toml_error(text, &e)))
     }
 
+    /// The repository's list, as built into the tool.
+    pub fn built_in() -> Result<AdvisoriesFile> {
+        AdvisoriesFile::parse(BUILT_IN, Utf8Path::new("layer/advisories.toml"))
+    }
+
     /// The built-in list plus the spec's file (`[requirements] advisories`, beside the spec),
     /// when it exists.
     pub fn for_spec(spec: &Spec) -> Result<AdvisoriesFile> {
-        let mut out = AdvisoriesFile::parse(BUILT_IN, Utf8Path::new("layer/advisories.toml"))?;
+        let mut out = AdvisoriesFile::built_in()?;
         let path = spec.dir().join(&spec.requirements.advisories);
         if path.exists() {
             let text = fs_err::read_to_string(&path).context("reading the advisories")?;
