@@ -30,6 +30,9 @@ pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
             .map(|p| (p.name.as_str(), p.version.as_deref().unwrap_or_default())),
         &out,
     )?;
+    for note in check_yanked(&spec, &lock)? {
+        eprintln!("note: {note}");
+    }
     crate::util::write_bytes_atomic(&out, text.as_bytes())?;
     eprintln!("wrote {out}");
     Ok(ExitCode::SUCCESS)
@@ -77,6 +80,29 @@ fn lock_with_uv(spec: &Spec) -> Result<String> {
         per_arch.push((arch, lock));
     }
     Ok(merge_locks(spec, &per_arch, uv_version.trim()))
+}
+
+/// Asks the index, once per locked package, whether any of its locked files is yanked.
+fn check_yanked(spec: &Spec, lock: &PyLock) -> Result<Vec<String>> {
+    use crate::python::yanked;
+    let index = yanked::index_url();
+    let mut found = Vec::new();
+    for pkg in &lock.packages {
+        let page = yanked::fetch_page(&index, &pkg.name)?;
+        let yanked_here = yanked::yanked_files(&page)
+            .with_context(|| format!("the index's page of {}", pkg.name))?;
+        for file in pkg.wheels.iter().filter_map(|w| w.file_name()) {
+            if let Some(reason) = yanked_here.get(&file) {
+                found.push(yanked::YankedFile {
+                    package: pkg.name.clone(),
+                    version: pkg.version.clone().unwrap_or_default(),
+                    file,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    yanked::check(&found, &spec.requirements.allow_yanked)
 }
 
 fn which_uv() -> Result<Utf8PathBuf> {

@@ -119,6 +119,9 @@ pub struct RequirementsSection {
     /// repository's list applies always).
     #[serde(default = "default_advisories")]
     pub advisories: Utf8PathBuf,
+    /// Yanked releases (PEP 592) the lock may hold anyway: `{ "pkg==1.0" = "why" }`.
+    #[serde(default)]
+    pub allow_yanked: BTreeMap<String, String>,
 }
 
 fn default_advisories() -> Utf8PathBuf {
