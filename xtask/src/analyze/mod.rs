@@ -98,7 +98,13 @@ pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
         Some(s) => s.dir().join(&s.prune.rules),
         None => data_dir.join("rules.toml"),
     };
-    analysis.pruning = Some(pruning::pruning(&layer, &rules_path, spec.as_ref())?);
+    let sources = read::Sources::open(&layer_path)?;
+    analysis.pruning = Some(pruning::pruning(
+        &layer,
+        &rules_path,
+        spec.as_ref(),
+        &|p| sources.read(p),
+    )?);
     if let (Some(dir), Some((data, data_path))) = (&options.scan_source, &providers) {
         let (names, from) = report::provider_names(&layer, data, data_path);
         let sizes: BTreeMap<String, u64> = analysis

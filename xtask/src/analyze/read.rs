@@ -87,6 +87,39 @@ pub fn read_layer(path: &Utf8Path, also_read: &[String]) -> Result<RawLayer> {
     }
 }
 
+/// Reads single files of a layer on demand: the sources the pruning replay's import scan
+/// asks for, which `read_layer` does not keep. Members of an inner zip are not read.
+pub enum Sources {
+    Folder(Utf8PathBuf),
+    Zip(std::cell::RefCell<zip::ZipArchive<std::io::BufReader<fs_err::File>>>),
+}
+
+impl Sources {
+    pub fn open(path: &Utf8Path) -> Result<Sources> {
+        if fs_err::metadata(path)?.is_dir() {
+            return Ok(Sources::Folder(path.to_owned()));
+        }
+        let file = fs_err::File::open(path)?;
+        let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+            .with_context(|| format!("{path} is neither a folder nor a valid zip"))?;
+        Ok(Sources::Zip(std::cell::RefCell::new(zip)))
+    }
+
+    /// The text of the file at `rel` (a layer path), if it is there and readable.
+    pub fn read(&self, rel: &Utf8Path) -> Option<String> {
+        match self {
+            Sources::Folder(root) => fs_err::read_to_string(root.join(rel)).ok(),
+            Sources::Zip(zip) => {
+                let mut zip = zip.try_borrow_mut().ok()?;
+                let mut entry = zip.by_name(rel.as_str()).ok()?;
+                let mut text = String::new();
+                entry.read_to_string(&mut text).ok()?;
+                Some(text)
+            }
+        }
+    }
+}
+
 fn read_zip<R: Read + Seek>(
     zip: &mut zip::ZipArchive<R>,
     prefix: &str,
