@@ -183,5 +183,13 @@ mod tests {
             .benign_pth
             .iter()
             .any(|p| p.file == "distutils-precedence.pth"));
+        // The arm64 fixture runtime's own `.pth`, pinned to what fixture-runtime writes.
+        let fixture = "import os, site, sys; site.addsitedir(os.path.join(sys.prefix, 'lib', 'python%d.%d' % sys.version_info[:2], 'site-packages'))\n";
+        let pinned = file
+            .benign_pth
+            .iter()
+            .find(|p| p.file == "zz-site-packages.pth")
+            .and_then(|p| p.sha256.clone());
+        assert_eq!(pinned, Some(crate::util::sha256_hex(fixture.as_bytes())));
     }
 }
