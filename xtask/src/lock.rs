@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use crate::python::pylock::{LockedWheel, PyLock};
+use crate::spec::advisories::AdvisoriesFile;
 use crate::spec::{Arch, Spec};
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -15,9 +16,23 @@ use xshell::cmd;
 pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
     let spec = Spec::load(spec_path)?;
     let out = spec.lock_path();
+    // Before resolving: the index may no longer serve an advised release at all, and uv
+    // would then only say that no version satisfies the requirement.
+    let advisories = AdvisoriesFile::for_spec(&spec)?;
+    advisories.check_requirements(&spec.requirements.packages, "[requirements] packages")?;
+    advisories.check_requirements(&spec.requirements.constraints, "[requirements] constraints")?;
     let text = lock_with_uv(&spec)?;
-    PyLock::parse(&text)
+    let lock = PyLock::parse(&text)
         .map_err(|e| anyhow::anyhow!("uv wrote a lock this tool cannot read: {e}"))?;
+    advisories.check_locked(
+        lock.packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_deref().unwrap_or_default())),
+        &out,
+    )?;
+    for note in check_yanked(&spec, &lock)? {
+        eprintln!("note: {note}");
+    }
     crate::util::write_bytes_atomic(&out, text.as_bytes())?;
     eprintln!("wrote {out}");
     Ok(ExitCode::SUCCESS)
@@ -65,6 +80,29 @@ fn lock_with_uv(spec: &Spec) -> Result<String> {
         per_arch.push((arch, lock));
     }
     Ok(merge_locks(spec, &per_arch, uv_version.trim()))
+}
+
+/// Asks the index, once per locked package, whether any of its locked files is yanked.
+fn check_yanked(spec: &Spec, lock: &PyLock) -> Result<Vec<String>> {
+    use crate::python::yanked;
+    let index = yanked::index_url();
+    let mut found = Vec::new();
+    for pkg in &lock.packages {
+        let page = yanked::fetch_page(&index, &pkg.name)?;
+        let yanked_here = yanked::yanked_files(&page)
+            .with_context(|| format!("the index's page of {}", pkg.name))?;
+        for file in pkg.wheels.iter().filter_map(|w| w.file_name()) {
+            if let Some(reason) = yanked_here.get(&file) {
+                found.push(yanked::YankedFile {
+                    package: pkg.name.clone(),
+                    version: pkg.version.clone().unwrap_or_default(),
+                    file,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    yanked::check(&found, &spec.requirements.allow_yanked)
 }
 
 fn which_uv() -> Result<Utf8PathBuf> {

@@ -360,6 +360,72 @@ wheels = [{ name = "winonly-1.0-cp311-cp311-win_amd64.whl", url = "https://examp
     );
 }
 
+/// The issue's supply-chain case: litellm 1.82.7 shipped a credential-stealing `.pth` file.
+/// `lock` refuses the requirement before asking the index (which no longer has the files);
+/// `layer --plan` refuses a hand-written lock that holds it. Both quote the advisory.
+#[test]
+fn a_compromised_release_is_refused_by_lock_and_by_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
+        .unwrap()
+        .replace(
+            "packages = [\"litellm==1.78.7\"]",
+            "packages = [\"litellm==1.82.7\"]",
+        );
+    assert!(spec.contains("litellm==1.82.7"));
+    std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
+    std::fs::write(
+        dir.path().join("pylock.toml"),
+        r#"lock-version = "1.0"
+created-by = "test"
+
+[[packages]]
+name = "litellm"
+version = "1.82.7"
+wheels = [{ name = "litellm-1.82.7-py3-none-any.whl", url = "https://example.invalid/litellm-1.82.7-py3-none-any.whl", hashes = { sha256 = "0000000000000000000000000000000000000000000000000000000000000000" } }]
+"#,
+    )
+    .unwrap();
+    let lock_before = std::fs::read(dir.path().join("pylock.toml")).unwrap();
+    let check = |args: &[&str]| {
+        let output = xtask()
+            .args(args)
+            .arg("--spec")
+            .arg(dir.path().join("layer.toml"))
+            .env("UV", "/nonexistent/uv-must-not-run")
+            .output()
+            .unwrap();
+        let text = text(&output);
+        assert!(!output.status.success(), "{args:?} accepted it: {text}");
+        assert!(
+            text.contains("litellm 1.82.7 is a known-compromised release"),
+            "{args:?} names the release: {text}"
+        );
+        assert!(
+            text.contains("credential stealer") && text.contains("issues/24512"),
+            "{args:?} quotes the advisory and its source: {text}"
+        );
+    };
+    check(&["lock"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("pylock.toml")).unwrap(),
+        lock_before,
+        "lock left the lock alone"
+    );
+    check(&["layer", "--plan", "--offline", "--arch", "x86_64"]);
+    // The lock alone is enough for `layer`, whatever the spec asks for.
+    let spec = std::fs::read_to_string(root().join("layer/layer.toml")).unwrap();
+    std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
+    let output = xtask()
+        .args(["layer", "--plan", "--offline", "--arch", "x86_64", "--spec"])
+        .arg(dir.path().join("layer.toml"))
+        .output()
+        .unwrap();
+    let text = text(&output);
+    assert!(!output.status.success());
+    assert!(text.contains("pylock.toml locks litellm 1.82.7"), "{text}");
+}
+
 #[test]
 fn an_arm64_layer_holds_only_aarch64_native_code() {
     if std::process::Command::new("qemu-aarch64-static")

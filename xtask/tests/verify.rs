@@ -292,6 +292,70 @@ fn not_executed_is_never_verified() {
     );
 }
 
+/// A `.pth` file that runs code at every interpreter start (what the compromised litellm
+/// 1.82.7 and 1.82.8 shipped) fails the static checks, naming the file; a spec that names it
+/// in `[verify] allow-pth` accepts it.
+#[test]
+fn a_pth_file_that_executes_code_fails_verify() {
+    // report.json names the zip relative to the workspace root.
+    let good = root().join(common::built_layer("x86_64", None).zip);
+    let evil = work().join("pth-x86_64.zip");
+    let name = format!("{SP}/litellm_init.pth");
+    let body: &[u8] = b"import os; os.system('echo stolen')\n";
+    mutate(&good, &evil, |_, b| Some(b), &[(name.as_str(), body)]);
+    let (code, report) = verify(&evil, &["--static-only"]);
+    assert_ne!(code, 0, "{report}");
+    let (ok, detail) = &checks(&report)["static: .pth files"];
+    assert!(!ok, "{detail}");
+    assert!(
+        detail.contains("/opt/python/lib/python3.11/site-packages/litellm_init.pth EXECUTES CODE"),
+        "{detail}"
+    );
+    let (code, report) = verify(&good, &["--static-only"]);
+    let (ok, detail) = &checks(&report)["static: .pth files"];
+    assert!(*ok && code == 0, "{detail} {report}");
+    // analyze lists it too, with the line and no reason to allow it.
+    let out = Command::new(XTASK)
+        .args(["analyze", "--json"])
+        .arg(&evil)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let analysis: Value = serde_json::from_slice(&out.stdout).expect("analyze --json");
+    let pth = &analysis["pth_files"];
+    assert_eq!(pth.as_array().map(Vec::len), Some(1), "{pth}");
+    assert_eq!(pth[0]["path"], name.as_str());
+    assert!(pth[0]["executes"]
+        .as_str()
+        .unwrap()
+        .starts_with("import os"));
+    assert!(pth[0]["allowed"].is_null());
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
+        .unwrap()
+        .replace(
+            "[verify]\n",
+            "[verify]\nallow-pth = [\"litellm_init.pth\"]\n",
+        );
+    for f in [
+        "lambda-base-libs.toml",
+        "rules.toml",
+        "profiles.toml",
+        "pylock.toml",
+    ] {
+        std::fs::copy(root().join("layer").join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
+    let spec_path = dir.path().join("layer.toml");
+    let (_, report) = verify(
+        &evil,
+        &["--static-only", "--spec", spec_path.to_str().unwrap()],
+    );
+    let (ok, detail) = &checks(&report)["static: .pth files"];
+    assert!(*ok && detail.contains("allow-pth"), "{detail}");
+}
+
 /// Every profile of `layer/profiles.toml` (the slimming issue's) builds a layer that passes
 /// every check but, for the profiles that keep everything, Lambda's 50 MB direct-upload size.
 #[test]

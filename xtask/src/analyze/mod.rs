@@ -93,11 +93,18 @@ pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
     let layer = attribute(raw);
     let mut analysis = report::summarize(&layer, &layer_path, options.top);
     analysis.requirements = report::requirements(&layer, spec.as_ref());
+    analysis.pth_files = report::pth_files(&layer, spec.as_ref())?;
     let rules_path = match &spec {
         Some(s) => s.dir().join(&s.prune.rules),
         None => data_dir.join("rules.toml"),
     };
-    analysis.pruning = Some(pruning::pruning(&layer, &rules_path, spec.as_ref())?);
+    let sources = read::Sources::open(&layer_path)?;
+    analysis.pruning = Some(pruning::pruning(
+        &layer,
+        &rules_path,
+        spec.as_ref(),
+        &|p| sources.read(p),
+    )?);
     if let (Some(dir), Some((data, data_path))) = (&options.scan_source, &providers) {
         let (names, from) = report::provider_names(&layer, data, data_path);
         let sizes: BTreeMap<String, u64> = analysis

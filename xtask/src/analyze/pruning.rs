@@ -38,6 +38,7 @@ pub(super) fn pruning(
     layer: &Layer,
     rules_path: &Utf8Path,
     spec: Option<&crate::spec::Spec>,
+    sources: &dyn Fn(&Utf8Path) -> Option<String>,
 ) -> Result<Pruning> {
     use crate::build::slim::prune::{Entry, Protections, Rule};
     use crate::core::Layout;
@@ -72,6 +73,8 @@ pub(super) fn pruning(
     .with_context(|| format!("the protections of {rules_path}"))?;
     let canonical_sp = layout.site_packages();
     let mut compressed: BTreeMap<Utf8PathBuf, u64> = BTreeMap::new();
+    // Canonical path -> the path in the layer, for reading sources.
+    let mut original: BTreeMap<Utf8PathBuf, Utf8PathBuf> = BTreeMap::new();
     let entries: Vec<Entry> = layer
         .files
         .iter()
@@ -83,6 +86,7 @@ pub(super) fn pruning(
                 None => f.path.clone(),
             };
             *compressed.entry(path.clone()).or_default() += f.compressed;
+            original.insert(path.clone(), f.path.clone());
             Entry {
                 path,
                 bytes: f.bytes,
@@ -90,7 +94,11 @@ pub(super) fn pruning(
             }
         })
         .collect();
-    let plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
+    let mut plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
+    // As the build does: what a kept source imports stays (sourceless layers have none to read).
+    crate::build::slim::prune::protect_imports(&mut plan, &entries, &rules, &canonical_sp, &|p| {
+        original.get(p).and_then(|o| sources(o))
+    });
     let mut per_rule: Vec<u64> = vec![0; rules.len()];
     for (path, &i) in &plan.delete {
         per_rule[i] += compressed.get(path).copied().unwrap_or(0);

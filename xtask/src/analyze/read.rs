@@ -60,6 +60,8 @@ pub fn wanted(path: &Utf8Path) -> bool {
         .and_then(Utf8Path::file_name)
         .is_some_and(|p| p.ends_with(".dist-info"));
     (in_dist_info && matches!(name, "METADATA" | "RECORD" | "top_level.txt"))
+        // `site` executes their `import` lines at every start: analyze lists them.
+        || name.ends_with(".pth")
         || (path.parent().and_then(Utf8Path::file_name) == Some("bin")
             && name.starts_with("python3.")
             && name[8..].chars().all(|c| c.is_ascii_digit()))
@@ -82,6 +84,39 @@ pub fn read_layer(path: &Utf8Path, also_read: &[String]) -> Result<RawLayer> {
         };
         read_zip(&mut zip, "", true, &mut out).with_context(|| format!("reading {path}"))?;
         Ok(out)
+    }
+}
+
+/// Reads single files of a layer on demand: the sources the pruning replay's import scan
+/// asks for, which `read_layer` does not keep. Members of an inner zip are not read.
+pub enum Sources {
+    Folder(Utf8PathBuf),
+    Zip(std::cell::RefCell<zip::ZipArchive<std::io::BufReader<fs_err::File>>>),
+}
+
+impl Sources {
+    pub fn open(path: &Utf8Path) -> Result<Sources> {
+        if fs_err::metadata(path)?.is_dir() {
+            return Ok(Sources::Folder(path.to_owned()));
+        }
+        let file = fs_err::File::open(path)?;
+        let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+            .with_context(|| format!("{path} is neither a folder nor a valid zip"))?;
+        Ok(Sources::Zip(std::cell::RefCell::new(zip)))
+    }
+
+    /// The text of the file at `rel` (a layer path), if it is there and readable.
+    pub fn read(&self, rel: &Utf8Path) -> Option<String> {
+        match self {
+            Sources::Folder(root) => fs_err::read_to_string(root.join(rel)).ok(),
+            Sources::Zip(zip) => {
+                let mut zip = zip.try_borrow_mut().ok()?;
+                let mut entry = zip.by_name(rel.as_str()).ok()?;
+                let mut text = String::new();
+                entry.read_to_string(&mut text).ok()?;
+                Some(text)
+            }
+        }
     }
 }
 
@@ -215,6 +250,7 @@ mod tests {
             ("python/bin/python3", false),
             ("python/bin/python3.11-config", false),
             ("python/lib/python3.11/os.py", false),
+            ("python/lib/python3.11/site-packages/x.pth", true),
         ];
         for (path, expected) in table {
             assert_eq!(wanted(Utf8Path::new(path)), expected, "{path}");

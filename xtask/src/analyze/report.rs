@@ -118,7 +118,49 @@ pub struct Analysis {
     pub requirements: Requirements,
     pub pruning: Option<Pruning>,
     pub scan: Option<scan::ScanReport>,
+    /// Every `.pth` file, with the line `site` would execute and why that is allowed.
+    pub pth_files: Vec<PthReport>,
     pub notes: Vec<String>,
+}
+
+/// One `.pth` file of the layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PthReport {
+    pub path: Utf8PathBuf,
+    /// The first line that executes code, if one does.
+    pub executes: Option<String>,
+    /// Why executing it is allowed (spec or advisories.toml); None for one that executes
+    /// unknown code, which `verify` fails.
+    pub allowed: Option<String>,
+}
+
+/// The layer's `.pth` files, judged like `verify` judges them.
+pub(super) fn pth_files(
+    layer: &Layer,
+    spec: Option<&crate::spec::Spec>,
+) -> anyhow::Result<Vec<PthReport>> {
+    use crate::verify::pth;
+    let data = match spec {
+        Some(s) => crate::spec::advisories::AdvisoriesFile::for_spec(s)?,
+        None => crate::spec::advisories::AdvisoriesFile::built_in()?,
+    };
+    let allow: &[String] = spec.map(|s| s.verify.allow_pth.as_slice()).unwrap_or(&[]);
+    Ok(layer
+        .contents
+        .iter()
+        .filter(|(p, _)| p.extension() == Some("pth"))
+        .map(|(p, bytes)| {
+            let f = pth::inspect(p.clone(), bytes);
+            PthReport {
+                allowed: f
+                    .executes
+                    .as_ref()
+                    .and_then(|_| pth::allowed(&f, allow, &data)),
+                path: f.path,
+                executes: f.executes,
+            }
+        })
+        .collect())
 }
 
 /// The folder a file counts under: `<site>/<top-level name>` inside site-packages, else the
@@ -276,6 +318,7 @@ pub(super) fn summarize(layer: &Layer, source: &Utf8Path, top: usize) -> Analysi
         },
         pruning: None,
         scan: None,
+        pth_files: Vec::new(),
         notes,
     }
 }

@@ -143,6 +143,22 @@ impl Analysis {
         if let Some(scan) = &self.scan {
             scan_text(&mut s, scan);
         }
+        if !self.pth_files.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n.pth files (site executes their `import` lines at every start)"
+            );
+            for p in &self.pth_files {
+                let verdict = match (&p.executes, &p.allowed) {
+                    (None, _) => "paths only".to_owned(),
+                    (Some(line), Some(why)) => format!("executes `{line}`: {why}"),
+                    (Some(line), None) => {
+                        format!("EXECUTES UNKNOWN CODE: `{line}` (verify fails on it)")
+                    }
+                };
+                let _ = writeln!(s, "  {}  {verdict}", p.path);
+            }
+        }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }

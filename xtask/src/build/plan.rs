@@ -350,6 +350,16 @@ fn level_name(level: Level) -> &'static str {
 fn choose_wheels(spec: &Spec, arch: Arch) -> Result<Vec<ChosenWheel>> {
     let lock_path = spec.lock_path();
     let lock = PyLock::load(&lock_path)?;
+    // Before anything else: a lock written by hand, by an older tool or from a mirror may
+    // still carry a release known to be compromised.
+    let advisories = crate::spec::advisories::AdvisoriesFile::for_spec(spec)?;
+    advisories.check_requirements(&spec.requirements.packages, "[requirements] packages")?;
+    advisories.check_locked(
+        lock.packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_deref().unwrap_or_default())),
+        &lock_path,
+    )?;
     lock.check_fresh(spec, &lock_path)?;
     let xy = spec.python_xy();
     let py_minor: u32 = xy

@@ -5,3 +5,4 @@ pub mod distinfo;
 pub mod marker;
 pub mod pylock;
 pub mod wheel;
+pub mod yanked;

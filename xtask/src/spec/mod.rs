@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+pub mod advisories;
 pub mod profiles;
 mod providers;
 pub mod rules;
@@ -117,6 +118,17 @@ pub struct RequirementsSection {
     /// The lock file, relative to the spec (PEP 751 `pylock.toml`).
     #[serde(default = "default_lock")]
     pub lock: Utf8PathBuf,
+    /// Known-compromised releases, relative to the spec (read when it exists; the
+    /// repository's list applies always).
+    #[serde(default = "default_advisories")]
+    pub advisories: Utf8PathBuf,
+    /// Yanked releases (PEP 592) the lock may hold anyway: `{ "pkg==1.0" = "why" }`.
+    #[serde(default)]
+    pub allow_yanked: BTreeMap<String, String>,
+}
+
+fn default_advisories() -> Utf8PathBuf {
+    Utf8PathBuf::from("advisories.toml")
 }
 
 fn default_lock() -> Utf8PathBuf {
@@ -148,6 +160,10 @@ pub struct VerifySection {
     /// Modules whose import is timed in fresh processes (`import_seconds`), e.g. `["litellm"]`.
     #[serde(default)]
     pub preload: Vec<String>,
+    /// `.pth` files (by file name) that execute code and are known to be benign, on top of
+    /// the `[[benign-pth]]` list of advisories.toml; verify fails on any other.
+    #[serde(default)]
+    pub allow_pth: Vec<String>,
 }
 
 /// `[clients]`: what the layer carries for the functions that use it. The Python side of the

@@ -10,6 +10,7 @@ mod contents;
 mod execute;
 pub mod inside;
 mod modules;
+pub mod pth;
 mod render;
 mod sandbox;
 mod static_checks;
@@ -299,6 +300,7 @@ fn static_report(
         interpreter,
     ));
     checks.push(static_checks::so_in_zips(root)?);
+    checks.push(pth::check(spec, root)?);
     checks.extend(static_checks::size_checks(spec, zip_path)?);
     Ok(checks)
 }

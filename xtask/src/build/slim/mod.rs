@@ -165,7 +165,14 @@ pub fn prune_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
         &ctx.spec.prune.keep,
     )?;
     let entries = crate::build::slim::prune::entries(ctx.stage, ctx.owners)?;
-    let plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
+    let mut plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
+    crate::build::slim::prune::protect_imports(
+        &mut plan,
+        &entries,
+        &rules,
+        &layout.site_packages(),
+        &|p| fs_err::read_to_string(ctx.stage.join(p)).ok(),
+    );
     crate::build::slim::prune::execute(ctx.stage, &plan, &rules)?;
     out.removed_distributions = removed_distributions(ctx.owners, &plan, &rules);
     for (rule, files, bytes) in &plan.totals {

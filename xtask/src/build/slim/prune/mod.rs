@@ -5,14 +5,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::core::Layout;
-use crate::spec::rules::RuleDef;
+use crate::spec::rules::{Level, RuleDef};
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 mod classify;
+mod code;
+mod imports;
 
 pub use classify::{classify, FileKind};
+pub use code::protect_imports;
 
 /// One file (or link) of the staged layer.
 #[derive(Debug, Clone)]
@@ -28,6 +31,7 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Rule {
     pub name: String,
+    pub level: Level,
     pub allow_native: bool,
     /// Relative to the layer root.
     pub gather: Option<Utf8PathBuf>,
@@ -83,6 +87,7 @@ impl Rule {
         }
         Ok(Rule {
             name: def.name.clone(),
+            level: def.level,
             allow_native: def.allow_native,
             gather: def.gather.as_ref().map(|g| layout.python().join(g)),
             globs: glob_set(patterns).with_context(|| format!("rule `{}`", def.name))?,
@@ -103,6 +108,13 @@ impl Rule {
                 .is_some_and(|d| self.distributions.contains(d));
         hit && !self.except.is_match(e.path.as_std_path())
     }
+
+    /// The rule removes `e`'s whole distribution (not a file it picked by path).
+    fn claims_whole(&self, e: &Entry) -> bool {
+        e.dist
+            .as_ref()
+            .is_some_and(|d| self.distributions.contains(d))
+    }
 }
 
 /// What no rule may delete.
@@ -112,6 +124,8 @@ pub struct Protections {
     sets: Vec<(String, GlobSet)>,
     /// The user's exceptions (`[prune] keep`): kept silently, not refused.
     keep: GlobSet,
+    /// Relative to the layer root: where importable code lives.
+    site_packages: Utf8PathBuf,
 }
 
 impl Protections {
@@ -141,6 +155,7 @@ impl Protections {
             ],
             keep: glob_set(keep.iter().map(|p| format!("{py}/{p}")))
                 .context("layer.toml [prune] keep")?,
+            site_packages: layout.site_packages(),
         })
     }
 
@@ -153,10 +168,7 @@ impl Protections {
     ) -> Option<String> {
         // A rule that removes a whole distribution removes its metadata too: METADATA left
         // behind would tell importlib.metadata the distribution is still installed.
-        let whole_dist = e
-            .dist
-            .as_ref()
-            .is_some_and(|d| rule.distributions.contains(d));
+        let whole_dist = rule.claims_whole(e);
         if whole_dist && classify(&e.path) == FileKind::DistMetadata {
             return None;
         }
@@ -168,6 +180,17 @@ impl Protections {
         let kind = classify(&e.path);
         if kind == FileKind::DistMetadata {
             return Some("distribution metadata (importlib.metadata reads it)".into());
+        }
+        // A folder's name (docs, tests, examples) says nothing about whether code imports
+        // what is inside: a `safe` rule never removes a module the import system can load.
+        // Removing a whole distribution is a decision about that distribution, not a guess.
+        if rule.level == Level::Safe
+            && !whole_dist
+            && code::module_of(&e.path, &self.site_packages).is_some()
+        {
+            return Some(
+                "code the import system can load (a `safe` rule removes no module, whatever its folder is called)".into(),
+            );
         }
         if !rule.allow_native {
             if matches!(kind, FileKind::ExtensionModule | FileKind::SharedLibrary) {
@@ -379,8 +402,8 @@ mod tests {
     #[test]
     fn first_matching_rule_claims_and_unmatched_is_reported() {
         let rules = [
-            rule("name='tests'\nlevel='safe'\nreason='r'\npaths=['**/tests/**']"),
-            rule("name='py'\nlevel='safe'\nreason='r'\npaths=['**/*.py']"),
+            rule("name='tests'\nlevel='check'\nreason='r'\npaths=['**/tests/**']"),
+            rule("name='py'\nlevel='check'\nreason='r'\npaths=['**/*.py']"),
             rule("name='nothing'\nlevel='safe'\nreason='r'\npaths=['nope/**']"),
         ];
         let entries = [
@@ -530,7 +553,7 @@ mod tests {
         fs_err::write(sp.join("x/__init__.py"), "").unwrap();
         let rules = [
             rule("name='licenses'\nlevel='safe'\nreason='r'\ngather='LICENSES.txt'\npaths=['*.dist-info/licenses/**']"),
-            rule("name='tests'\nlevel='safe'\nreason='r'\npaths=['**/tests/**']"),
+            rule("name='tests'\nlevel='check'\nreason='r'\npaths=['**/tests/**']"),
         ];
         let owners = crate::core::Owners::new(SP.into());
         let entries = entries(stage, &owners).unwrap();
