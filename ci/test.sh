@@ -6,7 +6,7 @@
 # Set-up (skipped where already done; Debian packages only when running as root):
 #   - Debian packages: bubblewrap (the Lambda-like sandbox), patchelf and zstd (fixture
 #     runtimes), qemu-user-static and binutils-aarch64-linux-gnu (arm64 layers on x86_64),
-#     unzip, chromium (the HTML report's browser test)
+#     unzip, chromium (the HTML report's browser test), nodejs (the Node.js client's tests)
 #   - the arm64 Debian architecture, for the arm64 fixture runtime's packages
 #   - uv from PyPI (`cargo xtask lock`)
 # GitHub is out of reach on some machines (CI here), so the tests build python-build-standalone
@@ -18,7 +18,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 need_debs=()
 for pair in bwrap:bubblewrap patchelf:patchelf zstd:zstd qemu-aarch64-static:qemu-user-static \
-            aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu unzip:unzip chromium:chromium; do
+            aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu unzip:unzip chromium:chromium node:nodejs; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_debs+=("${pair#*:}")
 done
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -62,4 +62,12 @@ fi
 export PYTHONEXEC_TEST_PYTHON="$PWD/$fixtures/layer-x86_64-default/tree/python/bin/python3.11"
 
 log "cargo test --workspace"
-cargo test --workspace --no-fail-fast -- --test-threads=2
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads=2 || status=$?
+
+# The Node.js client: the protocol conformance suite and the handler behind a Runtime API
+# emulator, against the default layer's python (the Rust example's cases use the binary
+# `cargo test` built above).
+log "node --test clients/node/pythonexec/"
+node --test clients/node/pythonexec/ || status=$?
+exit "$status"
