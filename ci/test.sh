@@ -60,6 +60,8 @@ if [ ! -f "$fixtures/layer-x86_64-default/report.json" ]; then
     --python-archive "$archive" --python-sha256 "$(sha256sum "$archive" | cut -d' ' -f1)"
 fi
 export PYTHONEXEC_TEST_PYTHON="$PWD/$fixtures/layer-x86_64-default/tree/python/bin/python3.11"
+# The same layer for the Node.js client's sandbox test (bubblewrap, layer at /opt).
+export PYTHONEXEC_TEST_LAYER="$PWD/$fixtures/layer-x86_64-default/tree"
 
 log "cargo test --workspace"
 status=0
