@@ -112,6 +112,7 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
             "strip",
             "site-packages zip",
             "minimize",
+            "clients",
             "package",
             "report"
         ],
