@@ -85,6 +85,20 @@ function startFunction(api, python) {
   return { child, logs };
 }
 
+/** Kills the worker with SIGKILL and waits until the process is gone (up to 2 s). */
+async function killAndWait(pid) {
+  process.kill(pid, "SIGKILL");
+  for (let i = 0; i < 100; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
+
 test("the Node handler: bad event, Python exception, crash between invocations", { timeout: 120000 }, async () => {
   const api = await startRuntimeApi();
   const fn = startFunction(api, PYTHON);
@@ -107,17 +121,8 @@ test("the Node handler: bad event, Python exception, crash between invocations",
     const ready = fn.logs.map((l) => /"python worker ready".*"pid":(\d+)/.exec(l)).find(Boolean);
     assert.ok(ready, fn.logs.join("\n"));
     const pid = Number(ready[1]);
-    process.kill(pid, "SIGKILL");
     // "Between invocations": the process is gone before the next event arrives.
-    for (let i = 0; i < 100; i++) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        break;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await killAndWait(pid);
     const again = await api.invoke(event);
     assert.equal(again.body.errorType, first.body.errorType, JSON.stringify(again.body));
   } finally {
@@ -192,16 +197,7 @@ test("the Rust example: Python exception type as errorType, crash between invoca
     const started = fn.logs.map((l) => /started python worker pid=(\d+)/.exec(l)).find(Boolean);
     assert.ok(started, fn.logs.join("\n"));
     const pid = Number(started[1]);
-    process.kill(pid, "SIGKILL");
-    for (let i = 0; i < 100; i++) {
-      try {
-        process.kill(pid, 0);
-      } catch {
-        break;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await killAndWait(pid);
     const again = await fn.invoke(event);
     assert.equal(again.body.errorType, first.body.errorType, JSON.stringify(again.body));
     assert.ok(!fn.logs.some((l) => l.includes("\x1b")), "no ANSI escapes in the logs");

@@ -9,6 +9,10 @@ use anyhow::{bail, Context, Result};
 use camino::Utf8PathBuf;
 use sha2::{Digest, Sha256};
 
+mod source;
+
+use source::{check_name, parse_source, Source};
+
 use crate::spec::Sha256Hex;
 use crate::util::progress::Progress;
 
@@ -44,13 +48,6 @@ impl std::fmt::Display for HashMismatch {
 }
 
 impl std::error::Error for HashMismatch {}
-
-/// Where a file comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    Http(String),
-    Path(Utf8PathBuf),
-}
 
 /// Why one download attempt failed: only network trouble is worth another try.
 enum Failure {
@@ -280,61 +277,6 @@ fn copy_hashing(
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A URL or a path; `file://` URLs become paths.
-fn parse_source(source: &str) -> Result<Source> {
-    if source.starts_with("http://") || source.starts_with("https://") {
-        return Ok(Source::Http(source.to_owned()));
-    }
-    if let Some(rest) = source.strip_prefix("file://") {
-        // `file:///abs/path` and `file://localhost/abs/path`; other hosts are not local.
-        let path = if rest.starts_with('/') {
-            rest
-        } else if let Some(path) = rest.strip_prefix("localhost") {
-            path
-        } else {
-            bail!("{source}: only local file:// URLs are supported (file:///path)");
-        };
-        return Ok(Source::Path(Utf8PathBuf::from(
-            percent_decode(path).with_context(|| format!("reading {source}"))?,
-        )));
-    }
-    if let Some((scheme, _)) = source.split_once("://") {
-        bail!("{source}: unsupported URL scheme `{scheme}` (expected http, https or file)");
-    }
-    Ok(Source::Path(Utf8PathBuf::from(source)))
-}
-
-/// Decodes `%XX` escapes, as file URLs write spaces and `+`.
-fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .context("a `%` escape is cut short")?;
-            let hex = std::str::from_utf8(hex)
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            out.push(hex.context("a `%` escape is not two hex digits")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).context("the decoded path is not UTF-8")
-}
-
-/// Cache folder and file names come from specs and URLs: one plain path component only.
-fn check_name(name: &str, what: &str) -> Result<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        bail!("{what} `{name}` is not a plain file name");
-    }
-    Ok(())
-}
-
 // Wheels are fetched from several threads sharing one fetcher.
 const _: () = {
     const fn is_sync<T: Sync + Send>() {}
@@ -360,6 +302,18 @@ mod tests {
         fs_err::write(&src, content).expect("write");
         let fetcher = Fetcher::with_cache(root.join("cache"), false, Progress::new());
         (tmp, src, fetcher)
+    }
+
+    /// A cache entry for `a.tar.gz` of kind `python` whose bytes do not match `hash`.
+    fn plant_corrupt_entry(fetcher: &Fetcher, hash: &Sha256Hex) -> Utf8PathBuf {
+        let cached = fetcher
+            .cache
+            .join("python")
+            .join(hash.as_str())
+            .join("a.tar.gz");
+        fs_err::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
+        fs_err::write(&cached, b"garbage").expect("write");
+        cached
     }
 
     fn files_under(dir: &Utf8Path) -> Vec<String> {
@@ -421,13 +375,7 @@ mod tests {
     fn corrupt_cache_entry_is_fetched_again() {
         let (_tmp, src, fetcher) = setup(b"hello");
         let hash = sha(b"hello");
-        let cached = fetcher
-            .cache
-            .join("python")
-            .join(hash.as_str())
-            .join("a.tar.gz");
-        fs_err::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
-        fs_err::write(&cached, b"garbage").expect("write");
+        let cached = plant_corrupt_entry(&fetcher, &hash);
         let got = fetcher
             .fetch(src.as_str(), "a.tar.gz", &hash, "python")
             .expect("fetch");
@@ -440,13 +388,7 @@ mod tests {
         let (_tmp, src, mut fetcher) = setup(b"hello");
         fetcher.offline = true;
         let hash = sha(b"hello");
-        let cached = fetcher
-            .cache
-            .join("python")
-            .join(hash.as_str())
-            .join("a.tar.gz");
-        fs_err::create_dir_all(cached.parent().expect("parent")).expect("mkdir");
-        fs_err::write(&cached, b"garbage").expect("write");
+        let cached = plant_corrupt_entry(&fetcher, &hash);
         let err = fetcher
             .fetch(src.as_str(), "a.tar.gz", &hash, "python")
             .expect_err("offline cannot fetch it again");
