@@ -288,13 +288,10 @@ fn a_folder_gives_the_same_distributions_with_estimated_compression_and_a_spec_f
     write_tree(&tree, &synthetic_files("1.0", true));
     let spec_dir = dir.path().join("spec");
     std::fs::create_dir_all(&spec_dir).unwrap();
-    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
-        .unwrap()
-        .replace(
-            "packages = [\"litellm==1.78.7\"]",
-            "packages = [\"alpha[x]==1.0\"]",
-        )
-        + &prune_paths();
+    let spec = seeds_spec_own_lock().replace(
+        "packages = [\"litellm==1.78.7\"]",
+        "packages = [\"alpha[x]==1.0\"]",
+    ) + &prune_paths();
     let spec_path = spec_dir.join("layer.toml");
     std::fs::write(&spec_path, spec).unwrap();
     let a = analyze_json(&[tree.as_os_str(), "--spec".as_ref(), spec_path.as_os_str()]);
@@ -443,8 +440,7 @@ fn a_layer_built_from_another_spec() {
     let spec_dir = dir.path().join("spec");
     std::fs::create_dir_all(&spec_dir).unwrap();
     let (wheel, wheel_sha) = tiny_wheel(dir.path());
-    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
-        .unwrap()
+    let spec = seeds_spec_own_lock()
         .replace("name = \"python-litellm\"", "name = \"tiny\"")
         .replace(
             "packages = [\"litellm==1.78.7\"]",

@@ -63,6 +63,8 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
                 "--out",
             ])
             .arg(out.path())
+            .arg("--spec")
+            .arg(Which::Seeds.spec())
             .env("LAYER_PYTHON_MIRROR", &server.base_url)
             .env("LAYER_CACHE_DIR", cache.path()),
     );
@@ -179,6 +181,8 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
                 "--out",
             ])
             .arg(out2.path())
+            .arg("--spec")
+            .arg(Which::Seeds.spec())
             .env("LAYER_PYTHON_MIRROR", "http://127.0.0.1:9")
             .env("LAYER_CACHE_DIR", cache.path()),
     );
@@ -319,12 +323,10 @@ fn a_malformed_spec_is_refused_with_file_and_line() {
 #[test]
 fn a_package_without_a_wheel_for_the_target_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
-        .unwrap()
-        .replace(
-            "packages = [\"litellm==1.78.7\"]",
-            "packages = [\"winonly==1.0\"]",
-        );
+    let spec = seeds_spec_own_lock().replace(
+        "packages = [\"litellm==1.78.7\"]",
+        "packages = [\"winonly==1.0\"]",
+    );
     std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
     std::fs::copy(
         root().join("layer/sitecustomize.py"),
@@ -367,12 +369,10 @@ wheels = [{ name = "winonly-1.0-cp311-cp311-win_amd64.whl", url = "https://examp
 #[test]
 fn a_compromised_release_is_refused_by_lock_and_by_layer() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
-        .unwrap()
-        .replace(
-            "packages = [\"litellm==1.78.7\"]",
-            "packages = [\"litellm==1.82.7\"]",
-        );
+    let spec = seeds_spec_own_lock().replace(
+        "packages = [\"litellm==1.78.7\"]",
+        "packages = [\"litellm==1.82.7\"]",
+    );
     assert!(spec.contains("litellm==1.82.7"));
     std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
     std::fs::write(
@@ -415,7 +415,7 @@ wheels = [{ name = "litellm-1.82.7-py3-none-any.whl", url = "https://example.inv
     );
     check(&["layer", "--plan", "--offline", "--arch", "x86_64"]);
     // The lock alone is enough for `layer`, whatever the spec asks for.
-    let spec = std::fs::read_to_string(root().join("layer/layer.toml")).unwrap();
+    let spec = seeds_spec_own_lock();
     std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
     let output = xtask()
         .args(["layer", "--plan", "--offline", "--arch", "x86_64", "--spec"])

@@ -15,32 +15,17 @@ fn minimal() -> BuiltLayer {
     built_layer("x86_64", Some("minimal"))
 }
 
-/// A copy of the repository's spec whose [minimize] providers are `providers`, in its own
-/// folder (the lock stays the repository's, by absolute path).
+/// A copy of the seeds' spec whose [minimize] providers are `providers`, in its own folder
+/// (the lock and the data files stay the repository's, by absolute path).
 fn spec_with_providers(name: &str, providers: &[&str]) -> PathBuf {
     let dir = fixtures_dir().join(name);
-    std::fs::create_dir_all(dir.join("workloads")).expect("spec folder");
-    let layer = root().join("layer");
-    for f in [
-        "profiles.toml",
-        "rules.toml",
-        "sitecustomize.py",
-        "lambda-base-libs.toml",
-        "litellm-providers.toml",
-    ] {
-        std::fs::copy(layer.join(f), dir.join(f)).expect("copy spec file");
-    }
-    for w in ["workloads/litellm.py", "workloads/litellm_verify.py"] {
-        std::fs::copy(layer.join(w), dir.join(w)).expect("copy workload");
-    }
-    let spec = std::fs::read_to_string(layer.join("layer.toml")).expect("layer.toml");
-    let lock = layer.join("pylock.toml");
-    let spec = spec.replace(
-        "lock = \"pylock.toml\"",
-        &format!("lock = {:?}", lock.to_str().expect("utf-8 path")),
-    );
+    std::fs::create_dir_all(&dir).expect("spec folder");
     let list: Vec<String> = providers.iter().map(|p| format!("{p:?}")).collect();
-    let spec = format!("{spec}\n[minimize]\nproviders = [{}]\n", list.join(", "));
+    let spec = format!(
+        "{}\n[minimize]\nproviders = [{}]\n",
+        seeds_spec_text(),
+        list.join(", ")
+    );
     std::fs::write(dir.join("layer.toml"), spec).expect("write spec");
     dir.join("layer.toml")
 }
@@ -187,12 +172,6 @@ fn an_uncovered_provider_says_how_to_keep_it_and_adding_it_works() {
 #[test]
 fn dropped_accelerators_leave_working_fallbacks() {
     let spec = spec_with_providers("spec-no-accelerators", &["openai"]);
-    let dir = spec.parent().expect("spec folder");
-    std::fs::copy(
-        root().join("layer/accelerators.toml"),
-        dir.join("accelerators.toml"),
-    )
-    .expect("copy accelerators.toml");
     let spec_text = std::fs::read_to_string(&spec).expect("spec");
     std::fs::write(
         &spec,

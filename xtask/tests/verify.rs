@@ -332,20 +332,10 @@ fn a_pth_file_that_executes_code_fails_verify() {
     assert!(pth[0]["allowed"].is_null());
 
     let dir = tempfile::tempdir().unwrap();
-    let spec = std::fs::read_to_string(root().join("layer/layer.toml"))
-        .unwrap()
-        .replace(
-            "[verify]\n",
-            "[verify]\nallow-pth = [\"litellm_init.pth\"]\n",
-        );
-    for f in [
-        "lambda-base-libs.toml",
-        "rules.toml",
-        "profiles.toml",
-        "pylock.toml",
-    ] {
-        std::fs::copy(root().join("layer").join(f), dir.path().join(f)).unwrap();
-    }
+    let spec = common::seeds_spec_text().replace(
+        "[verify]\n",
+        "[verify]\nallow-pth = [\"litellm_init.pth\"]\n",
+    );
     std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
     let spec_path = dir.path().join("layer.toml");
     let (_, report) = verify(

@@ -72,7 +72,7 @@ pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
     };
     // Data files live beside the spec: the given one, else the default one.
     let data_dir = match &spec {
-        Some(s) => s.dir(),
+        Some(s) => s.data_dir(),
         None => default_spec_path
             .parent()
             .map_or_else(Utf8PathBuf::new, Utf8Path::to_owned),
@@ -95,7 +95,7 @@ pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
     analysis.requirements = report::requirements(&layer, spec.as_ref());
     analysis.pth_files = report::pth_files(&layer, spec.as_ref())?;
     let rules_path = match &spec {
-        Some(s) => s.dir().join(&s.prune.rules),
+        Some(s) => s.data_path(&s.prune.rules),
         None => data_dir.join("rules.toml"),
     };
     let sources = read::Sources::open(&layer_path)?;

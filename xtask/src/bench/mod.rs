@@ -263,7 +263,7 @@ fn chosen_profiles(spec: &Spec, flags: &BenchOptions) -> Result<(Vec<String>, St
                 if !profiles.contains(p) {
                     bail!(
                         "--profiles names `{p}`, which {} does not define (it has: {})",
-                        spec.dir().join(&spec.prune.profiles),
+                        spec.data_path(&spec.prune.profiles),
                         profiles.join(", ")
                     );
                 }
@@ -380,7 +380,7 @@ fn bench_profile(
 
 /// Profile names in the order `profiles.toml` lists them.
 fn profile_names(spec: &Spec) -> Result<Vec<String>> {
-    let path = spec.dir().join(&spec.prune.profiles);
+    let path = spec.data_path(&spec.prune.profiles);
     let file = crate::spec::profiles::ProfilesFile::load(&path)?;
     let text = fs_err::read_to_string(&path)?;
     let mut names: Vec<String> = file.profile.keys().cloned().collect();

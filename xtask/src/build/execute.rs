@@ -394,7 +394,7 @@ fn write_sitecustomize(
     env: &BTreeMap<String, String>,
     stdlib: &Utf8Path,
 ) -> Result<()> {
-    let template_path = spec.dir().join("sitecustomize.py");
+    let template_path = spec.data_path("sitecustomize.py");
     let template =
         fs_err::read_to_string(&template_path).context("reading the sitecustomize template")?;
     let env = serde_json::to_string(env)?;

@@ -295,10 +295,10 @@ fn profile_plan(spec: &Spec, name: Option<&str>) -> Result<ProfilePlan> {
     let name = name
         .or(spec.layer.profile.as_deref())
         .unwrap_or(DEFAULT_PROFILE);
-    let profiles_file = spec.dir().join(&spec.prune.profiles);
+    let profiles_file = spec.data_path(&spec.prune.profiles);
     let profiles = ProfilesFile::load(&profiles_file)?;
     let settings = profiles.get(name, &profiles_file)?.clone();
-    let rules_file = spec.dir().join(&spec.prune.rules);
+    let rules_file = spec.data_path(&spec.prune.rules);
     let rules_data = RulesFile::load(&rules_file)?;
     for d in &spec.prune.disable {
         if !rules_data.rules.iter().any(|r| &r.name == d) {

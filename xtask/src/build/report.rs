@@ -186,12 +186,6 @@ pub fn build(
         }
     };
     check(
-        "zip",
-        stats.zip_bytes,
-        limits.zip_bytes,
-        "Lambda's direct-upload limit of",
-    );
-    check(
         "unpacked",
         unpacked,
         limits.unpacked_bytes,
@@ -209,6 +203,14 @@ pub fn build(
         budget.unpacked_bytes,
         "the spec's budget of",
     );
+
+    // Over 50 MB the zip cannot be uploaded directly but can be published from S3, which is
+    // bound by the unpacked limit only: a spec that wants one direct upload says so in
+    // `[budget] zip-bytes`, and otherwise this is a note.
+    let mut notes = Vec::new();
+    if stats.zip_bytes > LAMBDA_ZIP_LIMIT {
+        notes.push(direct_upload_note(stats.zip_bytes));
+    }
 
     Report {
         name: spec.layer.name.clone(),
@@ -229,7 +231,7 @@ pub fn build(
         removed_distributions: Vec::new(),
         refused: Vec::new(),
         stripped: Vec::new(),
-        notes: Vec::new(),
+        notes,
         minimized: None,
         timings: Vec::new(),
     }
@@ -240,6 +242,17 @@ fn pct(part: u64, whole: u64) -> String {
         return "-".into();
     }
     format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+}
+
+/// What to do with a zip over Lambda's 50 MB direct upload.
+pub fn direct_upload_note(zip_bytes: u64) -> String {
+    format!(
+        "the zip ({}) is over Lambda's {} direct upload: publish it from S3 \
+         (`aws lambda publish-layer-version --content S3Bucket=...,S3Key=...`), or build with \
+         `--split` for parts of at most 50 MB each",
+        mb(zip_bytes),
+        mb(LAMBDA_ZIP_LIMIT)
+    )
 }
 
 impl Report {

@@ -84,7 +84,7 @@ impl AdvisoriesFile {
     /// when it exists.
     pub fn for_spec(spec: &Spec) -> Result<AdvisoriesFile> {
         let mut out = AdvisoriesFile::built_in()?;
-        let path = spec.dir().join(&spec.requirements.advisories);
+        let path = spec.data_path(&spec.requirements.advisories);
         if path.exists() {
             let text = fs_err::read_to_string(&path).context("reading the advisories")?;
             let file = AdvisoriesFile::parse(&text, &path)?;

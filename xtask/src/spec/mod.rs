@@ -56,6 +56,16 @@ pub struct LayerSection {
     /// The profile used when `--profile` is not given (see `layer/profiles.toml`).
     #[serde(default)]
     pub profile: Option<String>,
+    /// The folder of the shared data files (rules, profiles, advisories, providers,
+    /// accelerators, Lambda's base libraries, `sitecustomize.py`, workloads), relative to the
+    /// spec, so that a second spec in `layer/specs/NAME/` uses the same data as the default one.
+    /// Every relative path of the spec but the lock resolves against it.
+    #[serde(default = "default_data")]
+    pub data: Utf8PathBuf,
+}
+
+fn default_data() -> Utf8PathBuf {
+    Utf8PathBuf::from(".")
 }
 
 fn default_name() -> String {
@@ -344,6 +354,20 @@ impl Spec {
             .unwrap_or_default()
     }
 
+    /// The folder of the shared data files (`[layer] data`, default: the spec's own folder).
+    pub fn data_dir(&self) -> Utf8PathBuf {
+        if self.layer.data == "." {
+            return self.dir();
+        }
+        self.dir().join(&self.layer.data)
+    }
+
+    /// A file of the data folder, e.g. `rules.toml`.
+    pub fn data_path(&self, rel: impl AsRef<Utf8Path>) -> Utf8PathBuf {
+        self.data_dir().join(rel)
+    }
+
+    /// The lock is the spec's own, beside it (a second spec has its own lock).
     pub fn lock_path(&self) -> Utf8PathBuf {
         self.dir().join(&self.requirements.lock)
     }

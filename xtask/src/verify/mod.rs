@@ -273,7 +273,7 @@ fn static_report(
     arch: Arch,
     interpreter: &Utf8Path,
 ) -> Result<Vec<Check>> {
-    let base = static_checks::BaseLibs::load(&spec.dir().join("lambda-base-libs.toml"))?
+    let base = static_checks::BaseLibs::load(&spec.data_path("lambda-base-libs.toml"))?
         .for_runtime(spec.target.runtime);
     let (elf_files, broken) = static_checks::scan_elf(root)?;
     let paths = static_checks::layer_paths(root)?;
@@ -331,7 +331,7 @@ fn runtime_plan(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     plan.workload = match &spec.verify.workload {
         Some(rel) => {
-            let path = spec.dir().join(rel);
+            let path = spec.data_path(rel);
             let source = fs_err::read_to_string(&path)
                 .with_context(|| format!("reading the [verify] workload {path}"))?;
             Some(Workload {

@@ -108,7 +108,97 @@ pub fn fixture_archive(arch: &str) -> (PathBuf, String) {
     (path, sha)
 }
 
-/// A built layer of the default spec, built once per (arch, profile).
+/// The two maintained specs. Most tests build the seeds' spec (litellm 1.78.7, pure Python):
+/// their assertions are about the tool, and today's litellm (layer/layer.toml, three times the
+/// size, 4 s to import) would make every one of them slower; `today.rs` builds the default.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Which {
+    /// `layer/specs/litellm-1.78.7/layer.toml`.
+    Seeds,
+    /// `layer/layer.toml`, today's litellm.
+    Default,
+}
+
+impl Which {
+    pub fn spec(self) -> PathBuf {
+        match self {
+            Which::Seeds => root().join("layer/specs/litellm-1.78.7/layer.toml"),
+            Which::Default => root().join("layer/layer.toml"),
+        }
+    }
+
+    /// The fixture folder prefix of its layers.
+    fn prefix(self) -> &'static str {
+        match self {
+            Which::Seeds => "seeds",
+            Which::Default => "layer",
+        }
+    }
+}
+
+/// The seeds' spec text, made to work from any folder: its lock and data folder become
+/// absolute paths (the repository's), so a test can write it (changed) anywhere.
+pub fn seeds_spec_text() -> String {
+    let spec_path = Which::Seeds.spec();
+    let dir = spec_path.parent().expect("spec folder");
+    let text = std::fs::read_to_string(&spec_path).expect("seeds spec");
+    let lock = dir.join("pylock.toml");
+    let data = root().join("layer");
+    let text = text.replace(
+        "lock = \"pylock.toml\"",
+        &format!("lock = {:?}", lock.to_str().expect("utf-8 path")),
+    );
+    assert!(
+        text.contains("data = \"../..\""),
+        "the seeds spec names its data folder"
+    );
+    text.replace(
+        "data = \"../..\"",
+        &format!("data = {:?}", data.to_str().expect("utf-8 path")),
+    )
+}
+
+/// The seeds' spec text with its data folder made absolute and `lock = "pylock.toml"` left
+/// relative, for tests that write their own lock beside it.
+pub fn seeds_spec_own_lock() -> String {
+    let lock = Which::Seeds
+        .spec()
+        .parent()
+        .expect("folder")
+        .join("pylock.toml");
+    seeds_spec_text().replace(
+        &format!("lock = {:?}", lock.to_str().expect("utf-8 path")),
+        "lock = \"pylock.toml\"",
+    )
+}
+
+/// Writes the seeds' spec into `dir` with the data files copied beside it (`data = "."`), for
+/// tests that change one of them; returns the spec's path.
+pub fn seeds_spec_with_own_data(dir: &Path) -> PathBuf {
+    let layer = root().join("layer");
+    std::fs::create_dir_all(dir.join("workloads")).expect("spec folder");
+    for f in [
+        "profiles.toml",
+        "rules.toml",
+        "sitecustomize.py",
+        "lambda-base-libs.toml",
+        "litellm-providers.toml",
+        "accelerators.toml",
+        "advisories.toml",
+        "workloads/litellm.py",
+        "workloads/litellm_verify.py",
+    ] {
+        std::fs::copy(layer.join(f), dir.join(f)).expect("copy a data file");
+    }
+    let text = seeds_spec_text();
+    let data_line = format!("data = {:?}", layer.to_str().expect("utf-8 path"));
+    let text = text.replace(&data_line, "data = \".\"");
+    let spec = dir.join("layer.toml");
+    std::fs::write(&spec, text).expect("write spec");
+    spec
+}
+
+/// A built layer, built once per (spec, arch, profile).
 pub struct BuiltLayer {
     pub out: PathBuf,
     pub zip: PathBuf,
@@ -116,20 +206,28 @@ pub struct BuiltLayer {
     pub report: serde_json::Value,
 }
 
+/// A layer of the seeds' spec (see [`Which`]).
 pub fn built_layer(arch: &str, profile: Option<&str>) -> BuiltLayer {
+    built(Which::Seeds, arch, profile)
+}
+
+pub fn built(which: Which, arch: &str, profile: Option<&str>) -> BuiltLayer {
     static CACHE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let _in_process = CACHE
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let name = format!("layer-{arch}-{}", profile.unwrap_or("default"));
+    let name = format!("{}-{arch}-{}", which.prefix(), profile.unwrap_or("default"));
     let out = fixtures_dir().join(&name);
     let (archive, sha) = fixture_archive(arch);
     let _guard = lock(&name);
     let report_path = out.join("report.json");
     if !report_path.exists() {
         let mut cmd = xtask();
-        cmd.args(["layer", "--arch", arch, "--out"]).arg(&out);
+        cmd.args(["layer", "--arch", arch, "--spec"])
+            .arg(which.spec())
+            .arg("--out")
+            .arg(&out);
         cmd.arg("--python-archive")
             .arg(&archive)
             .args(["--python-sha256", &sha]);

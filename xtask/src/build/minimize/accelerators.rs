@@ -32,7 +32,7 @@ pub fn accelerators(spec: &Spec) -> Result<Vec<(String, Accelerator)>> {
     if spec.minimize.drop_accelerators.is_empty() {
         return Ok(Vec::new());
     }
-    let path = spec.dir().join("accelerators.toml");
+    let path = spec.data_path("accelerators.toml");
     let text = fs_err::read_to_string(&path)?;
     let file: AcceleratorsFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{path}: {}", crate::spec::format_toml_error(&text, &e)))?;

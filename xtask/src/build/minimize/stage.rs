@@ -50,7 +50,7 @@ pub fn minimize_stage(
     )
     .with_context(|| format!("{}: [minimize] keep", spec.path))?;
     let needed = needed_files(stage, &lib, &files, &trace, &keep)?;
-    let providers_path = spec.dir().join("litellm-providers.toml");
+    let providers_path = spec.data_path("litellm-providers.toml");
     let folders = if providers_path.is_file() {
         crate::spec::ProvidersFile::load(&providers_path)?.code_folders
     } else {

@@ -59,7 +59,7 @@ pub fn workloads(spec: &Spec) -> Result<Vec<crate::verify::Workload>> {
         .workloads
         .iter()
         .map(|w| {
-            let path = spec.dir().join(w);
+            let path = spec.data_path(w);
             let source = fs_err::read_to_string(&path)
                 .with_context(|| format!("reading the [minimize] workload {w}"))?;
             Ok(crate::verify::Workload {

@@ -1,0 +1,150 @@
+//! Today's litellm, the default spec (`layer/layer.toml`), built with the README's commands on
+//! the fixture runtimes and verified the way Lambda runs it. The other test files build the
+//! seeds' spec (litellm 1.78.7), whose layers are three times smaller and faster to import.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use serde_json::Value;
+
+/// Lambda's limits (bytes), as the tool reports them.
+const DIRECT_UPLOAD: u64 = 52_428_800;
+const UNPACKED: u64 = 262_144_000;
+
+/// `cargo xtask verify --json` of a zip: the exit code and each check's (ok, detail).
+fn verify(zip: &std::path::Path, extra: &[&str]) -> (i32, BTreeMap<String, (bool, String)>) {
+    let out = xtask()
+        .args(["verify", "--json", "--layer"])
+        .arg(zip)
+        .args(extra)
+        .output()
+        .expect("spawn");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{}", text(&out)));
+    let checks = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                (
+                    c["ok"].as_bool().unwrap(),
+                    c["detail"].as_str().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), checks)
+}
+
+fn failing(checks: &BTreeMap<String, (bool, String)>) -> Vec<(&String, &String)> {
+    checks
+        .iter()
+        .filter(|(_, (ok, _))| !ok)
+        .map(|(n, (_, d))| (n, d))
+        .collect()
+}
+
+/// The version of a distribution in report.json's `packages`.
+fn version_of(report: &Value, name: &str) -> Option<String> {
+    report["packages"].as_array()?.iter().find_map(|p| {
+        (p["name"].as_str()? == name).then(|| p["version"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+/// The locked version of `name` in the default spec's lock.
+fn locked(name: &str) -> String {
+    let text =
+        std::fs::read_to_string(root().join("layer/pylock.toml")).expect("layer/pylock.toml");
+    let lock: toml::Value = toml::from_str(&text).expect("the lock parses");
+    lock["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .and_then(|p| p["version"].as_str())
+        .unwrap_or_else(|| panic!("{name} is not in layer/pylock.toml"))
+        .to_owned()
+}
+
+fn assert_the_workload_answered(checks: &BTreeMap<String, (bool, String)>) {
+    for name in [
+        "import: litellm",
+        "litellm: import",
+        "litellm: completion",
+        "litellm: streamed completion",
+        "litellm: acompletion",
+        "audit: no egress",
+        "audit: no writes outside /tmp",
+    ] {
+        let (ok, detail) = checks
+            .get(name)
+            .unwrap_or_else(|| panic!("no check {name}: {checks:#?}"));
+        assert!(ok, "{name}: {detail}");
+    }
+}
+
+#[test]
+fn the_default_layer_holds_todays_litellm_fits_250_mb_and_verifies() {
+    let layer = built(Which::Default, "x86_64", None);
+    assert_eq!(
+        version_of(&layer.report, "litellm").as_deref(),
+        Some(locked("litellm").as_str())
+    );
+    let openai = version_of(&layer.report, "openai").expect("openai is in the layer");
+    assert!(
+        openai.starts_with("3."),
+        "the spec bounds openai to 3.x: {openai}"
+    );
+    let unpacked = layer.report["unpacked_bytes"].as_u64().unwrap();
+    assert!(unpacked <= UNPACKED, "{unpacked} bytes unpacked");
+
+    let (code, checks) = verify(&layer.zip, &[]);
+    assert_eq!(code, 0, "{:#?}", failing(&checks));
+    assert_the_workload_answered(&checks);
+    let zip_bytes = layer.report["zip_bytes"].as_u64().unwrap();
+    if zip_bytes > DIRECT_UPLOAD {
+        // Too big for one direct upload: both the build and verify say what to do instead.
+        let notes = layer.report["notes"].to_string();
+        assert!(notes.contains("--split") && notes.contains("S3"), "{notes}");
+        assert!(
+            checks["size: zip"].1.contains("--split"),
+            "{:?}",
+            checks["size: zip"]
+        );
+    }
+}
+
+#[test]
+fn the_minimal_layer_of_todays_litellm_fits_one_direct_upload_and_verifies() {
+    let layer = built(Which::Default, "x86_64", Some("minimal"));
+    let zip_bytes = layer.report["zip_bytes"].as_u64().unwrap();
+    assert!(zip_bytes <= DIRECT_UPLOAD, "{zip_bytes} bytes zipped");
+    let (code, checks) = verify(&layer.zip, &[]);
+    assert_eq!(code, 0, "{:#?}", failing(&checks));
+    assert_the_workload_answered(&checks);
+}
+
+#[test]
+fn the_arm64_default_layer_of_todays_litellm_verifies_under_qemu() {
+    let layer = built(Which::Default, "arm64", None);
+    let (_, checks) = verify(&layer.zip, &["--arch", "arm64"]);
+    assert!(
+        checks["runtime: executed"].1.contains("qemu"),
+        "{:?}",
+        checks["runtime: executed"]
+    );
+    assert_the_workload_answered(&checks);
+    // The arm64 fixture runtime is Debian's CPython, whose libexpat needs a newer glibc than
+    // Amazon Linux 2023's; the pinned python-build-standalone runtime does not.
+    let failing = failing(&checks);
+    assert!(
+        failing
+            .iter()
+            .all(|(name, _)| name.starts_with("static: glibc")),
+        "{failing:#?}"
+    );
+}
