@@ -273,8 +273,10 @@ impl Verify {
 
 #[derive(Args, Debug)]
 pub struct Bench {
-    #[command(flatten)]
-    pub spec: SpecArgs,
+    /// A layer spec; repeat it to bench several side by side (default: every maintained spec,
+    /// layer/layer.toml and layer/specs/*/layer.toml).
+    #[arg(long, env = "LAYER_SPEC")]
+    pub spec: Vec<Utf8PathBuf>,
     /// Also print the results as JSON on stdout (they are always written to OUT/bench.json).
     #[arg(long)]
     pub json: bool,
@@ -304,7 +306,7 @@ pub struct Bench {
 impl Bench {
     pub fn options(&self) -> anyhow::Result<crate::bench::BenchOptions> {
         Ok(crate::bench::BenchOptions {
-            spec: self.spec.spec.clone(),
+            specs: crate::bench::BenchOptions::specs_or_maintained(&self.spec)?,
             json: self.json,
             out: crate::bench::BenchOptions::out_dir(self.out.as_deref())?,
             python_archive: self.python_archive.clone(),

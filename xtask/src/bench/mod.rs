@@ -82,8 +82,8 @@ pub struct BenchReport {
 /// What `cargo xtask bench` was asked.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// The layer spec.
-    pub spec: Utf8PathBuf,
+    /// The layer specs, benched one after the other.
+    pub specs: Vec<Utf8PathBuf>,
     /// Also print the results as JSON on stdout.
     pub json: bool,
     /// Where the variants, their caches and bench.json go; absolute, because `zip` runs from
@@ -104,6 +104,29 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
+    /// The specs given, or every maintained one: `layer/layer.toml` (today's payload) and each
+    /// `layer/specs/NAME/layer.toml`, in name order.
+    pub fn specs_or_maintained(given: &[Utf8PathBuf]) -> Result<Vec<Utf8PathBuf>> {
+        if !given.is_empty() {
+            return Ok(given.to_vec());
+        }
+        let layer = crate::core::project_root().join("layer");
+        let mut specs = vec![layer.join("layer.toml")];
+        let mut more = Vec::new();
+        let dir = layer.join("specs");
+        if dir.is_dir() {
+            for entry in fs_err::read_dir(&dir)? {
+                let path = crate::util::utf8(entry?.path())?.join("layer.toml");
+                if path.is_file() {
+                    more.push(path);
+                }
+            }
+        }
+        more.sort();
+        specs.extend(more);
+        Ok(specs)
+    }
+
     /// `dir` (default: target/bench/) made absolute.
     pub fn out_dir(dir: Option<&Utf8Path>) -> Result<Utf8PathBuf> {
         let dir = dir.map_or_else(
@@ -115,20 +138,69 @@ impl BenchOptions {
     }
 }
 
-/// Builds and measures every variant, writes OUT/bench.json and prints the table.
+/// One spec's results in a run of several.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpecBench {
+    pub spec: Utf8PathBuf,
+    /// What the spec requires (`litellm==1.110.2`), to tell the rows apart.
+    pub requirements: Vec<String>,
+    pub report: BenchReport,
+}
+
+/// Builds and measures every variant of every spec, writes OUT/bench.json (and each spec's
+/// own OUT/NAME/bench.json when there are several) and prints the tables.
 pub fn run(options: &BenchOptions) -> Result<ExitCode> {
-    let spec = Spec::load(&options.spec)?;
-    let report = run_bench(&spec, options)?;
-    let json = serde_json::to_string_pretty(&report)?;
+    // Every spec is read before the first (long) build, so a typo fails at once.
+    let specs: Vec<Spec> = options
+        .specs
+        .iter()
+        .map(|p| Spec::load(p))
+        .collect::<Result<_>>()?;
+    if specs.len() == 1 {
+        let report = run_bench(&specs[0], options)?;
+        return write_and_print(options, &report, render(&report));
+    }
+    let mut runs = Vec::new();
+    for spec in &specs {
+        let mut one = options.clone();
+        one.out = options.out.join(spec_label(spec));
+        let report = run_bench(spec, &one)?;
+        let json = serde_json::to_string_pretty(&report)?;
+        crate::util::write_bytes_atomic(&one.out.join("bench.json"), (json + "\n").as_bytes())?;
+        runs.push(SpecBench {
+            spec: spec.path.clone(),
+            requirements: spec.requirements.packages.clone(),
+            report,
+        });
+    }
+    let text = render::render_specs(&runs);
+    write_and_print(options, &runs, text)
+}
+
+fn write_and_print(
+    options: &BenchOptions,
+    value: &impl Serialize,
+    text: String,
+) -> Result<ExitCode> {
+    let json = serde_json::to_string_pretty(value)?;
     let path = options.out.join("bench.json");
     crate::util::write_bytes_atomic(&path, (json.clone() + "\n").as_bytes())?;
     if options.json {
         println!("{json}");
     } else {
-        print!("{}", render(&report));
+        print!("{text}");
         println!("\nresults: {path}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A folder name for a spec's variants: `default` for layer/layer.toml, else its folder's name.
+fn spec_label(spec: &Spec) -> String {
+    let dir = spec.dir();
+    match dir.file_name() {
+        Some(name) if name != "layer" => name.to_owned(),
+        _ => "default".to_owned(),
+    }
 }
 
 /// How long a closure took, in seconds.

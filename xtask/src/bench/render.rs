@@ -7,6 +7,43 @@ use super::{BenchReport, Variant};
 use crate::util::fmt::{mb_number as mb, secs};
 
 /// The markdown table (as pasted into BENCHMARKS.md), then what failed and the guide's figures.
+/// Several specs: a side-by-side summary (one row per spec and variant), then each spec's
+/// own report.
+pub fn render_specs(runs: &[super::SpecBench]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "side by side (zip and unpacked in MB, import in s):\n");
+    let _ = writeln!(
+        s,
+        "| spec | variant | zip | unpacked | verify | import | first call |"
+    );
+    let _ = writeln!(s, "| --- | --- | ---: | ---: | --- | ---: | ---: |");
+    for run in runs {
+        for v in &run.report.variants {
+            let verify = match v.verify_ok {
+                Some(true) => "pass",
+                Some(false) => "FAIL",
+                None => "not run",
+            };
+            let secs = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} | {:.1} | {verify} | {} | {} |",
+                run.requirements.join(" "),
+                v.name,
+                v.zip_bytes as f64 / 1e6,
+                v.unpacked_bytes as f64 / 1e6,
+                secs(v.timings.import_seconds),
+                secs(v.timings.first_call_seconds),
+            );
+        }
+    }
+    for run in runs {
+        let _ = writeln!(s, "\n## {} ({})\n", run.requirements.join(" "), run.spec);
+        s.push_str(&render(&run.report));
+    }
+    s
+}
+
 pub fn render(r: &BenchReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
