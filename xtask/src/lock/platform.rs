@@ -97,7 +97,8 @@ impl NoWheel {
                 )
             }
         };
-        let fits = match page.newest_fitting(target, python) {
+        let fitting = page.newest_fitting(target, python);
+        let fits = match &fitting {
             Some(v) => format!("the newest {} that fits is {v}", self.name),
             None => format!("no release of {} has a wheel that fits", self.name),
         };
@@ -118,7 +119,7 @@ impl NoWheel {
             }
             None => format!("{} has no wheels on the index", self.name),
         };
-        let fix = match page.newest_fitting(target, python) {
+        let fix = match &fitting {
             Some(v) => format!("require {}=={v} in [requirements] packages, or", self.name),
             None => "drop it, or".to_owned(),
         };
