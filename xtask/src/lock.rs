@@ -1,14 +1,16 @@
 //! `cargo xtask lock`: resolves the spec's requirements with uv for every architecture and
 //! writes one PEP 751 lock with the wheels of all of them.
 
+mod platform;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use crate::python::pylock::{LockedWheel, PyLock};
 use crate::spec::advisories::AdvisoriesFile;
-use crate::spec::{Arch, Spec};
-use anyhow::{Context, Result};
+use crate::spec::{Arch, Runtime, Spec};
+use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use xshell::cmd;
 
@@ -21,7 +23,7 @@ pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
     let advisories = AdvisoriesFile::for_spec(&spec)?;
     advisories.check_requirements(&spec.requirements.packages, "[requirements] packages")?;
     advisories.check_requirements(&spec.requirements.constraints, "[requirements] constraints")?;
-    let text = lock_with_uv(&spec)?;
+    let (text, notes) = lock_with_uv(&spec)?;
     let lock = PyLock::parse(&text)
         .map_err(|e| anyhow::anyhow!("uv wrote a lock this tool cannot read: {e}"))?;
     advisories.check_locked(
@@ -30,7 +32,7 @@ pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
             .map(|p| (p.name.as_str(), p.version.as_deref().unwrap_or_default())),
         &out,
     )?;
-    for note in check_yanked(&spec, &lock)? {
+    for note in notes.into_iter().chain(check_yanked(&spec, &lock)?) {
         eprintln!("note: {note}");
     }
     crate::util::write_bytes_atomic(&out, text.as_bytes())?;
@@ -39,8 +41,8 @@ pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
 }
 
 /// Resolves the spec's requirements with uv once per architecture and merges the results
-/// into one lock with the wheels of both.
-fn lock_with_uv(spec: &Spec) -> Result<String> {
+/// into one lock with the wheels of both; also returns notes on how the architectures differ.
+fn lock_with_uv(spec: &Spec) -> Result<(String, Vec<String>)> {
     let uv = which_uv().context("`cargo xtask lock` needs uv: install it with `pip install uv`")?;
     // `uv 0.13.9 (x86_64-unknown-linux-gnu)`: the build machine's triple would make the lock differ by host.
     let sh = crate::util::shell()?;
@@ -59,36 +61,97 @@ fn lock_with_uv(spec: &Spec) -> Result<String> {
     let mut per_arch: Vec<(Arch, PyLock)> = Vec::new();
     for arch in Arch::ALL {
         let out = tmp.join(format!("pylock.{}.toml", arch.as_str().replace('_', "")));
-        let platform = format!(
-            "{}-manylinux_{}_{}",
-            arch.machine(),
-            spec.glibc().major,
-            spec.glibc().minor
-        );
+        let platform = platform::uv_platform(arch, spec.glibc())?;
         let python = spec.python_xy();
-        crate::util::run(cmd!(
+        let output = cmd!(
             sh,
             "{uv} pip compile {req} --python-version {python} --python-platform {platform} --only-binary :all: --constraint {constraints} --format pylock.toml --no-header --quiet -o {out}"
-        ))
-        .with_context(|| {
-            format!(
-                "uv could not resolve {:?} for {platform}",
-                spec.requirements.packages
-            )
-        })?;
+        )
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("could not start {uv}"))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if let Some(no_wheel) = platform::NoWheel::parse(&stderr) {
+                bail!(refuse_no_wheel(spec, arch, &platform, &no_wheel));
+            }
+            bail!(
+                "uv could not resolve {:?} for {platform} ({}): {}",
+                spec.requirements.packages,
+                output.status,
+                stderr.trim()
+            );
+        }
         let lock = PyLock::load(&out)?;
         per_arch.push((arch, lock));
     }
-    Ok(merge_locks(spec, &per_arch, uv_version.trim()))
+    Ok((
+        merge_locks(spec, &per_arch, uv_version.trim()),
+        arch_differences(&per_arch),
+    ))
+}
+
+/// The refusal when uv found no wheel of a requirement for `arch`, with what the index has.
+fn refuse_no_wheel(
+    spec: &Spec,
+    arch: Arch,
+    platform: &str,
+    no_wheel: &platform::NoWheel,
+) -> String {
+    let py_minor = spec
+        .python_xy()
+        .split_once('.')
+        .and_then(|(_, m)| m.parse().ok())
+        .unwrap_or(11);
+    let target = crate::python::wheel::Target {
+        arch,
+        glibc: spec.glibc(),
+        py_minor,
+    };
+    let target_name = match (spec.target.glibc, spec.target.runtime) {
+        (Some(g), _) => format!("[target] glibc = \"{g}\""),
+        (None, Some(Runtime::Al2)) => "runtime al2".to_owned(),
+        (None, _) => "runtime al2023".to_owned(),
+    };
+    let page = crate::python::index::fetch_page(&crate::python::index::index_url(), &no_wheel.name)
+        .and_then(|json| crate::python::index::Page::parse(&json));
+    no_wheel.refusal(page, &target, &spec.python.version, &target_name, platform)
+}
+
+/// One note per package whose locked version differs between the architectures (uv
+/// backtracks on one when a newer release has no wheel for it).
+fn arch_differences(per_arch: &[(Arch, PyLock)]) -> Vec<String> {
+    let mut versions: BTreeMap<&str, Vec<(Arch, &str)>> = BTreeMap::new();
+    for (arch, lock) in per_arch {
+        for pkg in &lock.packages {
+            versions
+                .entry(pkg.name.as_str())
+                .or_default()
+                .push((*arch, pkg.version.as_deref().unwrap_or_default()));
+        }
+    }
+    versions
+        .into_iter()
+        .filter(|(_, v)| v.len() == per_arch.len() && v.iter().any(|(_, x)| *x != v[0].1))
+        .map(|(name, v)| {
+            let each = v
+                .iter()
+                .map(|(a, x)| format!("{x} on {a}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("the architectures lock different versions of {name}: {each}")
+        })
+        .collect()
 }
 
 /// Asks the index, once per locked package, whether any of its locked files is yanked.
 fn check_yanked(spec: &Spec, lock: &PyLock) -> Result<Vec<String>> {
-    use crate::python::yanked;
-    let index = yanked::index_url();
+    use crate::python::{index, yanked};
+    let index = index::index_url();
     let mut found = Vec::new();
     for pkg in &lock.packages {
-        let page = yanked::fetch_page(&index, &pkg.name)?;
+        let page = index::fetch_page(&index, &pkg.name)?;
         let yanked_here = yanked::yanked_files(&page)
             .with_context(|| format!("the index's page of {}", pkg.name))?;
         for file in pkg.wheels.iter().filter_map(|w| w.file_name()) {

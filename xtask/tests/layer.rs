@@ -166,6 +166,54 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
         "this machine's Python is hidden: {text}"
     );
 
+    // The layer carries its SBOM: every distribution with the sha256 of the wheel it came
+    // from (the lock's), and the runtime, which here is the fixture, not the pinned download.
+    let sbom: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(unpacked.path().join("python/sbom.cdx.json"))
+            .expect("python/sbom.cdx.json in the zip"),
+    )
+    .expect("the SBOM is JSON");
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    assert_eq!(sbom["specVersion"], "1.5");
+    let components = sbom["components"].as_array().unwrap();
+    let sbom_litellm = components
+        .iter()
+        .find(|c| c["name"] == "litellm")
+        .expect("litellm in the SBOM");
+    assert_eq!(sbom_litellm["version"], litellm["version"]);
+    let locked = &locked_wheels()["litellm"];
+    let wheel = sbom_litellm["properties"][0]["value"].as_str().unwrap();
+    let (_, locked_sha) = locked
+        .iter()
+        .find(|(file, _)| file == wheel)
+        .unwrap_or_else(|| panic!("{wheel} is a locked wheel of litellm: {locked:?}"));
+    assert_eq!(sbom_litellm["hashes"][0]["content"], locked_sha.as_str());
+    // One component per distribution the layer's manifest lists, plus the runtime.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(unpacked.path().join("python/layer-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let dists = manifest["distributions"].as_array().unwrap();
+    for d in dists {
+        assert!(
+            components
+                .iter()
+                .any(|c| c["name"] == d[0] && c["version"] == d[1] && c["type"] == "library"),
+            "{d} in the SBOM"
+        );
+    }
+    assert_eq!(components.len(), dists.len() + 1);
+    let runtime = components
+        .iter()
+        .find(|c| c["bom-ref"] == "runtime")
+        .expect("a runtime component");
+    assert_eq!(runtime["version"], report["python_version"]);
+    assert_eq!(runtime["hashes"][0]["content"], sha.as_str());
+    assert!(
+        runtime.to_string().contains("not the spec's"),
+        "a fixture runtime is never passed off as the pinned download: {runtime}"
+    );
+
     // The runtime is in the cache now: an offline build succeeds without the server.
     drop(server);
     let out2 = tempfile::tempdir().unwrap();

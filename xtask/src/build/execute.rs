@@ -93,6 +93,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
             &removed,
             minimized.as_ref(),
         )?;
+        crate::build::sbom::write(plan, &stage, &runtime, &owners, &wheels, &removed)?;
         package(plan, &stage, &progress)
     })?;
     let mut report = clock.time("report", || {

@@ -1,7 +1,7 @@
 //! `cargo xtask layer`: the build pipeline. First a plan ([`plan::BuildPlan::resolve`], pure:
 //! runtime, wheels, profile, rules, minimization, outputs), then its execution
 //! ([`execute::execute`]: fetch, unpack runtime, install, prune, bytecode, strip,
-//! site-packages zip, minimize, package, report), each step in its own function or module.
+//! site-packages zip, minimize, SBOM, package, report), each step in its own function or module.
 
 pub mod clients;
 pub mod execute;
@@ -11,6 +11,7 @@ pub mod plan;
 mod plan_text;
 pub mod report;
 pub mod runtime;
+pub mod sbom;
 pub mod slim;
 pub mod zip;
 

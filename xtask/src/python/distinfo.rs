@@ -1,5 +1,5 @@
-//! Reading a distribution's `.dist-info`: `METADATA` (name, version) and `RECORD` (every file
-//! with its hash), and telling license files apart. The one reader of both formats.
+//! Reading a distribution's `.dist-info`: `METADATA` (name, version, license) and `RECORD`
+//! (every file with its hash), and telling license files apart. The one reader of both formats.
 
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -16,6 +16,68 @@ pub fn name_version(metadata: &str) -> Option<(String, String)> {
         }
     }
     Some((name?, version?))
+}
+
+/// The header fields of a METADATA text, in order, continuation lines (which start with
+/// whitespace) joined to their field with a newline.
+pub fn header_fields(metadata: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in metadata.lines().take_while(|l| !l.is_empty()) {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push('\n');
+                value.push_str(line.trim());
+            }
+        } else if let Some((key, value)) = line.split_once(':') {
+            fields.push((key.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
+    fields
+}
+
+/// What a distribution's METADATA says about its license.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum License {
+    /// `License-Expression` (core metadata 2.4): an SPDX expression.
+    Expression(String),
+    /// A name: the `License` field, or a Trove `License ::` classifier.
+    Name(String),
+}
+
+/// The license, by the best field there is: `License-Expression`; else a short `License`
+/// (its first line: some distributions paste the whole text there); else the specific
+/// `License ::` classifiers (`MIT License` of `License :: OSI Approved :: MIT License`).
+/// Empty when METADATA says nothing.
+pub fn licenses(metadata: &str) -> Vec<License> {
+    let fields = header_fields(metadata);
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(e) = get("License-Expression") {
+        return vec![License::Expression(e.to_owned())];
+    }
+    let classifiers: Vec<License> = fields
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Classifier"))
+        .filter_map(|(_, v)| v.strip_prefix("License ::"))
+        .map(|rest| rest.rsplit("::").next().unwrap_or(rest).trim())
+        // `License :: OSI Approved` alone names no license.
+        .filter(|name| !name.is_empty() && *name != "OSI Approved")
+        .map(|name| License::Name(name.to_owned()))
+        .collect();
+    let short = get("License").filter(|l| !l.eq_ignore_ascii_case("UNKNOWN"));
+    match short {
+        Some(l) if !l.contains('\n') && l.len() <= 100 => vec![License::Name(l.to_owned())],
+        Some(_) if !classifiers.is_empty() => classifiers,
+        Some(l) => {
+            let first = l.lines().next().unwrap_or_default().trim();
+            vec![License::Name(first.chars().take(100).collect())]
+        }
+        None => classifiers,
+    }
 }
 
 /// One line of a RECORD file.
@@ -101,6 +163,39 @@ mod tests {
         let text = "Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n\nName: not-this\n";
         assert_eq!(name_version(text), Some(("six".into(), "1.16.0".into())));
         assert_eq!(name_version("Name: x\n"), None);
+    }
+
+    #[test]
+    fn the_license_from_the_best_field_there_is() {
+        let m = |h: &str| licenses(&format!("Metadata-Version: 2.4\nName: x\n{h}\nbody: no\n"));
+        assert_eq!(
+            m("License-Expression: Apache-2.0 AND MIT\nLicense: ignored"),
+            [License::Expression("Apache-2.0 AND MIT".into())]
+        );
+        assert_eq!(
+            m("License: MIT\nClassifier: License :: OSI Approved :: MIT License"),
+            [License::Name("MIT".into())]
+        );
+        assert_eq!(
+            m("Classifier: License :: OSI Approved\nClassifier: License :: OSI Approved :: BSD License"),
+            [License::Name("BSD License".into())]
+        );
+        // The whole text pasted into `License`: the classifier says it better ...
+        let pasted =
+            "License: Copyright (c) 2020 Someone\n        \n        Permission is hereby granted";
+        assert_eq!(
+            m(&format!(
+                "{pasted}\nClassifier: License :: OSI Approved :: MIT License"
+            )),
+            [License::Name("MIT License".into())]
+        );
+        // ... and without one, its first line is all there is.
+        assert_eq!(
+            m(pasted),
+            [License::Name("Copyright (c) 2020 Someone".into())]
+        );
+        assert_eq!(m("License: UNKNOWN"), []);
+        assert_eq!(m("Summary: nothing"), []);
     }
 
     #[test]

@@ -4,79 +4,19 @@
 //! and refuses a yanked one unless the spec accepts it with a reason.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use anyhow::{bail, Result};
 
-/// One project page of the simple JSON API (the fields used here).
-#[derive(Debug, Deserialize)]
-struct ProjectPage {
-    files: Vec<IndexFile>,
-}
-
-#[derive(Debug, Deserialize)]
-struct IndexFile {
-    filename: String,
-    #[serde(default)]
-    yanked: YankedField,
-}
-
-/// `false`, `true` or the reason.
-#[derive(Debug, Default, Deserialize)]
-#[serde(untagged)]
-enum YankedField {
-    #[default]
-    Absent,
-    Flag(bool),
-    Reason(String),
-}
+use crate::python::index::Page;
 
 /// The yanked files of a project page: file name -> the index's reason (empty when it gave none).
 pub fn yanked_files(page_json: &str) -> Result<BTreeMap<String, String>> {
-    let page: ProjectPage =
-        serde_json::from_str(page_json).context("the index's project page is not PEP 691 JSON")?;
+    let page = Page::parse(page_json)?;
     Ok(page
         .files
-        .into_iter()
-        .filter_map(|f| match f.yanked {
-            YankedField::Flag(true) => Some((f.filename, String::new())),
-            YankedField::Reason(r) => Some((f.filename, r)),
-            YankedField::Flag(false) | YankedField::Absent => None,
-        })
-        .collect())
-}
-
-/// The index uv resolves against: `UV_DEFAULT_INDEX`, `UV_INDEX_URL`, `PIP_INDEX_URL`, else PyPI.
-pub fn index_url() -> String {
-    ["UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"]
         .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "https://pypi.org/simple/".to_owned())
-}
-
-/// Fetches one project's page as PEP 691 JSON.
-pub fn fetch_page(index: &str, name: &str) -> Result<String> {
-    let url = format!(
-        "{}/{}/",
-        index.trim_end_matches('/'),
-        crate::python::wheel::normalize(name)
-    );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                .build(),
-        )
-        .build()
-        .into();
-    agent
-        .get(&url)
-        .header("Accept", "application/vnd.pypi.simple.v1+json")
-        .call()
-        .and_then(|mut r| r.body_mut().with_config().limit(64 << 20).read_to_string())
-        .with_context(|| format!("asking the index {url} which files are yanked"))
+        .filter_map(|f| Some((f.filename.clone(), f.yanked_reason()?.to_owned())))
+        .collect())
 }
 
 /// A locked file the index says is yanked.
