@@ -101,6 +101,11 @@ pub struct Layer {
     /// nothing is downloaded or written. With `--json`, one JSON object.
     #[arg(long)]
     pub plan: bool,
+    /// Write the layer as up to five zips (`<name>-<arch>-K-of-N.zip`), each within the zip
+    /// budget, and `layers.json` with the order Lambda must stack them in; for a layer too big
+    /// for one direct-upload zip.
+    #[arg(long)]
+    pub split: bool,
 }
 
 impl Layer {
@@ -127,6 +132,7 @@ impl Layer {
             offline: self.offline,
             minimize: self.minimize || self.trace.is_some(),
             trace: self.trace.clone(),
+            split: self.split,
         })
     }
 }

@@ -12,6 +12,7 @@ mod plan_text;
 pub mod report;
 pub mod runtime;
 pub mod slim;
+pub mod split;
 pub mod zip;
 
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ pub struct LayerOptions {
     pub minimize: bool,
     /// A saved trace to minimize with, instead of running the workload (implies `minimize`).
     pub trace: Option<Utf8PathBuf>,
+    /// Write the layer as up to five zips Lambda stacks, each within the zip budget.
+    pub split: bool,
 }
 
 /// What a finished build produced.
@@ -78,8 +81,19 @@ pub fn run(
     if report.over_budget.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
+        // A zip over the direct-upload size or the budget is what --split is for.
+        let one_zip_too_big = report.split.is_none()
+            && [report.limits.zip_bytes, report.budget.zip_bytes]
+                .into_iter()
+                .flatten()
+                .any(|limit| report.zip_bytes > limit);
+        let hint = if one_zip_too_big {
+            "; it cannot be one direct-upload zip: build it with --split to write it as up to 5 layers (each within the zip budget) that Lambda stacks in order"
+        } else {
+            ""
+        };
         eprintln!(
-            "error: the layer does not fit: {}",
+            "error: the layer does not fit: {}{hint}",
             report.over_budget.join("; ")
         );
         Ok(ExitCode::from(3))
