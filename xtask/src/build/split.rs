@@ -138,8 +138,8 @@ fn write_parts(
         layer: plan.layer.clone(),
         arch: arch.clone(),
         id: id.clone(),
-        how: "publish each zip as a layer version (`aws lambda publish-layer-version --zip-file fileb://<file>`.to_owned(), then give their ARNs to `aws lambda update-function-configuration --layers` in this order, part 1 first; no path is in two parts, and Lambda merges them into one /opt"
-        ),
+        how: "publish each zip as a layer version (`aws lambda publish-layer-version --zip-file fileb://<file>`), then give their ARNs to `aws lambda update-function-configuration --layers` in this order, part 1 first; no path is in two parts, and Lambda merges them into one /opt"
+            .to_owned(),
         parts: Vec::new(),
     };
     for (k, members) in parts.iter().enumerate() {
