@@ -243,11 +243,16 @@ pub fn so_in_zips(root: &Utf8Path) -> Result<Check> {
 }
 
 /// The layer zip's size and unpacked size against Lambda's limits and the spec's budget.
-pub fn size_checks(spec: &Spec, zip_path: &Utf8Path) -> Result<Vec<Check>> {
+pub fn size_checks(spec: &Spec, zips: &[Utf8PathBuf]) -> Result<Vec<Check>> {
     use crate::core::{LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
     use crate::util::fmt::mb;
-    let stats = crate::util::zipinfo::read_stats(zip_path)?;
-    let unpacked: u64 = stats.entries.iter().map(|e| e.uncompressed).sum();
+    let mut sizes = Vec::new();
+    let mut unpacked = 0;
+    for zip in zips {
+        let stats = crate::util::zipinfo::read_stats(zip)?;
+        unpacked += stats.entries.iter().map(|e| e.uncompressed).sum::<u64>();
+        sizes.push((zip, stats.zip_bytes));
+    }
     let one = |name: &str, value: u64, limits: &[(&str, Option<u64>)]| {
         let mut over = Vec::new();
         let mut parts = Vec::new();
@@ -269,15 +274,36 @@ pub fn size_checks(spec: &Spec, zip_path: &Utf8Path) -> Result<Vec<Check>> {
             Check::new(name, false, format!("{}: {}", mb(value), over.join(", ")))
         }
     };
+    let zip_limits = [
+        ("Lambda's direct upload", Some(LAMBDA_ZIP_LIMIT)),
+        ("budget", spec.budget.zip_bytes),
+    ];
+    // A stack of layers: every part is one direct upload; the unpacked limit counts them all.
+    let zip_check = match sizes.as_slice() {
+        [(_, bytes)] => one("size: zip", *bytes, &zip_limits),
+        parts => {
+            let checked: Vec<(String, Check)> = parts
+                .iter()
+                .map(|(zip, bytes)| {
+                    let name = zip.file_name().unwrap_or(zip.as_str()).to_owned();
+                    (name, one("size: zip", *bytes, &zip_limits))
+                })
+                .collect();
+            let ok = checked.iter().all(|(_, c)| c.ok);
+            let detail: Vec<String> = checked
+                .iter()
+                .filter(|(_, c)| ok || !c.ok)
+                .map(|(name, c)| format!("{name} {}", c.detail))
+                .collect();
+            Check::new(
+                "size: zip",
+                ok,
+                format!("{} layers: {}", parts.len(), detail.join("; ")),
+            )
+        }
+    };
     Ok(vec![
-        one(
-            "size: zip",
-            stats.zip_bytes,
-            &[
-                ("Lambda's direct upload", Some(LAMBDA_ZIP_LIMIT)),
-                ("budget", spec.budget.zip_bytes),
-            ],
-        ),
+        zip_check,
         one(
             "size: unpacked",
             unpacked,
