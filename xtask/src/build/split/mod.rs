@@ -12,6 +12,8 @@
 //! is split by file only when it fits no part alone. Every file and link is in exactly one
 //! part; a folder is in every part that holds something under it (Lambda merges folders).
 
+mod pack;
+
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{bail, Context, Result};
@@ -25,12 +27,13 @@ use crate::core::{LayerPaths, LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
 use crate::spec::{Arch, Spec};
 use crate::util::fmt::mb;
 use crate::util::progress::Progress;
+use pack::{groups, pack, Item};
 
 /// Room kept in every part for its marker and the marker's folder (a few hundred bytes) and
 /// the zip64 records a part might need.
-const RESERVE: u64 = 4096;
+pub(super) const RESERVE: u64 = 4096;
 /// The end-of-central-directory record every zip ends with.
-const END_RECORD: u64 = 22;
+pub(super) const END_RECORD: u64 = 22;
 
 /// What `--split` will write; part of the `BuildPlan`.
 #[derive(Debug, Clone, Serialize)]
@@ -198,18 +201,6 @@ fn write_parts(
     Ok(stack)
 }
 
-/// One entry of the layer, as the packer sees it.
-#[derive(Debug, Clone)]
-struct Item {
-    name: String,
-    /// Bytes it takes in a zip: local header, data, central record.
-    cost: u64,
-    /// Bytes it takes unpacked (0 for a folder).
-    unpacked: u64,
-    /// Its folder's index, when the folder is an entry.
-    parent: Option<usize>,
-}
-
 /// Bytes per entry of the single zip (keyed by entry name, a folder's with its `/`), and the
 /// unpacked size of each.
 fn entry_costs(zip_path: &Utf8Path) -> Result<HashMap<String, (u64, u64)>> {
@@ -277,143 +268,6 @@ fn items(entries: &[Entry], costs: &HashMap<String, (u64, u64)>) -> Result<Vec<I
     Ok(items)
 }
 
-/// The runtime (everything outside site-packages) first, then one group per top-level
-/// entry of site-packages, in path order.
-fn groups(items: &[Item], site_rel: &Utf8Path) -> Vec<Vec<usize>> {
-    let mut runtime = Vec::new();
-    let mut site: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match Utf8Path::new(&item.name).strip_prefix(site_rel) {
-            Ok(rest) if !rest.as_str().is_empty() => {
-                let top = rest.components().next().map_or("", |c| c.as_str());
-                match site.last_mut() {
-                    Some((name, members)) if name == top => members.push(i),
-                    _ => site.push((top.to_owned(), vec![i])),
-                }
-            }
-            _ => runtime.push(i),
-        }
-    }
-    std::iter::once(runtime)
-        .chain(site.into_iter().map(|(_, m)| m))
-        .filter(|g| !g.is_empty())
-        .collect()
-}
-
-/// One part being filled: its entries (with their folders) and the bytes they take.
-#[derive(Debug, Clone)]
-struct Part {
-    members: BTreeSet<usize>,
-    cost: u64,
-}
-
-impl Part {
-    fn new() -> Part {
-        Part {
-            members: BTreeSet::new(),
-            cost: END_RECORD + RESERVE,
-        }
-    }
-
-    /// The entries `group` would add, with the folders above them the part lacks.
-    fn added(&self, items: &[Item], group: &[usize]) -> (Vec<usize>, u64) {
-        let mut new = BTreeSet::new();
-        for &i in group {
-            let mut at = Some(i);
-            while let Some(j) = at {
-                if self.members.contains(&j) || !new.insert(j) {
-                    break;
-                }
-                at = items[j].parent;
-            }
-        }
-        let cost = new.iter().map(|&j| items[j].cost).sum();
-        (new.into_iter().collect(), cost)
-    }
-
-    fn add(&mut self, new: Vec<usize>, cost: u64) {
-        self.members.extend(new);
-        self.cost += cost;
-    }
-}
-
-/// Packs the groups into at most `max` parts of at most `capacity` bytes each: by group where
-/// that fits in `max` parts, else file by file (fewest parts for the order).
-fn pack(
-    items: &[Item],
-    groups: &[Vec<usize>],
-    capacity: u64,
-    max: usize,
-) -> Result<Vec<BTreeSet<usize>>> {
-    let by_group = pack_with(items, groups, capacity, true)?;
-    let parts = if by_group.len() <= max {
-        by_group
-    } else {
-        pack_with(items, groups, capacity, false)?
-    };
-    if parts.len() > max {
-        let total: u64 = items.iter().map(|i| i.cost).sum();
-        bail!(
-            "the layer needs {} parts of at most {} zipped ({} in all), more than the {max} layers Lambda attaches to a function: slim the layer (a smaller profile, `cargo xtask analyze`) or raise [budget] zip-bytes",
-            parts.len(),
-            mb(capacity),
-            mb(total)
-        );
-    }
-    Ok(parts)
-}
-
-fn pack_with(
-    items: &[Item],
-    groups: &[Vec<usize>],
-    capacity: u64,
-    by_group: bool,
-) -> Result<Vec<BTreeSet<usize>>> {
-    let mut parts = vec![Part::new()];
-    for group in groups {
-        let current = parts.last_mut().expect("one part at least");
-        let (new, cost) = current.added(items, group);
-        if current.cost + cost <= capacity {
-            current.add(new, cost);
-            continue;
-        }
-        let fresh = Part::new();
-        let (new, cost) = fresh.added(items, group);
-        if by_group && !current.members.is_empty() && fresh.cost + cost <= capacity {
-            let mut part = fresh;
-            part.add(new, cost);
-            parts.push(part);
-            continue;
-        }
-        for &i in group {
-            let current = parts.last_mut().expect("one part at least");
-            let (new, cost) = current.added(items, &[i]);
-            if current.cost + cost <= capacity {
-                current.add(new, cost);
-                continue;
-            }
-            let mut part = Part::new();
-            let (new, cost) = part.added(items, &[i]);
-            if part.cost + cost > capacity {
-                bail!(
-                    "{} alone takes {} zipped, more than a part may hold ({}): no split can fit it; raise [budget] zip-bytes (at most Lambda's {})",
-                    items[i].name,
-                    mb(cost),
-                    mb(capacity),
-                    mb(LAMBDA_ZIP_LIMIT)
-                );
-            }
-            part.add(new, cost);
-            parts.push(part);
-        }
-    }
-    Ok(parts
-        .into_iter()
-        .map(|p| p.members)
-        .filter(|m| !m.is_empty())
-        .collect())
-}
-
 /// A part's zip entries in path order: its members and its marker with the marker's folder.
 fn part_entries(
     stage: &Utf8Path,
@@ -464,137 +318,6 @@ fn copy(e: &Entry) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `(name, cost)`: folders end in `/` and cost 10.
-    fn layer(entries: &[(&str, u64)]) -> Vec<Item> {
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut items = Vec::new();
-        for (i, (name, cost)) in entries.iter().enumerate() {
-            let name = name.trim_end_matches('/').to_owned();
-            let parent = Utf8Path::new(&name)
-                .parent()
-                .and_then(|p| index.get(p.as_str()).copied());
-            index.insert(name.clone(), i);
-            items.push(Item {
-                name,
-                cost: *cost,
-                unpacked: *cost * 3,
-                parent,
-            });
-        }
-        items
-    }
-
-    fn names(items: &[Item], parts: &[BTreeSet<usize>]) -> Vec<Vec<String>> {
-        parts
-            .iter()
-            .map(|p| p.iter().map(|&i| items[i].name.clone()).collect())
-            .collect()
-    }
-
-    const OVERHEAD: u64 = END_RECORD + RESERVE;
-
-    fn site_layer() -> Vec<Item> {
-        layer(&[
-            ("python/", 10),
-            ("python/bin/", 10),
-            ("python/bin/python3.11", 3000),
-            ("python/lib/", 10),
-            ("python/lib/python3.11/", 10),
-            ("python/lib/python3.11/os.py", 1000),
-            ("python/lib/python3.11/site-packages/", 10),
-            ("python/lib/python3.11/site-packages/a/", 10),
-            ("python/lib/python3.11/site-packages/a/x.py", 1500),
-            ("python/lib/python3.11/site-packages/big/", 10),
-            ("python/lib/python3.11/site-packages/big/1.so", 3000),
-            ("python/lib/python3.11/site-packages/big/2.so", 3000),
-            ("python/lib/python3.11/site-packages/z.py", 500),
-        ])
-    }
-
-    #[test]
-    fn the_runtime_goes_first_groups_stay_whole_and_a_big_one_is_split_by_file() {
-        let items = site_layer();
-        let groups = groups(&items, Utf8Path::new("python/lib/python3.11/site-packages"));
-        assert_eq!(groups.len(), 4, "runtime, a, big, z.py");
-        let parts = pack(&items, &groups, OVERHEAD + 5000, 5).unwrap();
-        let got = names(&items, &parts);
-        // The runtime (4050) leaves no room for a/ (1510), which starts part 2 whole; big/
-        // (6010) fits no part whole, so it is split by file, each part getting the folders
-        // above its files.
-        let site = "python/lib/python3.11/site-packages";
-        let has = |k: usize, name: &str| got[k].contains(&name.to_owned());
-        assert_eq!(got.len(), 3, "{got:#?}");
-        assert!(has(0, "python/bin/python3.11") && has(0, "python/lib/python3.11/os.py"));
-        assert!(has(1, &format!("{site}/a/x.py")) && has(1, &format!("{site}/big/1.so")));
-        assert!(
-            has(1, &format!("{site}/big")) && has(1, "python"),
-            "{got:#?}"
-        );
-        assert!(has(2, &format!("{site}/big/2.so")) && has(2, &format!("{site}/z.py")));
-        assert!(
-            has(2, &format!("{site}/big")),
-            "a folder is in every part under it"
-        );
-        // Every file in exactly one part; no part over its capacity.
-        let files = items.iter().filter(|i| {
-            i.name.ends_with(".py") || i.name.ends_with(".so") || i.name.ends_with("bin/python3.11")
-        });
-        for item in files {
-            let n = got.iter().filter(|p| p.contains(&item.name)).count();
-            assert_eq!(n, 1, "{}", item.name);
-        }
-        for p in &parts {
-            let cost: u64 = p.iter().map(|&i| items[i].cost).sum();
-            assert!(cost <= 5000, "{cost}");
-        }
-        assert_eq!(
-            pack(&items, &groups, OVERHEAD + 5000, 5).unwrap(),
-            parts,
-            "deterministic"
-        );
-    }
-
-    #[test]
-    fn too_many_parts_or_a_file_too_big_for_any_part_is_an_error_naming_why() {
-        let items = site_layer();
-        let groups = groups(&items, Utf8Path::new("python/lib/python3.11/site-packages"));
-        let err = pack(&items, &groups, OVERHEAD + 3100, 2).unwrap_err();
-        let msg = format!("{err:#}");
-        assert!(msg.contains("more than the 2 layers"), "{msg}");
-        let err = pack(&items, &groups, OVERHEAD + 2000, 5).unwrap_err();
-        let msg = format!("{err:#}");
-        assert!(msg.contains("python/bin/python3.11 alone takes"), "{msg}");
-    }
-
-    #[test]
-    fn file_by_file_when_groups_would_need_too_many_parts() {
-        // Three groups of 810 into parts of 1250: whole, one part each; file by file, two.
-        let mut entries = vec![("python/", 10u64), ("python/s/", 10)];
-        let names: Vec<(String, String, String)> = (1..=3)
-            .map(|g| {
-                let d = format!("python/s/g{g}/");
-                (d.clone(), format!("{d}a.py"), format!("{d}b.py"))
-            })
-            .collect();
-        for (d, a, b) in &names {
-            entries.extend([(d.as_str(), 10), (a.as_str(), 400), (b.as_str(), 400)]);
-        }
-        let items = layer(&entries);
-        let groups = groups(&items, Utf8Path::new("python/s"));
-        assert_eq!(groups.len(), 4);
-        let whole = pack(&items, &groups, OVERHEAD + 1250, 3).unwrap();
-        assert_eq!(whole.len(), 3, "{:?}", names_of(&items, &whole));
-        let tight = pack(&items, &groups, OVERHEAD + 1250, 2).unwrap();
-        let got = names_of(&items, &tight);
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert!(got[0].contains(&"python/s/g2/a.py".to_owned()), "{got:?}");
-        assert!(got[1].contains(&"python/s/g2/b.py".to_owned()), "{got:?}");
-    }
-
-    fn names_of(items: &[Item], parts: &[BTreeSet<usize>]) -> Vec<Vec<String>> {
-        names(items, parts)
-    }
 
     #[test]
     fn costs_of_the_single_zip_add_up_to_its_size() {
