@@ -179,6 +179,8 @@ fn write_parts(
             .iter()
             .filter(|e| !matches!(e.kind, Kind::Dir))
             .collect();
+        // First and last of what the part carries, its marker aside.
+        let payload: Vec<&&Entry> = files.iter().filter(|e| e.name != marker_rel).collect();
         stack.parts.push(StackPart {
             part,
             file,
@@ -186,8 +188,8 @@ fn write_parts(
             unpacked_bytes: stats.entries.iter().map(|e| e.uncompressed).sum(),
             files: files.len() as u64,
             sha256: crate::util::sha256_file(&path)?,
-            first: files.first().map(|e| e.name.clone()).unwrap_or_default(),
-            last: files.last().map(|e| e.name.clone()).unwrap_or_default(),
+            first: payload.first().map(|e| e.name.clone()).unwrap_or_default(),
+            last: payload.last().map(|e| e.name.clone()).unwrap_or_default(),
         });
     }
     let json = serde_json::to_string_pretty(&stack)? + "\n";
