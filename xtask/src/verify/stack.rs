@@ -148,20 +148,8 @@ fn file_name(path: &Utf8Path) -> &str {
 /// `layers.json`, the very files it lists).
 fn order_check(layers: &Layers, listings: &[Listing]) -> Result<Check> {
     const NAME: &str = "stack: order";
-    if let Some((path, stack)) = &layers.stack_file {
-        for (part, zip) in stack.parts.iter().zip(&layers.zips) {
-            let sha = crate::util::sha256_file(zip)?;
-            if sha != part.sha256 {
-                return Ok(Check::new(
-                    NAME,
-                    false,
-                    format!(
-                        "{zip} is not the part {path} lists (sha256 {sha}, listed {})",
-                        part.sha256
-                    ),
-                ));
-            }
-        }
+    if let Some(detail) = not_as_listed(layers)? {
+        return Ok(Check::new(NAME, false, detail));
     }
     let given: Vec<(&Utf8Path, &Marker)> = layers
         .zips
@@ -232,6 +220,23 @@ fn order_check(layers: &Layers, listings: &[Listing]) -> Result<Check> {
         true,
         format!("all {n} parts of one build, in order: {}", names.join(", ")),
     ))
+}
+
+/// Through `layers.json`: the first part that is not the file it lists (by sha256).
+fn not_as_listed(layers: &Layers) -> Result<Option<String>> {
+    let Some((path, stack)) = &layers.stack_file else {
+        return Ok(None);
+    };
+    for (part, zip) in stack.parts.iter().zip(&layers.zips) {
+        let sha = crate::util::sha256_file(zip)?;
+        if sha != part.sha256 {
+            return Ok(Some(format!(
+                "{zip} is not the part {path} lists (sha256 {sha}, listed {})",
+                part.sha256
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// "stack: no path in two layers": on a clash the later layer would silently replace the

@@ -146,51 +146,15 @@ fn write_parts(
         parts: Vec::new(),
     };
     for (k, members) in parts.iter().enumerate() {
-        let part = k + 1;
         let marker = Marker {
             layer: plan.layer.clone(),
             arch: arch.clone(),
             id: id.clone(),
-            part,
+            part: k + 1,
             parts: n,
         };
-        let marker_rel = stack::marker_path(part, n);
-        fs_err::create_dir_all(stage.join(stack::MARKER_DIR))?;
-        fs_err::write(
-            stage.join(&marker_rel),
-            serde_json::to_string_pretty(&marker)? + "\n",
-        )?;
-        let part_entries = part_entries(stage, &entries, &items, members, &marker_rel);
-        let file = stack::part_file_name(&plan.layer, &arch, part, n);
-        let path = plan.paths.out.join(&file);
-        crate::util::write_atomic(&path, |out| {
-            crate::build::zip::write_in_order(&mut *out, &part_entries, 9)
-        })
-        .with_context(|| format!("writing {path}"))?;
-        let stats = crate::util::zipinfo::read_stats(&path)?;
-        if stats.zip_bytes > split.part_zip_bytes {
-            bail!(
-                "{path} came out at {}, over the {} a part may take (the packing estimate was wrong: a bug)",
-                mb(stats.zip_bytes),
-                mb(split.part_zip_bytes)
-            );
-        }
-        let files: Vec<&Entry> = part_entries
-            .iter()
-            .filter(|e| !matches!(e.kind, Kind::Dir))
-            .collect();
-        // First and last of what the part carries, its marker aside.
-        let payload: Vec<&&Entry> = files.iter().filter(|e| e.name != marker_rel).collect();
-        stack.parts.push(StackPart {
-            part,
-            file,
-            zip_bytes: stats.zip_bytes,
-            unpacked_bytes: stats.entries.iter().map(|e| e.uncompressed).sum(),
-            files: files.len() as u64,
-            sha256: crate::util::sha256_file(&path)?,
-            first: payload.first().map(|e| e.name.clone()).unwrap_or_default(),
-            last: payload.last().map(|e| e.name.clone()).unwrap_or_default(),
-        });
+        let part = write_part(plan, split, stage, &entries, &items, members, &marker)?;
+        stack.parts.push(part);
     }
     let json = serde_json::to_string_pretty(&stack)? + "\n";
     crate::util::write_bytes_atomic(&split.stack_file, json.as_bytes())?;
@@ -201,6 +165,55 @@ fn write_parts(
         split.stack_file
     ));
     Ok(stack)
+}
+
+/// Writes part `marker.part`: its marker into the tree, then its zip; measures it again.
+fn write_part(
+    plan: &BuildPlan,
+    split: &SplitPlan,
+    stage: &Utf8Path,
+    entries: &[Entry],
+    items: &[Item],
+    members: &BTreeSet<usize>,
+    marker: &Marker,
+) -> Result<StackPart> {
+    let marker_rel = stack::marker_path(marker.part, marker.parts);
+    fs_err::create_dir_all(stage.join(stack::MARKER_DIR))?;
+    fs_err::write(
+        stage.join(&marker_rel),
+        serde_json::to_string_pretty(marker)? + "\n",
+    )?;
+    let part_entries = part_entries(stage, entries, items, members, &marker_rel);
+    let file = stack::part_file_name(&marker.layer, &marker.arch, marker.part, marker.parts);
+    let path = plan.paths.out.join(&file);
+    crate::util::write_atomic(&path, |out| {
+        crate::build::zip::write_in_order(&mut *out, &part_entries, 9)
+    })
+    .with_context(|| format!("writing {path}"))?;
+    let stats = crate::util::zipinfo::read_stats(&path)?;
+    if stats.zip_bytes > split.part_zip_bytes {
+        bail!(
+            "{path} came out at {}, over the {} a part may take (the packing estimate was wrong: a bug)",
+            mb(stats.zip_bytes),
+            mb(split.part_zip_bytes)
+        );
+    }
+    let files: Vec<&Entry> = part_entries
+        .iter()
+        .filter(|e| !matches!(e.kind, Kind::Dir))
+        .collect();
+    // First and last of what the part carries, its marker aside.
+    let payload: Vec<&&Entry> = files.iter().filter(|e| e.name != marker_rel).collect();
+    Ok(StackPart {
+        part: marker.part,
+        file,
+        zip_bytes: stats.zip_bytes,
+        unpacked_bytes: stats.entries.iter().map(|e| e.uncompressed).sum(),
+        files: files.len() as u64,
+        sha256: crate::util::sha256_file(&path)?,
+        first: payload.first().map(|e| e.name.clone()).unwrap_or_default(),
+        last: payload.last().map(|e| e.name.clone()).unwrap_or_default(),
+    })
 }
 
 /// Bytes per entry of the single zip (keyed by entry name, a folder's with its `/`), and the
