@@ -101,6 +101,11 @@ pub struct Layer {
     /// nothing is downloaded or written. With `--json`, one JSON object.
     #[arg(long)]
     pub plan: bool,
+    /// Write the layer as up to five zips (`<name>-<arch>-K-of-N.zip`), each within the zip
+    /// budget, and `layers.json` with the order Lambda must stack them in; for a layer too big
+    /// for one direct-upload zip.
+    #[arg(long)]
+    pub split: bool,
 }
 
 impl Layer {
@@ -127,6 +132,7 @@ impl Layer {
             offline: self.offline,
             minimize: self.minimize || self.trace.is_some(),
             trace: self.trace.clone(),
+            split: self.split,
         })
     }
 }
@@ -213,8 +219,11 @@ pub struct Verify {
     #[arg(long)]
     pub arch: Option<Arch>,
     /// The layer zip (default: the last one `cargo xtask layer` built for the architecture).
-    #[arg(long)]
-    pub layer: Option<Utf8PathBuf>,
+    /// A split layer: its folder (with `layers.json`), or its zips in stack order
+    /// (`--layer 1.zip 2.zip` or `--layer 1.zip --layer 2.zip`), unpacked in that order into
+    /// one /opt as Lambda stacks them.
+    #[arg(long, num_args = 1.., value_name = "ZIP|DIR")]
+    pub layer: Vec<Utf8PathBuf>,
     /// Print `{"ok", "checks": [{"name", "ok", "detail"}], "timings"}` as JSON.
     #[arg(long)]
     pub json: bool,
@@ -261,7 +270,7 @@ impl Verify {
     pub fn options(&self) -> crate::verify::VerifyOptions {
         crate::verify::VerifyOptions {
             arch: self.arch,
-            layer: self.layer.clone(),
+            layers: self.layer.clone(),
             static_only: self.static_only,
             sysroot: self.sysroot.clone(),
             timing_runs: self.timing_runs,

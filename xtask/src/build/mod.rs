@@ -13,6 +13,7 @@ pub mod report;
 pub mod runtime;
 pub mod sbom;
 pub mod slim;
+pub mod split;
 pub mod zip;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ pub struct LayerOptions {
     pub minimize: bool,
     /// A saved trace to minimize with, instead of running the workload (implies `minimize`).
     pub trace: Option<Utf8PathBuf>,
+    /// Write the layer as up to five zips Lambda stacks, each within the zip budget.
+    pub split: bool,
 }
 
 /// What a finished build produced.
@@ -79,10 +82,64 @@ pub fn run(
     if report.over_budget.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
-            "error: the layer does not fit: {}",
-            report.over_budget.join("; ")
-        );
+        eprintln!("error: {}", over_budget_message(report));
         Ok(ExitCode::from(3))
+    }
+}
+
+/// Why the layer does not fit, in one line; a single zip too big for a direct upload (or the
+/// spec's zip budget) is what `--split` is for, so the line says so.
+fn over_budget_message(report: &crate::build::report::Report) -> String {
+    // Only the spec's zip budget makes a big zip an error (Lambda's 50 MB is a note: S3
+    // takes more), and splitting cannot help the unpacked limit.
+    let one_zip_too_big = report.split.is_none()
+        && report
+            .budget
+            .zip_bytes
+            .is_some_and(|limit| report.zip_bytes > limit);
+    let hint = if one_zip_too_big {
+        "; it cannot be one direct-upload zip: build it with --split to write it as up to 5 layers (each within the zip budget) that Lambda stacks in order"
+    } else {
+        ""
+    };
+    format!(
+        "the layer does not fit: {}{hint}",
+        report.over_budget.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(zip_bytes: u64, unpacked_bytes: u64) -> crate::build::report::Report {
+        let part = serde_json::json!({"bytes": 0, "compressed_bytes": 0, "files": 0});
+        let limits = serde_json::json!({"zip_bytes": 52_428_800, "unpacked_bytes": 262_144_000});
+        let budget = serde_json::json!({"zip_bytes": 52_428_800, "unpacked_bytes": null});
+        serde_json::from_value(serde_json::json!({
+            "name": "l", "arch": "x86_64", "zip_path": "l.zip", "zip_bytes": zip_bytes,
+            "unpacked_bytes": unpacked_bytes, "python_version": "3.11.9", "glibc": "2.34",
+            "runtime": part, "packages": [], "limits": limits, "budget": budget,
+            "over_budget": ["something is over"],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_zip_too_big_for_a_direct_upload_suggests_split_and_nothing_else_does() {
+        let msg = over_budget_message(&report(80_500_000, 200_000_000));
+        assert!(
+            msg.starts_with("the layer does not fit: something is over"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("cannot be one direct-upload zip") && msg.contains("--split"),
+            "{msg}"
+        );
+        let msg = over_budget_message(&report(40_000_000, 300_000_000));
+        assert!(
+            !msg.contains("--split"),
+            "splitting does not help the unpacked limit: {msg}"
+        );
     }
 }

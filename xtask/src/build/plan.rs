@@ -46,6 +46,8 @@ pub struct BuildPlan {
     /// the worker protocol's `python/lib/pythonexec/worker.py` always does.
     pub clients_node: bool,
     pub paths: LayerPaths,
+    /// `--split`: the layer as up to five stacked zips instead of one.
+    pub split: Option<crate::build::split::SplitPlan>,
 }
 
 /// Where a CPython archive comes from.
@@ -214,6 +216,9 @@ impl BuildPlan {
             minimize,
             env,
             clients_node: spec.clients.node,
+            split: options
+                .split
+                .then(|| crate::build::split::SplitPlan::new(&spec, &paths, arch)),
             paths,
             spec,
         })

@@ -103,7 +103,26 @@ pub fn render(plan: &BuildPlan) -> String {
     );
     let o = &plan.paths;
     let _ = writeln!(s, "\noutputs in {}:", o.out);
-    let _ = writeln!(s, "  zip     {}", o.zip);
+    match &plan.split {
+        None => {
+            let _ = writeln!(s, "  zip     {}", o.zip);
+        }
+        Some(split) => {
+            let _ = writeln!(
+                s,
+                "  parts   {} (--split: up to {} layers, each at most {} zipped, together at most {} unpacked; the single zip is not kept)",
+                split.parts,
+                split.max_parts,
+                crate::util::fmt::mb(split.part_zip_bytes),
+                crate::util::fmt::mb(split.unpacked_bytes)
+            );
+            let _ = writeln!(
+                s,
+                "  stack   {} (the order to give --layers)",
+                split.stack_file
+            );
+        }
+    }
     let _ = writeln!(s, "  tree    {}", o.tree);
     let _ = writeln!(s, "  report  {} and {}", o.report_json, o.report_text);
     if m.enabled {

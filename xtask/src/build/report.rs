@@ -54,6 +54,10 @@ pub struct Report {
     /// bytes must not depend on how fast the machine was.
     #[serde(default)]
     pub timings: Vec<StepTime>,
+    /// With `--split`: the parts, in the order Lambda must stack them (also in `layers.json`);
+    /// the single zip (`zip_path`, `zip_bytes`) is then not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<crate::core::stack::Stack>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,36 +177,7 @@ pub fn build(
         zip_bytes: spec.budget.zip_bytes,
         unpacked_bytes: spec.budget.unpacked_bytes,
     };
-    let mut over = Vec::new();
-    let mut check = |what: &str, value: u64, limit: Option<u64>, whose: &str| {
-        if let Some(limit) = limit {
-            if value > limit {
-                over.push(format!(
-                    "{what} {} is over {whose} {}",
-                    mb(value),
-                    mb(limit)
-                ));
-            }
-        }
-    };
-    check(
-        "unpacked",
-        unpacked,
-        limits.unpacked_bytes,
-        "Lambda's unpacked limit of",
-    );
-    check(
-        "zip",
-        stats.zip_bytes,
-        budget.zip_bytes,
-        "the spec's budget of",
-    );
-    check(
-        "unpacked",
-        unpacked,
-        budget.unpacked_bytes,
-        "the spec's budget of",
-    );
+    let over = over_budget(Some(stats.zip_bytes), unpacked, &limits, &budget);
 
     // Over 50 MB the zip cannot be uploaded directly but can be published from S3, which is
     // bound by the unpacked limit only: a spec that wants one direct upload says so in
@@ -234,7 +209,41 @@ pub fn build(
         notes,
         minimized: None,
         timings: Vec::new(),
+        split: None,
     }
+}
+
+/// Each limit or budget exceeded, in words; `zip` is `None` for a split layer, whose parts
+/// are checked one by one.
+fn over_budget(zip: Option<u64>, unpacked: u64, limits: &Limits, budget: &Limits) -> Vec<String> {
+    let mut over = Vec::new();
+    let mut check = |what: &str, value: Option<u64>, limit: Option<u64>, whose: &str| {
+        if let (Some(value), Some(limit)) = (value, limit) {
+            if value > limit {
+                over.push(format!(
+                    "{what} {} is over {whose} {}",
+                    mb(value),
+                    mb(limit)
+                ));
+            }
+        }
+    };
+    // Lambda's 50 MB limits a direct upload only (S3 takes more); it is a note in `build`
+    // and a limit for each part of a split layer (`set_split`).
+    check(
+        "unpacked",
+        Some(unpacked),
+        limits.unpacked_bytes,
+        "Lambda's unpacked limit of",
+    );
+    check("zip", zip, budget.zip_bytes, "the spec's budget of");
+    check(
+        "unpacked",
+        Some(unpacked),
+        budget.unpacked_bytes,
+        "the spec's budget of",
+    );
+    over
 }
 
 fn pct(part: u64, whole: u64) -> String {
@@ -256,6 +265,32 @@ pub fn direct_upload_note(zip_bytes: u64) -> String {
 }
 
 impl Report {
+    /// A split layer: its parts replace the single zip, each checked against the zip limits.
+    pub fn set_split(&mut self, stack: crate::core::stack::Stack) {
+        let mut over = over_budget(None, self.unpacked_bytes, &self.limits, &self.budget);
+        let limit = [self.limits.zip_bytes, self.budget.zip_bytes]
+            .into_iter()
+            .flatten()
+            .min();
+        for p in &stack.parts {
+            if let Some(limit) = limit.filter(|&l| p.zip_bytes > l) {
+                over.push(format!(
+                    "{} {} is over {}",
+                    p.file,
+                    mb(p.zip_bytes),
+                    mb(limit)
+                ));
+            }
+        }
+        self.over_budget = over;
+        self.notes.push(format!(
+            "split into {} layers (--split): only the parts are written, not {}; stack them in the order of layers.json",
+            stack.parts.len(),
+            self.zip_path
+        ));
+        self.split = Some(stack);
+    }
+
     /// The report for people.
     ///
     /// Long on purpose: the sections one after another, read top to bottom like the output.
@@ -408,6 +443,25 @@ impl Report {
                     d.kept_bytes as f64 / 1e6,
                     d.removed_files,
                     d.removed_bytes as f64 / 1e6
+                );
+            }
+        }
+        if let Some(stack) = &self.split {
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "split into {} layers, stacked in this order (--layers, first to last):",
+                stack.parts.len()
+            );
+            for p in &stack.parts {
+                let _ = writeln!(
+                    s,
+                    "  {}. {:<44} {:>10} zip {:>10} unpacked {:>6} files",
+                    p.part,
+                    p.file,
+                    mb(p.zip_bytes),
+                    mb(p.unpacked_bytes),
+                    p.files
                 );
             }
         }

@@ -146,7 +146,7 @@ fn deflate(
 
 /// Decides what each walked entry becomes: folders, links (a file reachable through several
 /// hard links is stored once; the others become links to it) and files with their zip mode.
-fn classify(root: &Utf8Path, entries: &[crate::util::WalkEntry]) -> Result<Vec<Entry>> {
+pub fn classify(root: &Utf8Path, entries: &[crate::util::WalkEntry]) -> Result<Vec<Entry>> {
     let mut seen: HashMap<(u64, u64), Utf8PathBuf> = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {

@@ -4,6 +4,7 @@ mod layout;
 mod manifest;
 mod owners;
 mod paths;
+pub mod stack;
 mod target;
 
 pub use layout::Layout;

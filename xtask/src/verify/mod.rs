@@ -13,13 +13,14 @@ mod modules;
 pub mod pth;
 mod render;
 mod sandbox;
+mod stack;
 mod static_checks;
 mod unpack;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +84,11 @@ pub enum Execution {
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub ok: bool,
+    /// The zip, or the folder of a split layer's `layers.json`, or its first part.
     pub layer: Utf8PathBuf,
+    /// A split layer's parts, in the order they were stacked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<Utf8PathBuf>,
     pub arch: Arch,
     pub execution: Execution,
     pub warnings: Vec<String>,
@@ -100,8 +105,10 @@ const EXIT_NOT_EXECUTED: u8 = 2;
 pub struct VerifyOptions {
     /// The target architecture (default: the spec's, or with `layer` its interpreter's).
     pub arch: Option<Arch>,
-    /// The layer zip (default: the last one `cargo xtask layer` built for the architecture).
-    pub layer: Option<Utf8PathBuf>,
+    /// The layer zip, or a split layer's parts in stack order (several zips, or the folder of
+    /// their `layers.json`); none: the last layer `cargo xtask layer` built for the
+    /// architecture.
+    pub layers: Vec<Utf8PathBuf>,
     /// Only the checks that read files.
     pub static_only: bool,
     /// An arm64 sysroot for qemu (default: Debian's packages, fetched into the cache).
@@ -119,7 +126,7 @@ impl VerifyOptions {
     pub fn of_layer(layer: &Utf8Path, arch: Arch, timing_runs: usize) -> VerifyOptions {
         VerifyOptions {
             arch: Some(arch),
-            layer: Some(layer.to_owned()),
+            layers: vec![layer.to_owned()],
             timing_runs: Some(timing_runs),
             ..VerifyOptions::default()
         }
@@ -163,16 +170,11 @@ pub fn default_layer(spec: &Spec, arch: Arch) -> Utf8PathBuf {
 /// Long on purpose: it is the sequence of verify's steps (unpack, architecture, static
 /// checks, contents, emulation, sandbox, runtime checks), each a call or a short block.
 pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
-    let zip_path = match (&flags.layer, flags.arch) {
-        (Some(p), _) => p.clone(),
-        (None, arch) => default_layer(spec, arch.unwrap_or(spec.layer.default_arch)),
-    };
-    if !zip_path.is_file() {
-        bail!(
-            "no layer at {zip_path}: build one with `cargo xtask layer --arch {}` or pass --layer",
-            flags.arch.unwrap_or(spec.layer.default_arch)
-        );
-    }
+    let layers = stack::resolve(
+        spec,
+        &flags.layers,
+        flags.arch.unwrap_or(spec.layer.default_arch),
+    )?;
     let work_root = crate::core::target_dir().join("verify");
     fs_err::create_dir_all(&work_root)?;
     // Not under /tmp: a write into the layer must never look like a write into /tmp.
@@ -181,30 +183,29 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
         .tempdir_in(&work_root)
         .with_context(|| format!("creating a folder in {work_root}"))?;
     let root = crate::util::utf8(work.path().join("opt"))?;
-    unpack::unzip(&zip_path, &root).with_context(|| format!("unpacking {zip_path}"))?;
+    let stack_checks = stack::unpack(&layers, &root)?;
     let interpreter = Utf8PathBuf::from(format!("python/bin/python{}", spec.python_xy()));
 
     // Which architecture: the flag, else the interpreter's own ELF header, else the spec.
     let arch = match flags.arch {
         Some(a) => a,
-        None if flags.layer.is_some() => {
+        None if !flags.layers.is_empty() => {
             unpack::arch_of(&root.join(&interpreter)).unwrap_or(spec.layer.default_arch)
         }
         None => spec.layer.default_arch,
     };
     let mut warnings = Vec::new();
-    let mut checks = static_report(spec, &root, &zip_path, arch, &interpreter)?;
+    let mut checks = stack_checks;
+    checks.extend(static_report(
+        spec,
+        &root,
+        &layers.zips,
+        arch,
+        &interpreter,
+    )?);
     let contents = contents::read(spec, &root, arch, &mut warnings)?;
     let done = |execution, warnings, checks, timings| {
-        finish(
-            flags,
-            zip_path.clone(),
-            arch,
-            execution,
-            warnings,
-            checks,
-            timings,
-        )
+        finish(flags, &layers, arch, execution, warnings, checks, timings)
     };
     let emulation = match execute::emulation(arch, flags.sysroot.as_ref(), &mut warnings) {
         Ok(e) => e,
@@ -269,7 +270,7 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
 fn static_report(
     spec: &Spec,
     root: &Utf8Path,
-    zip_path: &Utf8Path,
+    zips: &[Utf8PathBuf],
     arch: Arch,
     interpreter: &Utf8Path,
 ) -> Result<Vec<Check>> {
@@ -301,7 +302,7 @@ fn static_report(
     ));
     checks.push(static_checks::so_in_zips(root)?);
     checks.push(pth::check(spec, root)?);
-    checks.extend(static_checks::size_checks(spec, zip_path)?);
+    checks.extend(static_checks::size_checks(spec, zips)?);
     Ok(checks)
 }
 
@@ -347,7 +348,7 @@ fn runtime_plan(
 
 fn finish(
     flags: &VerifyOptions,
-    layer: Utf8PathBuf,
+    layers: &stack::Layers,
     arch: Arch,
     execution: Execution,
     mut warnings: Vec<String>,
@@ -365,7 +366,12 @@ fn finish(
     let ok = checks.iter().all(|c| c.ok);
     Ok(VerifyReport {
         ok,
-        layer,
+        layer: layers.label.clone(),
+        stack: if layers.zips.len() > 1 {
+            layers.zips.clone()
+        } else {
+            Vec::new()
+        },
         arch,
         execution,
         warnings,
@@ -382,6 +388,7 @@ mod tests {
         VerifyReport {
             ok: checks.iter().all(|c| c.ok),
             layer: "l.zip".into(),
+            stack: vec![],
             arch: Arch::X86_64,
             execution,
             warnings: vec![],

@@ -251,11 +251,16 @@ fn direct_upload_advice() -> String {
 }
 
 /// The layer zip's size and unpacked size against Lambda's limits and the spec's budget.
-pub fn size_checks(spec: &Spec, zip_path: &Utf8Path) -> Result<Vec<Check>> {
+pub fn size_checks(spec: &Spec, zips: &[Utf8PathBuf]) -> Result<Vec<Check>> {
     use crate::core::{LAMBDA_UNPACKED_LIMIT, LAMBDA_ZIP_LIMIT};
     use crate::util::fmt::mb;
-    let stats = crate::util::zipinfo::read_stats(zip_path)?;
-    let unpacked: u64 = stats.entries.iter().map(|e| e.uncompressed).sum();
+    let mut sizes = Vec::new();
+    let mut unpacked = 0;
+    for zip in zips {
+        let stats = crate::util::zipinfo::read_stats(zip)?;
+        unpacked += stats.entries.iter().map(|e| e.uncompressed).sum::<u64>();
+        sizes.push((zip, stats.zip_bytes));
+    }
     let one = |name: &str, value: u64, limits: &[(&str, Option<u64>)]| {
         let mut over = Vec::new();
         let mut parts = Vec::new();
@@ -277,16 +282,42 @@ pub fn size_checks(spec: &Spec, zip_path: &Utf8Path) -> Result<Vec<Check>> {
             Check::new(name, false, format!("{}: {}", mb(value), over.join(", ")))
         }
     };
-    // Lambda's 50 MB is the direct upload's limit only (S3 takes more): it fails the check
-    // when the spec's budget asks for one direct upload, and is said in the detail otherwise.
-    let mut zip_check = one(
-        "size: zip",
-        stats.zip_bytes,
-        &[("budget", spec.budget.zip_bytes)],
-    );
-    if stats.zip_bytes > LAMBDA_ZIP_LIMIT && zip_check.ok {
-        zip_check.detail = crate::util::fmt::mb(stats.zip_bytes) + ": " + &direct_upload_advice();
-    }
+    let zip_limits = [
+        ("Lambda's direct upload", Some(LAMBDA_ZIP_LIMIT)),
+        ("budget", spec.budget.zip_bytes),
+    ];
+    // A stack of layers: every part is one direct upload; the unpacked limit counts them all.
+    let zip_check = match sizes.as_slice() {
+        // One zip: Lambda's 50 MB limits a direct upload only (S3 takes more), so it fails the
+        // check when the spec's budget asks for one direct upload and is said otherwise.
+        [(_, bytes)] => {
+            let mut check = one("size: zip", *bytes, &zip_limits[1..]);
+            if *bytes > LAMBDA_ZIP_LIMIT && check.ok {
+                check.detail = mb(*bytes) + ": " + &direct_upload_advice();
+            }
+            check
+        }
+        parts => {
+            let checked: Vec<(String, Check)> = parts
+                .iter()
+                .map(|(zip, bytes)| {
+                    let name = zip.file_name().unwrap_or(zip.as_str()).to_owned();
+                    (name, one("size: zip", *bytes, &zip_limits))
+                })
+                .collect();
+            let ok = checked.iter().all(|(_, c)| c.ok);
+            let detail: Vec<String> = checked
+                .iter()
+                .filter(|(_, c)| ok || !c.ok)
+                .map(|(name, c)| format!("{name} {}", c.detail))
+                .collect();
+            Check::new(
+                "size: zip",
+                ok,
+                format!("{} layers: {}", parts.len(), detail.join("; ")),
+            )
+        }
+    };
     Ok(vec![
         zip_check,
         one(

@@ -5,7 +5,9 @@ use camino::Utf8Path;
 
 use crate::spec::Arch;
 
-/// Unpacks a layer zip as Lambda does: modes kept, links as links, nothing outside `dest`.
+/// Unpacks a layer zip as Lambda does: modes kept, links as links, nothing outside `dest`;
+/// into a `dest` holding earlier layers, a path already there is replaced, as Lambda's later
+/// layer replaces an earlier one's file.
 pub(super) fn unzip(zip_path: &Utf8Path, dest: &Utf8Path) -> Result<()> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
@@ -23,9 +25,18 @@ pub(super) fn unzip(zip_path: &Utf8Path, dest: &Utf8Path) -> Result<()> {
             .with_context(|| format!("{zip_path}: entry {name} points outside the layer"))?;
         let rel = crate::util::utf8(rel)?;
         let path = dest.join(&rel);
+        let existing = path.symlink_metadata().ok().map(|m| m.file_type());
         if entry.is_dir() {
+            if existing.is_some_and(|t| !t.is_dir()) {
+                fs_err::remove_file(&path)?;
+            }
             fs_err::create_dir_all(&path)?;
             continue;
+        }
+        match existing {
+            Some(t) if t.is_dir() => fs_err::remove_dir_all(&path)?,
+            Some(_) => fs_err::remove_file(&path)?,
+            None => {}
         }
         if let Some(parent) = path.parent() {
             fs_err::create_dir_all(parent)?;
