@@ -233,6 +233,10 @@ pub struct Verify {
     /// Do not use bubblewrap even where it works (runs the unsandboxed fallback).
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Lambda's memory setting (128 to 10240 MB): the sandbox gets its memory limit and,
+    /// after INIT, its CPU share (MB / 1769 of one CPU) through a control group.
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
+    pub memory: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -267,6 +271,7 @@ impl Verify {
             timing_runs: self.timing_runs,
             jobs: self.jobs,
             no_sandbox: self.no_sandbox,
+            memory_mb: self.memory,
         }
     }
 }
