@@ -304,6 +304,10 @@ pub struct Bench {
     /// Also run pythonexec-rs's worker benchmark (`cargo bench -p pythonexec-rs --bench worker`).
     #[arg(long)]
     pub worker: bool,
+    /// Verify every variant with Lambda's CPU share and memory limit for this size (as
+    /// `verify --memory`).
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
+    pub memory: Option<u32>,
 }
 
 impl Bench {
@@ -318,6 +322,7 @@ impl Bench {
             profiles: self.profiles.clone(),
             skip_cold: self.skip_cold,
             worker: self.worker,
+            memory_mb: self.memory,
         })
     }
 }
