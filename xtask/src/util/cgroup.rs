@@ -173,10 +173,15 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // Fails only while a process is still inside; the kernel keeps the group then.
-        let _ = std::fs::remove_dir(&self.cpu);
-        if self.memory != self.cpu {
-            let _ = std::fs::remove_dir(&self.memory);
+        // Refused (EBUSY) while a process is inside, which includes one that has exited and
+        // been reaped a moment ago: the kernel moves it out asynchronously. So try for a while.
+        for dir in [&self.cpu, &self.memory] {
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
     }
 }
