@@ -308,6 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn v2_is_used_where_its_controllers_are_offered() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mount = Utf8PathBuf::from_path_buf(tmp.path().to_owned()).expect("utf-8");
+        let own = mount.join("jobs/a");
+        fs_err::create_dir_all(&own).expect("mkdir");
+        let info = format!("41 31 0:38 / {mount} rw,relatime - cgroup2 cgroup2 rw\n");
+        fs_err::write(
+            own.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .expect("w");
+        fs_err::write(own.join("cgroup.subtree_control"), "cpu memory\n").expect("w");
+        assert_eq!(v2_parent(&info, "0::/jobs/a\n"), Ok(own.clone()));
+        fs_err::write(own.join("cgroup.controllers"), "cpuset io pids\n").expect("w");
+        let err = v2_parent(&info, "0::/jobs/a\n").expect_err("no cpu controller");
+        assert!(err.contains("not cpu and memory"), "{err}");
+    }
+
+    #[test]
     fn quota_texts_per_version() {
         let g = |version| Group {
             version,
