@@ -7,22 +7,23 @@
 // and the reply is {"text": ..., "chunks": N}. Errors reach the caller with the Python
 // exception's type as errorType (litellm.exceptions.AuthenticationError).
 //
-// The package comes from the layer (/opt/nodejs/node_modules/pythonexec); the worker is
-// started at INIT and the module waits for it with top-level await, so LiteLLM is imported
-// during INIT, not during the first invocation.
+// The package comes from the layer (/opt/nodejs/node_modules/pythonexec). INIT waits, with
+// top-level await, until the worker has imported LiteLLM, at most 9 s of Lambda's 10 s INIT
+// limit: INIT runs with an unthrottled CPU, invocations at the memory's share of a vCPU (0.29
+// at 512 MB), so an import left to the first invocation takes several times longer. Past the
+// deadline, or when the worker cannot start, spawnReady logs why and INIT goes on; every
+// invocation then waits for the worker (or tries a fresh process and answers with the reason).
 
 import { PythonError, Worker, WorkerError } from "pythonexec";
 
-const worker = new Worker({ preload: ["litellm"] });
-try {
-  const info = await worker.ready();
+const worker = await Worker.spawnReady({ preload: ["litellm"], deadlineMs: 9000 });
+const logReady = (info, atInit) =>
   console.log(
-    JSON.stringify({ msg: "python worker ready", pid: info.pid, python: info.python, preloadSeconds: info.preload_seconds, interpreter: worker.interpreter.program }),
+    JSON.stringify({ msg: "python worker ready", atInit, pid: info.pid, python: info.python, preloadSeconds: info.preload_seconds, interpreter: worker.interpreter.program }),
   );
-} catch (err) {
-  // Not fatal: every invocation tries a fresh process and answers with the reason.
-  console.error(JSON.stringify({ msg: "python worker failed to start", code: err.code, error: err.message }));
-}
+if (worker.readyInfo) logReady(worker.readyInfo, true);
+// Still starting after the deadline: say so when it is ready.
+else if (worker.pid) worker.ready().then((info) => logReady(info, false), () => {});
 
 /** Lambda uses `name` as errorType: the Python exception's type, or pythonexec.<CODE>. */
 function forLambda(err) {

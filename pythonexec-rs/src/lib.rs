@@ -29,4 +29,4 @@ pub use interpreter::{choose, choose_in, Choice, Interpreter, PYTHON_ENV_VAR};
 pub use layer::{LayerPython, LAYER_MANIFEST, LAYER_PYTHONHOME, LAYER_ROOT, WORKER_PY_IN_LAYER};
 pub use litellm::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage};
 pub use run::{last_json_line, run_python, RunOptions, RunOutput};
-pub use worker::{Op, ReplyStream, Worker, WorkerConfig, PROTOCOL_VERSION, WORKER_PY};
+pub use worker::{Op, Readiness, ReplyStream, Worker, WorkerConfig, PROTOCOL_VERSION, WORKER_PY};

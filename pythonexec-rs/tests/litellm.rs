@@ -12,7 +12,7 @@ use futures::StreamExt;
 use pythonexec::testing::MockOpenAi;
 use pythonexec::{
     run_python, verify_python_environment_with, ChatCompletionRequest, ChatMessage, Interpreter,
-    RunOptions, Worker, WorkerConfig,
+    Readiness, RunOptions, Worker, WorkerConfig,
 };
 use serde_json::json;
 
@@ -210,4 +210,55 @@ async fn litellm_health_check_reports_versions() {
         report.import_litellm_error
     );
     assert!(report.site_packages.iter().any(|s| s.kind == "directory"));
+}
+
+/// `spawn_ready` at Lambda INIT: it returns once `import litellm` is done.
+#[tokio::test]
+async fn spawn_ready_returns_once_the_preload_is_imported() {
+    let Some(python) = litellm_python("spawn_ready_returns_once_the_preload_is_imported") else {
+        return;
+    };
+    let config = WorkerConfig::default()
+        .interpreter(python)
+        .preload(["litellm"]);
+    let (worker, ready) = Worker::spawn_within(config, Duration::from_secs(120))
+        .await
+        .expect("spawn");
+    assert!(matches!(ready, Readiness::Ready { .. }), "{ready:?}");
+    // Asked before any request could have waited for it.
+    assert!(worker.is_ready());
+    let imported = worker
+        .eval("'litellm' in __import__('sys').modules")
+        .await
+        .expect("eval");
+    assert_eq!(imported, json!(true));
+    worker.shutdown().await.unwrap();
+}
+
+/// Past its deadline `spawn_ready` falls back to the non-blocking start, saying why; the
+/// first request then waits for the import.
+#[tokio::test]
+async fn spawn_ready_falls_back_when_the_deadline_passes() {
+    let Some(python) = litellm_python("spawn_ready_falls_back_when_the_deadline_passes") else {
+        return;
+    };
+    let config = WorkerConfig::default()
+        .interpreter(python)
+        .preload(["litellm"]);
+    let (worker, ready) = Worker::spawn_within(config, Duration::from_millis(50))
+        .await
+        .expect("spawn");
+    let Readiness::NotYet { reason } = ready else {
+        panic!("`import litellm` took under 50 ms: {ready:?}");
+    };
+    assert!(reason.contains("50ms deadline"), "{reason}");
+    assert!(reason.contains("importing litellm"), "{reason}");
+    assert!(!worker.is_ready());
+    let version = worker
+        .eval("__import__('litellm').__name__")
+        .await
+        .expect("the first request waits for the import");
+    assert_eq!(version, json!("litellm"));
+    assert!(worker.is_ready());
+    worker.shutdown().await.unwrap();
 }

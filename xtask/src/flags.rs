@@ -242,6 +242,10 @@ pub struct Verify {
     /// Do not use bubblewrap even where it works (runs the unsandboxed fallback).
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Lambda's memory setting (128 to 10240 MB): the sandbox gets its memory limit and,
+    /// after INIT, its CPU share (MB / 1769 of one CPU) through a control group.
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
+    pub memory: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -276,6 +280,7 @@ impl Verify {
             timing_runs: self.timing_runs,
             jobs: self.jobs,
             no_sandbox: self.no_sandbox,
+            memory_mb: self.memory,
         }
     }
 }
@@ -310,6 +315,10 @@ pub struct Bench {
     /// Also run pythonexec-rs's worker benchmark (`cargo bench -p pythonexec-rs --bench worker`).
     #[arg(long)]
     pub worker: bool,
+    /// Verify every variant with Lambda's CPU share and memory limit for this size (as
+    /// `verify --memory`).
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
+    pub memory: Option<u32>,
 }
 
 impl Bench {
@@ -324,6 +333,7 @@ impl Bench {
             profiles: self.profiles.clone(),
             skip_cold: self.skip_cold,
             worker: self.worker,
+            memory_mb: self.memory,
         })
     }
 }

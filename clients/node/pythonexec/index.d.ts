@@ -187,6 +187,23 @@ export declare class Worker {
   /** The pid of the live process, or null. */
   readonly pid: number | null;
   ready(): Promise<ReadyInfo>;
+  /**
+   * A worker whose preload was imported before it is returned, for Lambda's INIT (top-level
+   * `await`). Past `deadlineMs` (default 9000) or when the start failed, it is returned
+   * anyway and one stderr line says why.
+   */
+  static spawnReady(options?: WorkerOptions & { deadlineMs?: number }): Promise<Worker>;
+  /** Waits at most `deadlineMs` for `ready`; never rejects, never kills the process. */
+  readyWithin(
+    deadlineMs: number,
+  ): Promise<
+    | { ready: true; info: ReadyInfo; afterMs: number }
+    | { ready: false; reason: string; error?: Error }
+  >;
+  /** Whether the live process announced it is ready (its preload imported), now. */
+  readonly isReady: boolean;
+  /** The `ready` line of the live process, or null while it is starting (or dead). */
+  readonly readyInfo: ReadyInfo | null;
   request(op: Op, options?: RequestOptions): Promise<Json>;
   /** A streamed reply: `for await (const chunk of worker.stream(op))`; leaving early cancels. */
   stream(op: Op, options?: RequestOptions): AsyncGenerator<Json, void, undefined>;

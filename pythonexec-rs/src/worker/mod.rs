@@ -95,7 +95,14 @@ impl WorkerConfig {
     }
 }
 
-/// A request, as it goes on the wire (with an `id` added).
+/// Whether [`Worker::spawn_within`] saw the worker ready in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready (preload imported) after this long.
+    Ready { after: Duration },
+    /// The deadline passed first; why, in words.
+    NotYet { reason: String },
+}
 
 #[derive(Clone)]
 pub struct Worker {
@@ -141,6 +148,66 @@ impl Worker {
         };
         worker.inner.process()?;
         Ok(worker)
+    }
+
+    /// Start the process and wait until it is ready (its [`WorkerConfig::preload`] imported),
+    /// at most `deadline`; past the deadline, fall back to [`Worker::spawn`]'s non-blocking
+    /// start (the process keeps starting; the first request waits for it) and say why on
+    /// stderr. Must be called inside a tokio runtime.
+    ///
+    /// For Lambda's INIT: INIT runs with an unthrottled CPU for up to 10 s, what follows at
+    /// the memory's share of a vCPU (0.29 at 512 MB), so an import finished inside INIT is
+    /// several times faster than one left to the first invocation. Keep `deadline` under 10 s
+    /// (e.g. 9 s): an INIT that overruns is restarted by Lambda, and billed.
+    ///
+    /// Fails like [`Worker::spawn`], and when the process exits before it is ready.
+    pub async fn spawn_ready(config: WorkerConfig, deadline: Duration) -> Result<Worker> {
+        let (worker, ready) = Worker::spawn_within(config, deadline).await?;
+        if let Readiness::NotYet { reason } = &ready {
+            eprintln!("pythonexec: {reason}");
+            tracing::warn!("{reason}");
+        }
+        Ok(worker)
+    }
+
+    /// [`Worker::spawn_ready`] without the log line: the worker, and whether it became ready
+    /// within `deadline`.
+    pub async fn spawn_within(
+        config: WorkerConfig,
+        deadline: Duration,
+    ) -> Result<(Worker, Readiness)> {
+        let started = std::time::Instant::now();
+        let preload = config.preload.join(", ");
+        let worker = Worker::spawn(config)?;
+        match tokio::time::timeout(deadline, worker.ready()).await {
+            Ok(Ok(())) => Ok((
+                worker,
+                Readiness::Ready {
+                    after: started.elapsed(),
+                },
+            )),
+            Ok(Err(err)) => Err(err),
+            Err(_) => {
+                let what = if preload.is_empty() {
+                    "its start".to_owned()
+                } else {
+                    format!("importing {preload}")
+                };
+                let reason = format!(
+                    "the python worker was not ready within the {deadline:?} deadline \
+                     ({what}); not waiting any longer: it keeps starting and the first \
+                     request waits for it"
+                );
+                Ok((worker, Readiness::NotYet { reason }))
+            }
+        }
+    }
+
+    /// Whether the current process announced it is ready (its preload finished), now.
+    pub fn is_ready(&self) -> bool {
+        lock(&self.inner.current)
+            .as_ref()
+            .is_some_and(|p| p.is_ready())
     }
 
     /// The interpreter this worker runs, and why it was chosen.

@@ -97,6 +97,11 @@ impl Process {
         matches!(*self.shared.state.borrow(), State::Dead) || self.shared.exit.borrow().is_some()
     }
 
+    /// Announced `ready`: its preload finished.
+    pub(super) fn is_ready(&self) -> bool {
+        matches!(*self.shared.state.borrow(), State::Ready) && !self.is_dead()
+    }
+
     pub(super) fn send(&self, line: Vec<u8>) -> bool {
         self.lines.send(line).is_ok()
     }

@@ -75,7 +75,10 @@ pub(super) fn measure(
         .count() as u64;
     let unpacked_bytes = stats.entries.iter().map(|e| e.uncompressed).sum();
     progress.line(format!("bench: verify {name}"));
-    let options = crate::verify::VerifyOptions::of_layer(zip, ARCH, flags.runs);
+    let options = crate::verify::VerifyOptions {
+        memory_mb: flags.memory_mb,
+        ..crate::verify::VerifyOptions::of_layer(zip, ARCH, flags.runs)
+    };
     let (verify_ok, verify_failed, verify_error, timings) =
         match crate::verify::verify(spec, &options) {
             Ok(r) => (

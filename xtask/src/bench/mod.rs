@@ -101,6 +101,8 @@ pub struct BenchOptions {
     pub skip_cold: bool,
     /// Also run pythonexec-rs's worker benchmark.
     pub worker: bool,
+    /// `--memory`: Lambda's limits for this size in the verify sandbox.
+    pub memory_mb: Option<u32>,
 }
 
 impl BenchOptions {

@@ -235,6 +235,7 @@ mod tests {
                 preload: vec!["litellm".to_owned()],
                 import_seconds: ok.then_some(2.5),
                 first_call_seconds: None,
+                peak_rss_bytes: None,
             },
             build_warm_s: Some(12.345),
             build_cold_s: None,

@@ -1,5 +1,6 @@
 //! Small helpers shared by every subcommand: where things live, hashing, atomic writes.
 
+pub mod cgroup;
 pub mod debian;
 pub mod elf;
 pub mod fmt;

@@ -12,6 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::inside::{self, Outcome, Plan, Workload};
 use super::sandbox;
 use crate::spec::{Arch, Spec};
+use crate::util::cgroup::Group;
 
 /// How a layer of an architecture runs here: all `None` natively.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +89,7 @@ pub(super) fn plan(arch: Arch, emulation: &Emulation, timeouts: (u64, u64)) -> P
         providers: Vec::new(),
         workload: None,
         preload: Vec::new(),
+        cpu_quota: None,
     }
 }
 
@@ -99,6 +101,9 @@ pub(super) struct Setup<'a> {
     /// `python/bin/python3.X`, relative to the layer.
     interpreter: Utf8PathBuf,
     xy: String,
+    /// `verify --memory`: the control group the sandbox runs in.
+    group: Option<&'a Group>,
+    quota_file: Option<Utf8PathBuf>,
 }
 
 impl<'a> Setup<'a> {
@@ -110,7 +115,16 @@ impl<'a> Setup<'a> {
             exe: crate::util::utf8(std::env::current_exe().context("finding this xtask binary")?)?,
             interpreter: Utf8PathBuf::from(format!("python/bin/python{xy}")),
             xy,
+            group: None,
+            quota_file: None,
         })
+    }
+
+    /// Runs the sandbox in `group`, its CPU quota file bound for the supervisor.
+    pub fn in_group(mut self, group: Option<&'a Group>) -> Setup<'a> {
+        self.group = group;
+        self.quota_file = group.map(Group::cpu_quota_file);
+        self
     }
 
     fn sandbox_spec(&self) -> sandbox::SandboxSpec<'_> {
@@ -119,6 +133,7 @@ impl<'a> Setup<'a> {
             exe: &self.exe,
             sysroot: self.emulation.sysroot.as_deref(),
             qemu: self.emulation.qemu.as_deref(),
+            cpu_quota: self.quota_file.as_deref(),
         }
     }
 
@@ -141,7 +156,7 @@ impl<'a> Setup<'a> {
                 sandbox::INSIDE_SYSROOT.to_owned(),
             ];
         }
-        run_in_bwrap(&self.sandbox_spec(), &plan)
+        run_in_bwrap(&self.sandbox_spec(), &plan, self.group)
     }
 
     /// Runs `plan` in-process on the plain folder, unsandboxed.
@@ -179,8 +194,16 @@ pub fn run_workloads(
 }
 
 /// Runs the supervisor (this binary) inside bubblewrap and reads its outcome.
-fn run_in_bwrap(s: &sandbox::SandboxSpec<'_>, plan: &Plan) -> Result<Outcome> {
-    let mut child = Command::new("bwrap")
+fn run_in_bwrap(
+    s: &sandbox::SandboxSpec<'_>,
+    plan: &Plan,
+    group: Option<&Group>,
+) -> Result<Outcome> {
+    let mut cmd = match group {
+        Some(g) => g.command("bwrap"),
+        None => Command::new("bwrap"),
+    };
+    let mut child = cmd
         .args(sandbox::bwrap_args(s))
         .arg(sandbox::INSIDE_EXE)
         .arg("verify-inside")

@@ -9,6 +9,7 @@
 mod contents;
 mod execute;
 pub mod inside;
+pub mod memory;
 mod modules;
 pub mod pth;
 mod render;
@@ -63,6 +64,9 @@ pub struct Timings {
     /// The [verify] workload's first timed call (before the rename: `first_completion_s`).
     #[serde(alias = "first_completion_s")]
     pub first_call_seconds: Option<f64>,
+    /// The largest peak RSS (VmHWM) of the workload's and the timing runs' interpreters.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// How the runtime checks ran, if they did.
@@ -119,6 +123,9 @@ pub struct VerifyOptions {
     pub jobs: Option<usize>,
     /// Never use bubblewrap.
     pub no_sandbox: bool,
+    /// Lambda's memory setting in MB: its CPU share and memory limit for the sandbox
+    /// (`memory.rs`).
+    pub memory_mb: Option<u32>,
 }
 
 impl VerifyOptions {
@@ -227,8 +234,15 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
             Timings::default(),
         );
     }
-    let plan = runtime_plan(spec, flags, arch, &emulation, contents)?;
-    let setup = execute::Setup::new(spec, &root, &emulation)?;
+    let mut plan = runtime_plan(spec, flags, arch, &emulation, contents)?;
+    let lambda = flags.memory_mb.map(memory::lambda_group).transpose()?;
+    let setup = execute::Setup::new(spec, &root, &emulation)?
+        .in_group(lambda.as_ref().map(|(group, _)| group));
+    if let Some((_, quota)) = &lambda {
+        plan.cpu_quota = Some(quota.clone());
+        // One interpreter at a time, as in a function: the limits are the group's.
+        plan.jobs = 1;
+    }
     let (outcome, execution) = match setup.probe(flags.no_sandbox) {
         Ok(()) => (
             setup.run_sandboxed(plan)?,
@@ -236,6 +250,9 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
                 emulator: emulation.name.clone(),
             },
         ),
+        Err(why) if flags.memory_mb.is_some() => {
+            bail!("--memory runs the layer only in the bubblewrap sandbox: {why}")
+        }
         Err(why) => {
             warnings.push(format!(
                 "NOT SANDBOXED: {why}. The layer ran from a plain folder ({root}) with this \
@@ -263,6 +280,10 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
         },
     ));
     checks.extend(outcome.checks);
+    if let (Some(mb), Some((group, _))) = (flags.memory_mb, &lambda) {
+        let peak_rss = outcome.timings.peak_rss_bytes;
+        checks.push(memory::check(mb, &group.stats(), peak_rss));
+    }
     done(execution, warnings, checks, outcome.timings)
 }
 
@@ -399,6 +420,7 @@ mod tests {
                 preload: vec!["litellm".to_owned()],
                 import_seconds: Some(2.5),
                 first_call_seconds: None,
+                peak_rss_bytes: None,
             },
         }
     }

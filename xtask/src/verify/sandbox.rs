@@ -25,6 +25,8 @@ use camino::Utf8Path;
 pub const INSIDE_EXE: &str = "/run/verify/xtask";
 pub const INSIDE_SYSROOT: &str = "/run/verify/sysroot";
 pub const INSIDE_QEMU: &str = "/run/verify/qemu-aarch64-static";
+/// `verify --memory`: the control group's CPU quota file, for the supervisor (`memory.rs`).
+pub const INSIDE_CPU_QUOTA: &str = "/run/verify/cpu-quota";
 
 /// The environment Lambda gives a function, with the variables the deployment docs tell
 /// users to set for this layer's interpreter. `root` is where the layer is (`/opt`).
@@ -63,6 +65,9 @@ pub struct SandboxSpec<'a> {
     /// For arm64 under emulation: the sysroot and the emulator.
     pub sysroot: Option<&'a Utf8Path>,
     pub qemu: Option<&'a Utf8Path>,
+    /// `verify --memory`: the control group's CPU quota file, bound writable at
+    /// [`INSIDE_CPU_QUOTA`].
+    pub cpu_quota: Option<&'a Utf8Path>,
 }
 
 /// The `bwrap` arguments up to and including `--`: the host's `/usr` and `/etc` read-only
@@ -107,6 +112,9 @@ pub fn bwrap_args(s: &SandboxSpec<'_>) -> Vec<OsString> {
     }
     if let Some(qemu) = s.qemu {
         push(&["--ro-bind", qemu.as_str(), INSIDE_QEMU]);
+    }
+    if let Some(quota) = s.cpu_quota {
+        push(&["--bind", quota.as_str(), INSIDE_CPU_QUOTA]);
     }
     push(&[
         "--tmpfs",
@@ -202,6 +210,7 @@ mod tests {
             exe: "/x/xtask".into(),
             sysroot: None,
             qemu: None,
+            cpu_quota: None,
         });
         let args: Vec<String> = args
             .iter()

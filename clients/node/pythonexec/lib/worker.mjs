@@ -388,6 +388,61 @@ export class Worker {
   }
 
   /**
+   * A worker whose preload is imported before it is returned: for Lambda's INIT, which runs
+   * with an unthrottled CPU for up to 10 s while invocations get the memory's share of a vCPU
+   * (0.29 at 512 MB). `await Worker.spawnReady({ preload: ["litellm"], deadlineMs: 9000 })` at
+   * the top of a handler module. Past `deadlineMs` (default 9000), or when the process could
+   * not start, the worker is returned anyway, as the constructor returns it (it keeps
+   * starting; the first request waits, or retries the start), and one line on stderr says
+   * why.
+   * @param {object} [options] the constructor's options, and `deadlineMs`
+   */
+  static async spawnReady(options = {}) {
+    const { deadlineMs = 9000, ...rest } = options;
+    const worker = new Worker(rest);
+    const r = await worker.readyWithin(deadlineMs);
+    if (!r.ready) console.error(`pythonexec: ${r.reason}`);
+    return worker;
+  }
+
+  /**
+   * Waits at most `deadlineMs` for the process to be ready, never throws: `{ ready: true,
+   * info, afterMs }`, or `{ ready: false, reason, error? }`. The process is not killed when
+   * the deadline passes.
+   */
+  async readyWithin(deadlineMs) {
+    const started = performance.now();
+    const what = this.options.preload?.length ? `importing ${this.options.preload.join(", ")}` : "its start";
+    let timer;
+    const late = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), deadlineMs);
+    });
+    try {
+      const info = await Promise.race([this.ready(), late]);
+      if (info) return { ready: true, info, afterMs: performance.now() - started };
+      return {
+        ready: false,
+        reason: `the python worker was not ready within the ${deadlineMs} ms deadline (${what}); not waiting any longer: it keeps starting and the first request waits for it`,
+      };
+    } catch (error) {
+      return { ready: false, reason: `the python worker did not start: ${error.message}`, error };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Whether the live process announced it is ready (its preload imported), now. */
+  get isReady() {
+    return this.readyInfo !== null;
+  }
+
+  /** The `ready` line of the live process, or null while it is starting (or dead). */
+  get readyInfo() {
+    const p = this.current;
+    return (p && !p.dead && !p.exited && p.info) || null;
+  }
+
+  /**
    * One request; resolves to its result.
    * @param {object} op `{op: "eval", expr, input}` and the like (see the protocol).
    * @param {{timeoutMs?: number, signal?: AbortSignal}} [options]

@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { LITELLM_PYTHON, worker } from "../fixtures/helpers.mjs";
+import { Worker } from "../index.mjs";
+import { LITELLM_PYTHON, WORKER_PATH, worker } from "../fixtures/helpers.mjs";
 import { REPLY, startMock } from "../fixtures/mock-openai.mjs";
 
 const skip = LITELLM_PYTHON ? false : "set PYTHONEXEC_TEST_PYTHON to a python that can import litellm";
@@ -43,4 +44,43 @@ test("completion, completionStream and concurrent completions", { skip, timeout:
   assert.equal(await w.ping(), null);
   await w.shutdown();
   await mock.close();
+});
+
+test("spawnReady returns once litellm is imported (Lambda INIT)", { skip, timeout: 300000 }, async () => {
+  const w = await Worker.spawnReady({
+    python: LITELLM_PYTHON,
+    workerPath: WORKER_PATH,
+    stderr: false,
+    preload: ["litellm"],
+    deadlineMs: 120000,
+  });
+  // Asked before any request could have waited for it.
+  assert.equal(w.isReady, true);
+  assert.equal(await w.eval("'litellm' in __import__('sys').modules"), true);
+  await w.shutdown();
+});
+
+test("spawnReady falls back past its deadline and says why", { skip, timeout: 300000 }, async () => {
+  const logged = [];
+  const original = console.error;
+  console.error = (line) => logged.push(String(line));
+  let w;
+  try {
+    w = await Worker.spawnReady({
+      python: LITELLM_PYTHON,
+      workerPath: WORKER_PATH,
+      stderr: false,
+      preload: ["litellm"],
+      deadlineMs: 50,
+    });
+  } finally {
+    console.error = original;
+  }
+  assert.equal(w.isReady, false, "`import litellm` took under 50 ms");
+  assert.equal(logged.length, 1, logged.join("\n"));
+  assert.match(logged[0], /^pythonexec: the python worker was not ready within the 50 ms deadline \(importing litellm\)/);
+  // The first request waits for the import.
+  assert.equal(await w.eval("__import__('litellm').__name__"), "litellm");
+  assert.equal(w.isReady, true);
+  await w.shutdown();
 });

@@ -9,15 +9,19 @@ const RUNTIME: &str = include_str!("../py/runtime.py");
 const IMPORT_ONE: &str = include_str!("../py/import_one.py");
 const METADATA: &str = include_str!("../py/metadata.py");
 
-/// Collects what the audit hook saw, by process.
+/// Collects what the audit hook saw, by process; and the largest peak RSS a process reported.
 #[derive(Default)]
 pub(super) struct Audit {
     egress: Vec<String>,
     writes: Vec<String>,
+    pub(super) peak_rss_kb: Option<u64>,
 }
 
 impl Audit {
     pub(super) fn add(&mut self, who: &str, run: &PyRun) {
+        if let Some(kb) = run.field("peak_rss_kb").as_u64() {
+            self.peak_rss_kb = Some(self.peak_rss_kb.map_or(kb, |p| p.max(kb)));
+        }
         for e in run.egress() {
             self.egress.push(format!("{who}: {e}"));
         }

@@ -60,6 +60,10 @@ pub struct Plan {
     /// The spec's [verify] preload modules, whose import the timing runs time.
     #[serde(default)]
     pub preload: Vec<String>,
+    /// `verify --memory`: the CPU quota to lift before each interpreter and apply at the end
+    /// of its INIT (see `memory.rs`).
+    #[serde(default)]
+    pub cpu_quota: Option<crate::verify::memory::CpuQuota>,
 }
 
 /// What the supervisor found.
@@ -97,7 +101,8 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
     if let Some(w) = &plan.workload {
         all.extend(workload::checks(plan, w, &mock, &mut audit));
     }
-    let timings = workload::timings(plan, &mock, &mut audit);
+    let mut timings = workload::timings(plan, &mock, &mut audit);
+    timings.peak_rss_bytes = audit.peak_rss_kb.map(|kb| kb << 10);
     all.extend(checks::audit_checks(&audit));
     Ok(Outcome {
         checks: all,

@@ -1,13 +1,15 @@
 //! One checked interpreter: starting it (through the emulator when there is one) with the
 //! plan's environment, under the audit prelude, with a timeout; and the pool that runs many.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Plan;
+use crate::verify::memory::CpuQuota;
 
 const AUDIT: &str = include_str!("../py/audit.py");
 
@@ -48,6 +50,54 @@ impl PyRun {
 }
 
 const MARKER: &str = "@@verify-result@@";
+/// The line an interpreter prints when its INIT is over (`py/workload.py`).
+const INIT_DONE: &str = "@@verify-init-done@@";
+
+/// `verify --memory`: lifts the CPU quota before an interpreter starts and applies it once,
+/// at the end of the interpreter's INIT; remembers a failed write.
+struct InitGate {
+    quota: Option<CpuQuota>,
+    ended: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl InitGate {
+    fn new(quota: Option<CpuQuota>) -> InitGate {
+        InitGate {
+            quota,
+            ended: AtomicBool::new(false),
+            error: Mutex::new(None),
+        }
+    }
+
+    fn begin(&self) -> Result<(), String> {
+        match &self.quota {
+            Some(q) => std::fs::write(&q.file, &q.unthrottled)
+                .map_err(|e| format!("could not lift the CPU quota ({}): {e}", q.file)),
+            None => Ok(()),
+        }
+    }
+
+    fn end(&self) {
+        let Some(q) = &self.quota else { return };
+        if self.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = std::fs::write(&q.file, &q.throttled) {
+            if let Ok(mut slot) = self.error.lock() {
+                *slot = Some(format!("could not apply the CPU quota ({}): {e}", q.file));
+            }
+        }
+    }
+
+    fn init_limit(&self) -> Duration {
+        Duration::from_secs(self.quota.as_ref().map_or(u64::MAX, |q| q.init_limit_secs))
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+}
 
 /// Runs one check script (the audit prelude + `script`) in a fresh interpreter.
 ///
@@ -78,6 +128,14 @@ pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> Py
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let gate = Arc::new(InitGate::new(plan.cpu_quota.clone()));
+    if let Err(why) = gate.begin() {
+        return PyRun {
+            result: None,
+            elapsed: Duration::ZERO,
+            failure: Some(why),
+        };
+    }
     let start = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -91,10 +149,19 @@ pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> Py
     };
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
+    let out_gate = Arc::clone(&gate);
     let out_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
-        if let Some(o) = stdout.as_mut() {
-            let _ = o.read_to_end(&mut s);
+        if let Some(o) = stdout.take() {
+            let mut o = BufReader::new(o);
+            loop {
+                let at = s.len();
+                match o.read_until(b'\n', &mut s) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if s[at..].trim_ascii_end() == INIT_DONE.as_bytes() => out_gate.end(),
+                    Ok(_) => {}
+                }
+            }
         }
         s
     });
@@ -114,7 +181,12 @@ pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> Py
                 let _ = child.wait();
                 break Err(format!("timed out after {} s", plan.timeout_secs));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                if start.elapsed() > gate.init_limit() {
+                    gate.end();
+                }
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) => break Err(format!("waiting for the interpreter: {e}")),
         }
     };
@@ -128,11 +200,18 @@ pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> Py
         .and_then(|j| serde_json::from_str(j).ok());
     let failure = match (&status, &result) {
         (Err(e), _) => Some(e.clone()),
+        (Ok(_), _) if gate.error().is_some() => gate.error(),
         (Ok(_), Some(_)) => None,
         (Ok(status), None) if script.is_none() && status.success() => None,
         (Ok(status), None) => Some(format!(
-            "the interpreter {} without a result; stderr: {}",
+            "the interpreter {}{} without a result; stderr: {}",
             describe_status(status),
+            match (plan.cpu_quota.is_some(), status.signal()) {
+                (true, Some(9)) =>
+                    " (with --memory most likely by the OOM killer at the memory \
+                                    limit: see the `memory:` check)",
+                _ => "",
+            },
             tail(&stderr, 600)
         )),
     };

@@ -121,6 +121,7 @@ pub(super) fn timings(plan: &Plan, mock: &MockOpenAi, audit: &mut Audit) -> Timi
         preload: plan.preload.clone(),
         import_seconds: median(imports),
         first_call_seconds: median(first_calls),
+        peak_rss_bytes: None,
     }
 }
 

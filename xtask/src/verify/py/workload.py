@@ -4,6 +4,7 @@
 # in the timing runs. The workload records named checks with `check`, may ask the supervisor to
 # count the server's requests with `expect_requests`, and times its first call with `timed`;
 # the supervisor reports what it recorded when the script ends (or `_vfinish` is called).
+# INIT (what Lambda runs unthrottled) ends after the preload in timing runs, at once otherwise.
 import time as _vtime
 
 _vout = {"checks": [], "requests": None, "first_call_s": None}
@@ -45,7 +46,25 @@ def _vpreload(modules):
     _vout["import_s"] = _vtime.perf_counter() - t0
 
 
+def _vpeak_rss_kb():
+    # The interpreter's own high-water mark: what `verify --memory` compares with the limit.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _vinit_done():
+    # The end of INIT: `verify --memory` applies Lambda's CPU share from here on.
+    print("@@verify-init-done@@", flush=True)
+
+
 def _vfinish():
+    _vout["peak_rss_kb"] = _vpeak_rss_kb()
     _report(_vout)
 
 
@@ -53,6 +72,7 @@ def _vrun(name, source, preload):
     try:
         if TIMING:
             _vpreload(preload)
+        _vinit_done()
         # The workload's globals are these: `check` and the others are names it can use.
         exec(compile(source, name, "exec"), globals())
     except BaseException as e:  # noqa: BLE001 - the failure is the result

@@ -1,0 +1,138 @@
+//! `cargo xtask verify --memory MB` on the default layer (built once, shared with the other
+//! end-to-end tests): Lambda's memory limit fails a workload that does not fit, naming the
+//! memory, and passes one that does; Lambda's CPU share makes a CPU-bound snippet slower at
+//! 512 MB than at 1,769 MB (one vCPU).
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+
+/// `verify --json --timing-runs 1 --memory MB` on the default layer; the exit code and report.
+fn verify(memory: &str, extra: &[&str]) -> (i32, Value) {
+    let layer = common::built_layer("x86_64", None);
+    let out = Command::new(XTASK)
+        .args(["verify", "--json", "--timing-runs", "1", "--memory", memory])
+        .arg("--layer")
+        .arg(&layer.zip)
+        .args(extra)
+        .current_dir(common::root())
+        .output()
+        .expect("run xtask verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> (bool, &'a str) {
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report}"));
+    (c["ok"].as_bool().unwrap(), c["detail"].as_str().unwrap())
+}
+
+#[test]
+fn the_default_layer_does_not_fit_in_128_mb_but_fits_in_1024() {
+    let (code, report) = verify("128", &[]);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["ok"], false);
+    let (ok, detail) = check(&report, "memory: 128 MB");
+    assert!(!ok, "{detail}");
+    assert!(detail.contains("at the 128 MB limit"), "{detail}");
+    let (ok, detail) = check(&report, "workload: workloads/litellm_verify.py");
+    assert!(!ok && detail.contains("OOM killer"), "{detail}");
+
+    let (code, report) = verify("1024", &[]);
+    let (ok, detail) = check(&report, "memory: 1024 MB");
+    assert!(ok, "{detail}");
+    assert!(detail.contains("against the 1024 MB limit"), "{detail}");
+    assert_eq!(code, 0, "{report}");
+    let peak = report["timings"]["peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        peak > 128 << 20 && peak < 1024 << 20,
+        "litellm's peak RSS is between the two: {peak}"
+    );
+    // The smallest standard size named is one above the peak.
+    assert!(
+        detail.contains("fits in 256 MB") || detail.contains("fits in 512 MB"),
+        "{detail}"
+    );
+}
+
+/// The workload of `cpu_spin`: the fastest of five loops of 0.25 s of CPU time, in wall
+/// seconds (the fastest, so that a busy machine shows the quota rather than its own load).
+const SPIN: &str = r#"
+import time
+
+def _spin():
+    best = None
+    for _ in range(5):
+        w0, c0 = time.perf_counter(), time.process_time()
+        while time.process_time() - c0 < 0.25:
+            pass
+        wall = time.perf_counter() - w0
+        best = wall if best is None else min(best, wall)
+    return f"{best:.4f}"
+
+check("cpu: spin", _spin)
+"#;
+
+fn spin_seconds(spec: &Path, memory: &str) -> f64 {
+    let (code, report) = verify(memory, &["--spec", spec.to_str().unwrap()]);
+    assert_eq!(code, 0, "{report}");
+    let (ok, detail) = check(&report, "cpu: spin");
+    assert!(ok, "{detail}");
+    detail.parse().unwrap()
+}
+
+#[test]
+fn a_cpu_bound_snippet_runs_slower_at_512_mb_than_at_one_vcpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer_dir = common::root().join("layer");
+    for f in [
+        "lambda-base-libs.toml",
+        "rules.toml",
+        "profiles.toml",
+        "pylock.toml",
+    ] {
+        std::fs::copy(layer_dir.join(f), dir.path().join(f)).unwrap();
+    }
+    let spec = std::fs::read_to_string(layer_dir.join("layer.toml")).unwrap();
+    let spec = spec
+        .replace(
+            "workload = \"workloads/litellm_verify.py\"",
+            "workload = \"spin.py\"",
+        )
+        .replace("preload = [\"litellm\"]", "preload = []");
+    assert!(
+        spec.contains("workload = \"spin.py\""),
+        "the spec's [verify] changed"
+    );
+    std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
+    std::fs::write(dir.path().join("spin.py"), SPIN).unwrap();
+    let spec = dir.path().join("layer.toml");
+
+    let one_vcpu = spin_seconds(&spec, "1769");
+    let share = spin_seconds(&spec, "512");
+    // Lambda's ratio is 1769 / 512 = 3.45; a shared machine's own load only lowers it.
+    let ratio = share / one_vcpu;
+    println!("cpu spin: 512 MB {share} s, 1769 MB {one_vcpu} s, ratio {ratio:.2}");
+    assert!(
+        ratio > 1.8,
+        "512 MB: {share} s, 1769 MB: {one_vcpu} s, ratio {ratio:.2}"
+    );
+}
