@@ -14,9 +14,10 @@ use serde_json::Value;
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
-/// `verify --json --timing-runs 1 --memory MB` on the default layer; the exit code and report.
-fn verify(memory: &str, extra: &[&str]) -> (i32, Value) {
-    let layer = common::built_layer("x86_64", None);
+/// `verify --json --timing-runs 1 --memory MB` on the default layer of `which` spec; the exit
+/// code and report.
+fn verify(which: common::Which, memory: &str, extra: &[&str]) -> (i32, Value) {
+    let layer = common::built(which, "x86_64", None);
     let out = Command::new(XTASK)
         .args(["verify", "--json", "--timing-runs", "1", "--memory", memory])
         .arg("--layer")
@@ -47,7 +48,7 @@ fn check<'a>(report: &'a Value, name: &str) -> (bool, &'a str) {
 
 #[test]
 fn the_default_layer_does_not_fit_in_128_mb_but_fits_in_1024() {
-    let (code, report) = verify("128", &[]);
+    let (code, report) = verify(common::Which::Default, "128", &[]);
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["ok"], false);
     let (ok, detail) = check(&report, "memory: 128 MB");
@@ -56,7 +57,7 @@ fn the_default_layer_does_not_fit_in_128_mb_but_fits_in_1024() {
     let (ok, detail) = check(&report, "workload: workloads/litellm_verify.py");
     assert!(!ok && detail.contains("OOM killer"), "{detail}");
 
-    let (code, report) = verify("1024", &[]);
+    let (code, report) = verify(common::Which::Default, "1024", &[]);
     let (ok, detail) = check(&report, "memory: 1024 MB");
     assert!(ok, "{detail}");
     assert!(detail.contains("against the 1024 MB limit"), "{detail}");
@@ -92,7 +93,11 @@ check("cpu: spin", _spin)
 "#;
 
 fn spin_seconds(spec: &Path, memory: &str) -> f64 {
-    let (code, report) = verify(memory, &["--spec", spec.to_str().unwrap()]);
+    let (code, report) = verify(
+        common::Which::Seeds,
+        memory,
+        &["--spec", spec.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{report}");
     let (ok, detail) = check(&report, "cpu: spin");
     assert!(ok, "{detail}");
@@ -101,28 +106,21 @@ fn spin_seconds(spec: &Path, memory: &str) -> f64 {
 
 #[test]
 fn a_cpu_bound_snippet_runs_slower_at_512_mb_than_at_one_vcpu() {
+    // The seeds' layer: its import checks are quicker than today's, and the spin is the same.
     let dir = tempfile::tempdir().unwrap();
-    let layer_dir = common::root().join("layer");
-    for f in [
-        "lambda-base-libs.toml",
-        "rules.toml",
-        "profiles.toml",
-        "pylock.toml",
-    ] {
-        std::fs::copy(layer_dir.join(f), dir.path().join(f)).unwrap();
-    }
-    let spec = std::fs::read_to_string(layer_dir.join("layer.toml")).unwrap();
-    let spec = spec
+    let spec = common::seeds_spec_with_own_data(dir.path());
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let text = text
         .replace(
             "workload = \"workloads/litellm_verify.py\"",
             "workload = \"spin.py\"",
         )
         .replace("preload = [\"litellm\"]", "preload = []");
     assert!(
-        spec.contains("workload = \"spin.py\""),
+        text.contains("workload = \"spin.py\""),
         "the spec's [verify] changed"
     );
-    std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
+    std::fs::write(&spec, text).unwrap();
     std::fs::write(dir.path().join("spin.py"), SPIN).unwrap();
     let spec = dir.path().join("layer.toml");
 

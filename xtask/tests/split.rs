@@ -1,5 +1,5 @@
 //! `cargo xtask layer --split` and `verify` of the stack, end to end: the slim layer (about
-//! 41 MB zipped) built from a copy of the spec whose `[budget] zip-bytes` is 15 MB, so that it
+//! 41 MB zipped) built from a copy of the seeds' spec whose `[budget] zip-bytes` is 15 MB, so that it
 //! must be split into three parts or more. Two builds in all: one kept as a fixture, one to
 //! compare its bytes with.
 
@@ -11,46 +11,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{fixture_archive, fixtures_dir, lock, root, text, xtask};
+use common::{fixture_archive, fixtures_dir, lock, seeds_spec_text, text, xtask};
 use serde_json::Value;
 
 const BUDGET: u64 = 15_000_000;
 
-/// A copy of the repository's spec folder with a 15 MB zip budget. Tests run at once: a file
-/// already right is left alone, and one that is not is replaced whole (by a rename), so that a
-/// build reading the spec never sees it half-written.
+/// The seeds' spec with a 15 MB zip budget, in its own folder (lock and data stay the
+/// repository's). Tests run at once: a spec already right is left alone, and one that is not is
+/// replaced whole (by a rename), so that a build reading it never sees it half-written.
 fn tight_spec() -> PathBuf {
     let dir = fixtures_dir().join("spec-split");
     let _guard = lock("spec-split");
-    std::fs::create_dir_all(dir.join("workloads")).expect("spec folder");
-    let put = |path: PathBuf, bytes: Vec<u8>| {
-        if std::fs::read(&path).ok().as_ref() != Some(&bytes) {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes).expect("write spec file");
-            std::fs::rename(&tmp, &path).expect("rename spec file");
-        }
-    };
-    let layer = root().join("layer");
-    for sub in ["", "workloads"] {
-        for entry in std::fs::read_dir(layer.join(sub)).expect("layer/") {
-            let path = entry.expect("entry").path();
-            let name = path.file_name().expect("file name").to_owned();
-            if path.is_file() && name != "layer.toml" {
-                put(
-                    dir.join(sub).join(name),
-                    std::fs::read(&path).expect("read"),
-                );
-            }
-        }
-    }
-    let spec = std::fs::read_to_string(layer.join("layer.toml")).expect("layer.toml");
+    std::fs::create_dir_all(&dir).expect("spec folder");
+    let spec = seeds_spec_text();
     assert!(
         spec.contains("zip-bytes = 52428800"),
         "the budget line moved"
     );
     let spec = spec.replace("zip-bytes = 52428800", &format!("zip-bytes = {BUDGET}"));
-    put(dir.join("layer.toml"), spec.into_bytes());
-    dir.join("layer.toml")
+    let path = dir.join("layer.toml");
+    if std::fs::read(&path).ok().as_deref() != Some(spec.as_bytes()) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &spec).expect("write spec file");
+        std::fs::rename(&tmp, &path).expect("rename spec file");
+    }
+    path
 }
 
 fn build_split(spec: &Path, out: &Path) -> Output {

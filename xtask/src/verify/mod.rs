@@ -251,7 +251,7 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
             },
         ),
         Err(why) if flags.memory_mb.is_some() => {
-            bail!("--memory runs the layer only in the bubblewrap sandbox: {why}")
+            anyhow::bail!("--memory runs the layer only in the bubblewrap sandbox: {why}")
         }
         Err(why) => {
             warnings.push(format!(
