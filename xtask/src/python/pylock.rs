@@ -238,20 +238,25 @@ wheels = [{ name = "hf_xet-1.8.0-cp38-abi3-manylinux2014_x86_64.whl", url = "htt
     }
 
     #[test]
-    fn the_repository_lock_is_valid_and_fresh() {
+    fn the_repository_locks_are_valid_and_fresh() {
         let root = crate::core::project_root();
-        let spec = Spec::load(&root.join("layer/layer.toml")).unwrap();
-        let lock = PyLock::load(&spec.lock_path()).unwrap();
-        lock.check_fresh(&spec, &spec.lock_path()).unwrap();
-        let litellm = lock
-            .packages
-            .iter()
-            .find(|p| p.name == "litellm")
-            .expect("litellm is locked");
-        assert_eq!(litellm.version.as_deref(), Some("1.78.7"));
-        assert!(
-            lock.packages.iter().any(|p| p.name == "openai"),
-            "openai is locked"
-        );
+        for (rel, version) in [
+            ("layer/layer.toml", "1.110.2"),
+            ("layer/specs/litellm-1.78.7/layer.toml", "1.78.7"),
+        ] {
+            let spec = Spec::load(&root.join(rel)).unwrap();
+            let lock = PyLock::load(&spec.lock_path()).unwrap();
+            lock.check_fresh(&spec, &spec.lock_path()).unwrap();
+            let litellm = lock
+                .packages
+                .iter()
+                .find(|p| p.name == "litellm")
+                .expect("litellm is locked");
+            assert_eq!(litellm.version.as_deref(), Some(version), "{rel}");
+            assert!(
+                lock.packages.iter().any(|p| p.name == "openai"),
+                "{rel}: openai is locked"
+            );
+        }
     }
 }

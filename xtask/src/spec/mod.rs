@@ -504,17 +504,40 @@ packages = ["litellm==1.78.7"]
         );
     }
 
+    /// The maintained specs: today's litellm by default, the seeds' pin beside it.
+    const MAINTAINED: [(&str, &str); 2] = [
+        ("layer/layer.toml", "litellm==1.110.2"),
+        ("layer/specs/litellm-1.78.7/layer.toml", "litellm==1.78.7"),
+    ];
+
     #[test]
-    fn the_repository_spec_is_valid() {
-        let path = crate::core::project_root().join("layer/layer.toml");
-        let spec = Spec::load(&path).expect("layer/layer.toml parses");
-        assert_eq!(spec.layer.name, "python-litellm");
-        assert_eq!(spec.glibc().to_string(), "2.34");
-        assert!(spec
-            .requirements
-            .packages
-            .iter()
-            .any(|p| p == "litellm==1.78.7"));
+    fn the_repository_specs_are_valid_and_share_the_data_files() {
+        for (rel, litellm) in MAINTAINED {
+            let path = crate::core::project_root().join(rel);
+            let spec = Spec::load(&path).unwrap_or_else(|e| panic!("{rel}: {e:#}"));
+            assert_eq!(spec.layer.name, "python-litellm");
+            assert_eq!(spec.glibc().to_string(), "2.34");
+            assert!(
+                spec.requirements.packages.iter().any(|p| p == litellm),
+                "{rel}"
+            );
+            assert!(
+                spec.data_path(&spec.prune.rules).is_file(),
+                "{rel}: {}",
+                spec.data_path(&spec.prune.rules)
+            );
+            assert_eq!(
+                spec.data_dir().canonicalize_utf8().unwrap(),
+                crate::core::project_root()
+                    .join("layer")
+                    .canonicalize_utf8()
+                    .unwrap()
+            );
+            assert!(
+                spec.lock_path().starts_with(spec.dir()),
+                "{rel}: its own lock"
+            );
+        }
     }
 
     #[test]
