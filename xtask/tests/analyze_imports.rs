@@ -307,3 +307,38 @@ fn a_pip_target_folder_with_a_given_interpreter() {
         .unwrap_or_else(|| panic!("idna.core among the heaviest: {}", p["heaviest"]));
     assert_eq!(idna_core["chain"], serde_json::json!(["idna", "idna.core"]));
 }
+
+#[test]
+fn diff_puts_import_time_beside_bytes() {
+    let layer = built_layer("x86_64", None);
+    // The zip and the folder it was made from: the same distributions, both importable.
+    let out = run_ok(
+        xtask()
+            .args(["analyze", "--json", "--imports", "--runs", "1", "--diff"])
+            .arg(&layer.zip)
+            .arg(&layer.tree),
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let i = &d["imports"];
+    assert_eq!(i["code"], "import litellm");
+    assert!(f(&i["old_ms"]) > 100.0 && f(&i["new_ms"]) > 100.0, "{i}");
+    let litellm = d["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "litellm")
+        .unwrap();
+    assert!(
+        f(&litellm["old_import_ms"]) > 10.0 && f(&litellm["new_import_ms"]) > 10.0,
+        "{litellm}"
+    );
+    let md = run_ok(
+        xtask()
+            .args(["analyze", "--imports", "--runs", "1", "--diff"])
+            .arg(&layer.zip)
+            .arg(&layer.tree),
+    );
+    let md = text(&md);
+    assert!(md.contains("### Import time (`import litellm`"), "{md}");
+    assert!(md.contains("| litellm |"), "{md}");
+}

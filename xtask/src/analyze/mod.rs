@@ -54,7 +54,7 @@ pub struct AnalyzeOptions {
 /// `cargo xtask analyze`: prints the analysis (or the diff).
 pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
     if let Some((old, new)) = &options.diff {
-        return diff::run(old, new, options.json);
+        return diff::run(old, new, options.json, options.imports.as_ref());
     }
     let default_spec_path = &options.default_spec;
     let layer_path = match &options.layer {
@@ -234,9 +234,9 @@ fn own_report(layer: &Utf8Path) -> Option<(Utf8PathBuf, crate::build::report::Re
     Some((path, report))
 }
 
-/// Reads and attributes a layer and gives its plain numbers (for `--diff`).
-pub fn analyse_plain(path: &Utf8Path) -> Result<Analysis> {
+/// A layer's plain numbers and its attribution (for `--diff`).
+fn read_attributed(path: &Utf8Path) -> Result<(Analysis, Layer)> {
     let raw = read::read_layer(path, &[]).with_context(|| format!("reading the layer {path}"))?;
     let layer = attribute(raw);
-    Ok(report::summarize(&layer, path, 0))
+    Ok((report::summarize(&layer, path, 0), layer))
 }
