@@ -29,7 +29,8 @@ fn child<'a>(nodes: &'a [Value], name: &str) -> Option<&'a Value> {
 /// Every heavy module's chain is a path of the tree from a top-level import to the module.
 fn chains_follow_the_tree(p: &Value, roots: &[&str]) {
     let tree = p["tree"].as_array().unwrap();
-    for h in p["heaviest"].as_array().unwrap() {
+    let lists = [&p["heaviest"], &p["heaviest_self"]];
+    for h in lists.iter().flat_map(|l| l.as_array().unwrap()) {
         let chain: Vec<&str> = h["chain"]
             .as_array()
             .unwrap()

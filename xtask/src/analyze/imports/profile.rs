@@ -65,6 +65,8 @@ pub struct Profile {
     pub modules_not_in_every_run: usize,
     pub distributions: Vec<DistTime>,
     pub heaviest: Vec<Heavy>,
+    /// The modules whose own code (not what they import) takes longest.
+    pub heaviest_self: Vec<Heavy>,
     pub tree: Vec<Node>,
 }
 
@@ -170,10 +172,12 @@ pub fn profile(runs: &[Parsed], walls_s: &[f64], owners: &Owners<'_>, top: usize
         modules_not_in_every_run: times.len().saturating_sub(lines),
         distributions: Vec::new(),
         heaviest: Vec::new(),
+        heaviest_self: Vec::new(),
         tree,
     };
     p.distributions = distributions(&p.tree, owners);
-    p.heaviest = heaviest(&p.tree, top);
+    p.heaviest = heaviest(&p.tree, top, |h| h.cumulative_ms);
+    p.heaviest_self = heaviest(&p.tree, top, |h| h.self_ms);
     p
 }
 
@@ -240,7 +244,7 @@ fn distributions(tree: &[Node], owners: &Owners<'_>) -> Vec<DistTime> {
     out
 }
 
-fn heaviest(tree: &[Node], top: usize) -> Vec<Heavy> {
+fn heaviest(tree: &[Node], top: usize, by: impl Fn(&Heavy) -> f64) -> Vec<Heavy> {
     let mut all = Vec::new();
     each(tree, &mut Vec::new(), &mut |n, trail| {
         all.push(Heavy {
@@ -251,11 +255,7 @@ fn heaviest(tree: &[Node], top: usize) -> Vec<Heavy> {
             chain: chain(trail, n),
         })
     });
-    all.sort_by(|a, b| {
-        b.cumulative_ms
-            .total_cmp(&a.cumulative_ms)
-            .then(a.module.cmp(&b.module))
-    });
+    all.sort_by(|a, b| by(b).total_cmp(&by(a)).then(a.module.cmp(&b.module)));
     all.truncate(top);
     all
 }
@@ -310,5 +310,6 @@ mod tests {
         assert!((total - p.imports_ms).abs() < 1e-9, "{total}");
         assert_eq!(p.heaviest.len(), 3);
         assert_eq!(p.heaviest[2].chain, ["pkg_a", "pkg_a.sub", "pkg_b"]);
+        assert_eq!(p.heaviest_self[0].module, "pkg_b", "300 us of its own");
     }
 }

@@ -63,21 +63,26 @@ impl ImportReport {
                 d.first_chain.join(" → ")
             );
         }
-        let _ = writeln!(s, "\nheaviest modules by cumulative time (top {top}):");
-        let _ = writeln!(
-            s,
-            "  {:>10} {:>8}  {:<24} module, and the chain that imported it",
-            "cumul. ms", "self ms", "distribution"
-        );
-        for h in p.heaviest.iter().take(top) {
+        for (what, list) in [
+            ("cumulative time", &p.heaviest),
+            ("their own time", &p.heaviest_self),
+        ] {
+            let _ = writeln!(s, "\nheaviest modules by {what} (top {top}):");
             let _ = writeln!(
                 s,
-                "  {:>10.1} {:>8.1}  {:<24} {}",
-                h.cumulative_ms,
-                h.self_ms,
-                h.dist,
-                h.chain.join(" → ")
+                "  {:>10} {:>8}  {:<24} module, and the chain that imported it",
+                "cumul. ms", "self ms", "distribution"
             );
+            for h in list.iter().take(top) {
+                let _ = writeln!(
+                    s,
+                    "  {:>10.1} {:>8.1}  {:<24} {}",
+                    h.cumulative_ms,
+                    h.self_ms,
+                    h.dist,
+                    h.chain.join(" → ")
+                );
+            }
         }
         s
     }
