@@ -65,6 +65,9 @@ struct Interpreter {
 }
 
 /// Runs `request.code` under `-X importtime` in `runs` fresh sandboxed processes.
+///
+/// Long on purpose: the sandbox's arguments (verify's, the interpreter's binds, the cache, the
+/// environment) are built in one place, in the order bubblewrap applies them.
 pub fn import_times(request: &ImportTimeRequest<'_>) -> Result<ImportTimeRuns> {
     let work_root = crate::core::target_dir().join("verify");
     fs_err::create_dir_all(&work_root)?;

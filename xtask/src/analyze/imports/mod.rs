@@ -67,6 +67,9 @@ fn missing_bytecode(layer: &Layer) -> (usize, usize) {
 }
 
 /// Runs the imports in the sandbox and profiles them.
+///
+/// Long on purpose: choosing the modules and the warm-up, running, reading each run's result
+/// and building the report are one sequence over the same values.
 pub fn measure(
     layer_path: &Utf8Path,
     layer: &Layer,
