@@ -208,6 +208,22 @@ pub struct Analyze {
     /// Compare two layers (markdown for pull-request comments, or `--json`).
     #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with_all = ["layer", "html", "scan_source"])]
     pub diff: Option<Vec<Utf8PathBuf>>,
+    /// Where the import's milliseconds go: run the spec's [verify] preload (`import litellm`)
+    /// under `python -X importtime` in fresh sandboxed processes, attribute the time to
+    /// distributions and modules, with the chain that imported each (text, --json, and a
+    /// flame graph in the --html page).
+    #[arg(long)]
+    pub imports: bool,
+    /// With --imports: import this module instead of the spec's preload (repeatable).
+    #[arg(long, value_name = "MODULE", requires = "imports")]
+    pub preload: Vec<String>,
+    /// With --imports: the interpreter for a layer without its own `python/bin/python3.X`
+    /// (a plain `pip install --target` folder).
+    #[arg(long, value_name = "PATH", requires = "imports")]
+    pub python: Option<Utf8PathBuf>,
+    /// With --imports: fresh processes to take medians over (default 5, 3 under emulation).
+    #[arg(long, value_name = "N", requires = "imports")]
+    pub runs: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +282,13 @@ impl Analyze {
                 [old, new] => Some((old.clone(), new.clone())),
                 _ => None,
             }),
+            imports: self
+                .imports
+                .then(|| crate::analyze::imports::ImportsOptions {
+                    preload: self.preload.clone(),
+                    python: self.python.clone(),
+                    runs: self.runs,
+                }),
         }
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Result;
 use camino::Utf8Path;
 use serde::Serialize;
 
+use super::imports::ImportReport;
 use super::Analysis;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +35,11 @@ pub struct Row {
     pub new_bytes: u64,
     pub delta_bytes: i64,
     pub delta_compressed_bytes: i64,
+    /// With `--imports`: the distribution's own import time (median ms) in each layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_import_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_import_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +54,20 @@ pub struct Diff {
     pub delta_compressed_bytes: i64,
     /// Sorted by the size of the change, largest first; unchanged rows last.
     pub rows: Vec<Row>,
+    /// With `--imports`: both layers' import profiles (without their trees).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imports: Option<ImportsDiff>,
+}
+
+/// `--diff --imports`: the import's total in each layer, and per distribution in the rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportsDiff {
+    pub code: String,
+    pub runs: usize,
+    pub old_ms: f64,
+    pub new_ms: f64,
+    /// Largest change first: the distributions, and the standard library, by own time.
+    pub by_distribution: Vec<(String, f64, f64)>,
 }
 
 /// Compares release numbers (`1.10.0` > `1.9.2`), then the whole string; enough to tell an
@@ -125,6 +145,8 @@ pub fn diff(old: &Analysis, new: &Analysis) -> Diff {
                 new_bytes: nb,
                 delta_bytes: nb as i64 - ob as i64,
                 delta_compressed_bytes: nc as i64 - oc as i64,
+                old_import_ms: None,
+                new_import_ms: None,
             }
         })
         .collect();
@@ -148,6 +170,63 @@ pub fn diff(old: &Analysis, new: &Analysis) -> Diff {
         delta_unpacked_bytes: new.unpacked_bytes as i64 - old.unpacked_bytes as i64,
         delta_compressed_bytes: new.compressed_bytes as i64 - old.compressed_bytes as i64,
         rows,
+        imports: None,
+    }
+}
+
+impl Diff {
+    /// Puts each distribution's own import time beside its bytes.
+    pub fn add_imports(&mut self, old: &ImportReport, new: &ImportReport) {
+        let own = |r: &ImportReport| -> BTreeMap<String, f64> {
+            r.profile
+                .distributions
+                .iter()
+                .map(|d| (d.name.clone(), d.self_ms))
+                .collect()
+        };
+        let (o, n) = (own(old), own(new));
+        for row in &mut self.rows {
+            row.old_import_ms = o.get(&row.name).copied().or(Some(0.0));
+            row.new_import_ms = n.get(&row.name).copied().or(Some(0.0));
+        }
+        let mut by: Vec<(String, f64, f64)> = o
+            .keys()
+            .chain(n.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|k| {
+                let get = |m: &BTreeMap<String, f64>| m.get(k).copied().unwrap_or(0.0);
+                (k.clone(), get(&o), get(&n))
+            })
+            .collect();
+        by.sort_by(|a, b| (b.2 - b.1).abs().total_cmp(&(a.2 - a.1).abs()));
+        self.imports = Some(ImportsDiff {
+            code: new.code.clone(),
+            runs: new.runs.min(old.runs),
+            old_ms: old.profile.imports_ms,
+            new_ms: new.profile.imports_ms,
+            by_distribution: by,
+        });
+    }
+
+    /// The import section of the markdown: the total, then the distributions whose own import
+    /// time changed most.
+    fn imports_markdown(&self, s: &mut String) {
+        let Some(i) = &self.imports else { return };
+        let _ = writeln!(
+            s,
+            "\n### Import time (`{}`, median of {} runs): {:.0} ms → {:.0} ms ({:+.0} ms)\n",
+            i.code,
+            i.runs,
+            i.old_ms,
+            i.new_ms,
+            i.new_ms - i.old_ms
+        );
+        let _ = writeln!(s, "| distribution | old ms | new ms | change |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for (name, o, n) in i.by_distribution.iter().take(15) {
+            let _ = writeln!(s, "| {name} | {o:.1} | {n:.1} | {:+.1} |", n - o);
+        }
     }
 }
 
@@ -208,6 +287,7 @@ impl Diff {
         let _ = writeln!(s);
         if changed.is_empty() {
             let _ = writeln!(s, "No distribution changed.");
+            self.imports_markdown(&mut s);
             return s;
         }
         let _ = writeln!(
@@ -231,12 +311,24 @@ impl Diff {
         if same > 0 {
             let _ = writeln!(s, "\n{same} distributions unchanged.");
         }
+        self.imports_markdown(&mut s);
         s
     }
 }
 
-pub fn run(old: &Utf8Path, new: &Utf8Path, json: bool) -> Result<ExitCode> {
-    let d = diff(&super::analyse_plain(old)?, &super::analyse_plain(new)?);
+pub fn run(
+    old: &Utf8Path,
+    new: &Utf8Path,
+    json: bool,
+    imports: Option<&super::imports::ImportsOptions>,
+) -> Result<ExitCode> {
+    let (old_a, old_layer) = super::read_attributed(old)?;
+    let (new_a, new_layer) = super::read_attributed(new)?;
+    let mut d = diff(&old_a, &new_a);
+    if let Some(options) = imports {
+        let measure = |path, layer| super::imports::measure(path, layer, None, options, 20);
+        d.add_imports(&measure(old, &old_layer)?, &measure(new, &new_layer)?);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {

@@ -1,5 +1,6 @@
 //! `--html FILE`: one self-contained page (inline CSS and JavaScript, data embedded as JSON)
-//! with a zoomable squarified treemap of the layer, coloured by kind of file.
+//! with a zoomable squarified treemap of the layer, coloured by kind of file; with `--imports`
+//! also a zoomable icicle graph of the import tree, coloured by distribution (`flame.html`).
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 use super::{Analysis, Kind, Layer};
 
 const TEMPLATE: &str = include_str!("treemap.html");
+const FLAME: &str = include_str!("flame.html");
 /// Children kept per box; the rest are summed into one "other" box, so that the page stays
 /// small (a few hundred kB for a 9,000-file layer) and the browser fast.
 const MAX_CHILDREN: usize = 24;
@@ -171,8 +173,72 @@ struct PageData<'a> {
     analysis: &'a Analysis,
 }
 
+/// A bar of the icicle graph: module, index into `FlameData::dists`, self and cumulative ms.
+#[derive(Serialize)]
+struct Bar {
+    n: String,
+    d: usize,
+    s: f64,
+    c: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    k: Vec<Bar>,
+}
+
+#[derive(Serialize)]
+struct FlameData<'a> {
+    code: &'a str,
+    runs: usize,
+    python: &'a str,
+    modules: usize,
+    imports_ms: f64,
+    /// Distribution names, heaviest (own time) first: the colours go in this order.
+    dists: Vec<&'a str>,
+    tree: Vec<Bar>,
+    distributions: &'a [super::imports::profile::DistTime],
+    heaviest: &'a [super::imports::profile::Heavy],
+}
+
+fn bars(nodes: &[super::imports::profile::Node], index: &BTreeMap<&str, usize>) -> Vec<Bar> {
+    nodes
+        .iter()
+        .map(|n| Bar {
+            n: n.name.clone(),
+            d: index.get(n.dist.as_str()).copied().unwrap_or(0),
+            s: n.self_ms,
+            c: n.cumulative_ms,
+            k: bars(&n.children, index),
+        })
+        .collect()
+}
+
+/// The import section of the page, data included.
+fn flame(r: &super::imports::ImportReport) -> String {
+    let p = &r.profile;
+    let dists: Vec<&str> = p.distributions.iter().map(|d| d.name.as_str()).collect();
+    let index: BTreeMap<&str, usize> = dists.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+    let data = FlameData {
+        code: &r.code,
+        runs: r.runs,
+        python: &r.python,
+        modules: p.modules,
+        imports_ms: p.imports_ms,
+        dists,
+        tree: bars(&p.tree, &index),
+        distributions: &p.distributions,
+        heaviest: &p.heaviest,
+    };
+    let json = serde_json::to_string(&data)
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c");
+    FLAME.replace("/*IMPORTS*/null", &json)
+}
+
 /// The page, data included.
-pub fn page(analysis: &Analysis, layer: &Layer) -> String {
+pub fn page(
+    analysis: &Analysis,
+    layer: &Layer,
+    imports: Option<&super::imports::ImportReport>,
+) -> String {
     let data = PageData {
         title: analysis
             .layer
@@ -187,7 +253,16 @@ pub fn page(analysis: &Analysis, layer: &Layer) -> String {
     let json = serde_json::to_string(&data)
         .unwrap_or_else(|_| "null".into())
         .replace('<', "\\u003c");
-    TEMPLATE.replace("/*DATA*/null", &json)
+    let page = TEMPLATE.replace("/*DATA*/null", &json);
+    match imports {
+        // Right below the treemap, above its long tables.
+        Some(r) => page.replacen(
+            "<div id=\"tip\"></div>",
+            &format!("<div id=\"tip\"></div>\n{}", flame(r)),
+            1,
+        ),
+        None => page,
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod attribute;
 mod deps;
 mod diff;
 mod html;
+pub mod imports;
 mod pruning;
 mod read;
 mod report;
@@ -45,12 +46,15 @@ pub struct AnalyzeOptions {
     pub top: usize,
     /// Compare two layers instead: OLD, NEW.
     pub diff: Option<(Utf8PathBuf, Utf8PathBuf)>,
+    /// Profile the import of the spec's preload instead of (text, JSON) or beside (HTML) the
+    /// sizes.
+    pub imports: Option<imports::ImportsOptions>,
 }
 
 /// `cargo xtask analyze`: prints the analysis (or the diff).
 pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
     if let Some((old, new)) = &options.diff {
-        return diff::run(old, new, options.json);
+        return diff::run(old, new, options.json, options.imports.as_ref());
     }
     let default_spec_path = &options.default_spec;
     let layer_path = match &options.layer {
@@ -128,7 +132,24 @@ pub fn run(options: &AnalyzeOptions) -> Result<ExitCode> {
             },
         )?);
     }
-    print_and_write(options, &analysis, &layer, &layer_path, own.as_ref())
+    let profile = match &options.imports {
+        Some(o) => Some(imports::measure(
+            &layer_path,
+            &layer,
+            spec.as_ref(),
+            o,
+            options.top,
+        )?),
+        None => None,
+    };
+    print_and_write(
+        options,
+        &analysis,
+        &layer,
+        &layer_path,
+        own.as_ref(),
+        profile.as_ref(),
+    )
 }
 
 /// Writes the text beside a zip this tool built and the HTML page if asked; prints the analysis.
@@ -138,9 +159,10 @@ fn print_and_write(
     layer: &Layer,
     layer_path: &Utf8Path,
     own: Option<&(Utf8PathBuf, crate::build::report::Report)>,
+    profile: Option<&imports::ImportReport>,
 ) -> Result<ExitCode> {
     let text = analysis.to_text();
-    if let Some((report_path, _)) = own {
+    if let (Some((report_path, _)), None) = (own, profile) {
         if layer_path.extension() == Some("zip") {
             let dest = report_path.with_file_name("layer-size-analysis.txt");
             crate::util::write_bytes_atomic(&dest, text.as_bytes())
@@ -149,12 +171,18 @@ fn print_and_write(
         }
     }
     if let Some(html_path) = &options.html {
-        let page = html::page(analysis, layer);
+        let page = html::page(analysis, layer, profile);
         crate::util::write_bytes_atomic(html_path, page.as_bytes())
             .with_context(|| format!("writing {html_path}"))?;
         eprintln!("wrote {html_path}");
     }
-    if options.json {
+    if let Some(p) = profile {
+        if options.json {
+            println!("{}", serde_json::to_string_pretty(p)?);
+        } else {
+            print!("{}", p.to_text(options.top));
+        }
+    } else if options.json {
         println!("{}", serde_json::to_string_pretty(analysis)?);
     } else {
         print!("{text}");
@@ -206,9 +234,9 @@ fn own_report(layer: &Utf8Path) -> Option<(Utf8PathBuf, crate::build::report::Re
     Some((path, report))
 }
 
-/// Reads and attributes a layer and gives its plain numbers (for `--diff`).
-pub fn analyse_plain(path: &Utf8Path) -> Result<Analysis> {
+/// A layer's plain numbers and its attribution (for `--diff`).
+fn read_attributed(path: &Utf8Path) -> Result<(Analysis, Layer)> {
     let raw = read::read_layer(path, &[]).with_context(|| format!("reading the layer {path}"))?;
     let layer = attribute(raw);
-    Ok(report::summarize(&layer, path, 0))
+    Ok((report::summarize(&layer, path, 0), layer))
 }

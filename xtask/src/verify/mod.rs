@@ -8,6 +8,7 @@
 
 mod contents;
 mod execute;
+mod importtime;
 pub mod inside;
 pub mod memory;
 mod modules;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{Arch, Spec};
 
 pub use execute::run_workloads;
+pub use importtime::{import_times, ImportTimeRequest};
 pub use inside::{Plan, Workload};
 pub use render::render;
 
