@@ -181,7 +181,8 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
         .find(|c| c["name"] == "litellm")
         .expect("litellm in the SBOM");
     assert_eq!(sbom_litellm["version"], litellm["version"]);
-    let locked = &locked_wheels()["litellm"];
+    let seeds_lock = Which::Seeds.spec().with_file_name("pylock.toml");
+    let locked = &locked_wheels(&seeds_lock)["litellm"];
     let wheel = sbom_litellm["properties"][0]["value"].as_str().unwrap();
     let (_, locked_sha) = locked
         .iter()
@@ -528,10 +529,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// The chosen wheel of every package of `layer/pylock.toml`: name -> (file, sha256) of each of
+/// The chosen wheel of every package of a lock: name -> (file, sha256) of each of
 /// its wheels.
-fn locked_wheels() -> std::collections::BTreeMap<String, Vec<(String, String)>> {
-    let text = std::fs::read_to_string(root().join("layer/pylock.toml")).unwrap();
+fn locked_wheels(lock: &Path) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+    let text = std::fs::read_to_string(lock).unwrap();
     let lock: toml::Value = toml::from_str(&text).unwrap();
     let mut out = std::collections::BTreeMap::new();
     for pkg in lock["packages"].as_array().unwrap() {
@@ -560,7 +561,7 @@ fn the_plan_names_every_wheel_and_output_and_touches_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("no-cache");
     let out = tmp.path().join("no-out");
-    let locked = locked_wheels();
+    let locked = locked_wheels(&root().join("layer/pylock.toml"));
     let explicit = [
         "--python-archive".to_owned(),
         archive.to_string_lossy().into_owned(),
