@@ -88,6 +88,8 @@ pub fn import_times(request: &ImportTimeRequest<'_>) -> Result<ImportTimeRuns> {
         exe: &exe,
         sysroot: emulation.sysroot.as_deref(),
         qemu: emulation.qemu.as_deref(),
+        // Unthrottled: `analyze --imports` has no `--memory` (yet), it measures the import.
+        cpu_quota: None,
     };
     sandbox::probe_bwrap(&spec).map_err(|why| {
         anyhow::anyhow!("analyze --imports runs only in the verify sandbox: {why}")
