@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::build::cache::StageCache;
 use crate::build::fetch::Fetcher;
 use crate::build::minimize::stage::{minimize_stage, prove_minimized, Minimized};
 use crate::build::plan::{BuildPlan, ChosenWheel};
@@ -17,7 +18,6 @@ use crate::build::runtime::RuntimeInfo;
 use crate::build::slim::{SlimContext, Slimmed};
 use crate::build::Built;
 use crate::core::{Owners, RemovedDistribution};
-use crate::python::wheel;
 use crate::spec::Spec;
 use crate::util::progress::Progress;
 use crate::util::zipinfo::ZipStats;
@@ -29,8 +29,18 @@ use crate::util::zipinfo::ZipStats;
 pub fn execute(plan: &BuildPlan) -> Result<Built> {
     let progress = Progress::new();
     let mut clock = Stopwatch::default();
+    let fingerprint = crate::build::cache::uptodate::fingerprint(plan)?;
+    if let Some(report) = crate::build::cache::uptodate::check(plan, &fingerprint) {
+        progress.line(format!(
+            "up to date: {} (the plan, its inputs and the outputs are those of the last build; nothing rebuilt)",
+            plan.paths.zip
+        ));
+        return Ok(Built { report });
+    }
     fs_err::create_dir_all(&plan.paths.out)?;
+    crate::build::cache::uptodate::forget(plan)?;
     let fetcher = Fetcher::new(plan.offline, progress.clone())?;
+    let cache = StageCache::new(&fetcher.cache);
     let archive = clock.time("fetch", || fetch_runtime(plan, &fetcher, &progress))?;
     // Renamed into the layer's tree at the end: a finished output, so not tempfile's 0700.
     let staging = tempfile::Builder::new()
@@ -47,7 +57,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         fetch_wheels(&fetcher, &plan.wheels, &lock, &progress)
     })?;
     let (owners, install_notes) = clock.time("install", || {
-        let installed = install(plan, &wheels, &stage, &site_rel, &progress)?;
+        let installed = install(plan, &wheels, &stage, &site_rel, &cache, &progress)?;
         write_sitecustomize(
             &plan.spec,
             &plan.env,
@@ -67,6 +77,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         owners: &owners,
         host_python: &host_python,
         progress: &progress,
+        cache: Some(&cache),
     };
     let mut slimmed = crate::build::slim::start(&ctx);
     let slim = &mut slimmed;
@@ -93,7 +104,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
             &removed,
             minimized.as_ref(),
         )?;
-        package(plan, &stage, &progress)
+        package(plan, &stage, &cache, &progress)
     })?;
     let mut report = clock.time("report", || {
         let mut report = report(plan, &runtime, &stats, &owners, slimmed, install_notes);
@@ -120,7 +131,9 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         })?;
     }
     report.timings = clock.steps;
+    report.cache = cache.counts();
     report.write(&plan.paths.out)?;
+    crate::build::cache::uptodate::record(plan, &fingerprint)?;
     Ok(Built { report })
 }
 
@@ -192,6 +205,7 @@ fn install(
     downloaded: &[Utf8PathBuf],
     stage: &Utf8Path,
     site_rel: &Utf8Path,
+    cache: &StageCache,
     progress: &Progress,
 ) -> Result<(Owners, Vec<String>)> {
     let site_packages = stage.join(site_rel);
@@ -199,7 +213,14 @@ fn install(
     let mut notes = Vec::new();
     let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
     for (chosen, path) in plan.wheels.iter().zip(downloaded) {
-        let installed = wheel::install_wheel(path, &site_packages).with_context(|| {
+        let installed = crate::build::cache::install::install(
+            cache,
+            path,
+            chosen.sha256.as_str(),
+            site_rel,
+            &site_packages,
+        )
+        .with_context(|| {
             format!(
                 "installing {} {} from {}",
                 chosen.package, chosen.version, chosen.file
@@ -306,10 +327,15 @@ fn write_manifest(
 }
 
 /// Step "package": the staged tree into the layer zip.
-fn package(plan: &BuildPlan, stage: &Utf8Path, progress: &Progress) -> Result<ZipStats> {
+fn package(
+    plan: &BuildPlan,
+    stage: &Utf8Path,
+    cache: &StageCache,
+    progress: &Progress,
+) -> Result<ZipStats> {
     let zip_path = &plan.paths.zip;
     progress.line(format!("packaging {zip_path}"));
-    crate::build::zip::write_zip(stage, zip_path, 9)
+    crate::build::zip::write_zip_cached(stage, zip_path, 9, Some(cache))
 }
 
 /// Step "report": sizes per distribution, budgets, and what each step removed.

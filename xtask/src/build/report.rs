@@ -54,6 +54,9 @@ pub struct Report {
     /// bytes must not depend on how fast the machine was.
     #[serde(default)]
     pub timings: Vec<StepTime>,
+    /// Stage cache hits and misses per stage (install, bytecode, strip, zip).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache: Vec<crate::build::cache::StageCount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +235,7 @@ pub fn build(
         notes: Vec::new(),
         minimized: None,
         timings: Vec::new(),
+        cache: Vec::new(),
     }
 }
 
@@ -410,6 +414,28 @@ impl Report {
                 .collect();
             let _ = writeln!(s, "time    {total:.2} s: {}", steps.join(", "));
         }
+        if !self.cache.is_empty() {
+            let stages: Vec<String> = self
+                .cache
+                .iter()
+                .map(|c| {
+                    let what = match c.stage.as_str() {
+                        "install" => "wheels",
+                        "bytecode" => "modules",
+                        "strip" => "ELF files",
+                        "zip" => "zip entries",
+                        _ => "items",
+                    };
+                    format!(
+                        "{}: {} {what}, {} from the stage cache",
+                        c.stage,
+                        c.hits + c.misses,
+                        c.hits
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "cache   {}", stages.join("; "));
+        }
         if self.over_budget.is_empty() {
             let _ = writeln!(s, "\nfits: within Lambda's limits and the spec's budget");
         } else {
@@ -463,6 +489,16 @@ mod tests {
         let text = report.to_text();
         assert!(
             text.contains("time    1.75 s: fetch 0.25, site-packages zip 1.50"),
+            "{text}"
+        );
+        report.cache = vec![crate::build::cache::StageCount {
+            stage: "install".into(),
+            hits: 51,
+            misses: 0,
+        }];
+        let text = report.to_text();
+        assert!(
+            text.contains("cache   install: 51 wheels, 51 from the stage cache"),
             "{text}"
         );
     }

@@ -1,0 +1,130 @@
+//! "Up to date": a build whose plan and inputs are those of the last build in the same output
+//! folder, and whose outputs are still the ones that build wrote, reuses them. The last
+//! build leaves `.build-state.json` beside its outputs: the fingerprint of its inputs and the
+//! sha256 of each output.
+//!
+//! The fingerprint covers the plan (runtime and wheels by sha256, profile, rules, minimization,
+//! output paths), every file of the spec's folder (layer.toml, the lock, rules, profiles,
+//! templates, workloads), a `--trace` file, and the xtask binary itself (path, size and
+//! modification time: a rebuilt xtask may build differently).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::build::plan::BuildPlan;
+
+pub const STATE_FILE: &str = ".build-state.json";
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct State {
+    format: u32,
+    fingerprint: String,
+    /// sha256 of each output file, by path.
+    outputs: BTreeMap<Utf8PathBuf, String>,
+    /// A hash of the kept tree's listing (paths, kinds, sizes): hashing every file would cost
+    /// as much as the zip.
+    tree: String,
+}
+
+/// The fingerprint of everything the build reads.
+pub fn fingerprint(plan: &BuildPlan) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(format!("build-state/{}\n", super::FORMAT));
+    h.update(serde_json::to_vec(plan)?);
+    let dir = plan.spec.dir();
+    let mut files: Vec<Utf8PathBuf> = crate::util::walk(&dir)?
+        .into_iter()
+        .filter(|w| w.file_type.is_file())
+        .map(|w| dir.join(w.rel))
+        .collect();
+    files.push(plan.spec_path.clone());
+    files.extend(plan.minimize.trace_given.iter().cloned());
+    for f in &files {
+        h.update(f.as_str());
+        h.update(crate::util::sha256_file(f).with_context(|| format!("reading {f}"))?);
+    }
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let meta = fs_err::metadata(&exe)?;
+    let mtime = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.update(format!(
+        "{}\n{}\n{}",
+        exe.display(),
+        meta.len(),
+        mtime.as_nanos()
+    ));
+    Ok(hex::encode(h.finalize()))
+}
+
+fn outputs(plan: &BuildPlan) -> Vec<Utf8PathBuf> {
+    vec![
+        plan.paths.zip.clone(),
+        plan.paths.out.join("report.json"),
+        plan.paths.out.join("layer-size-report.txt"),
+    ]
+}
+
+fn tree_listing(tree: &Utf8Path) -> Result<String> {
+    let mut h = Sha256::new();
+    for w in crate::util::walk(tree)? {
+        let kind = if w.file_type.is_dir() {
+            "d"
+        } else if w.file_type.is_symlink() {
+            "l"
+        } else {
+            "f"
+        };
+        h.update(format!("{kind} {} {} {:o}\n", w.rel, w.len, w.mode & 0o777));
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn current(plan: &BuildPlan, fingerprint: &str) -> Result<State> {
+    let mut outputs_now = BTreeMap::new();
+    for o in outputs(plan) {
+        outputs_now.insert(o.clone(), crate::util::sha256_file(&o)?);
+    }
+    Ok(State {
+        format: super::FORMAT,
+        fingerprint: fingerprint.to_owned(),
+        outputs: outputs_now,
+        tree: tree_listing(&plan.paths.tree)?,
+    })
+}
+
+/// The report of the last build when nothing changed since (inputs, outputs, tree), else
+/// `None`. Any doubt (no state, an output missing or changed) is a `None`.
+pub fn check(plan: &BuildPlan, fingerprint: &str) -> Option<crate::build::report::Report> {
+    let state_path = plan.paths.out.join(STATE_FILE);
+    let recorded: State = serde_json::from_slice(&std::fs::read(&state_path).ok()?).ok()?;
+    if recorded.fingerprint != fingerprint || !plan.paths.tree.is_dir() {
+        return None;
+    }
+    if current(plan, fingerprint).ok()? != recorded {
+        return None;
+    }
+    serde_json::from_slice(&std::fs::read(plan.paths.out.join("report.json")).ok()?).ok()
+}
+
+/// Forgets the last build's state: from now on its outputs are being replaced.
+pub fn forget(plan: &BuildPlan) -> Result<()> {
+    match fs_err::remove_file(plan.paths.out.join(STATE_FILE)) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Records the state of a finished build.
+pub fn record(plan: &BuildPlan, fingerprint: &str) -> Result<()> {
+    let state = current(plan, fingerprint)?;
+    crate::util::write_bytes_atomic(
+        &plan.paths.out.join(STATE_FILE),
+        &serde_json::to_vec_pretty(&state)?,
+    )
+}
