@@ -293,6 +293,7 @@ impl Verify {
             timing_runs: self.timing_runs,
             jobs: self.jobs,
             no_sandbox: self.no_sandbox,
+            ..Default::default()
         }
     }
 }

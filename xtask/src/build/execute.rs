@@ -88,7 +88,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         crate::build::slim::site_packages_zip_step(&ctx, slim)
     })?;
     let minimized = clock.time("minimize", || {
-        minimize(plan, &stage, &site_rel, &owners, &progress)
+        minimize(plan, &stage, &site_rel, &owners, &cache, &progress)
     })?;
     clock.time("clients", || {
         crate::build::clients::write(&stage, plan.clients_node)
@@ -127,7 +127,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     // names the removal that broke it. The report is written only for a layer that passed.
     if let Some(m) = &minimized {
         clock.time("minimize", || {
-            prove_minimized(plan, &plan.paths.zip, tree, &site_rel, &m.plan, &progress)
+            prove_minimized(plan, &plan.paths.zip, &site_rel, &m.plan, &progress)
         })?;
     }
     report.timings = clock.steps;
@@ -256,6 +256,7 @@ fn minimize(
     stage: &Utf8Path,
     site_rel: &Utf8Path,
     owners: &Owners,
+    cache: &StageCache,
     progress: &Progress,
 ) -> Result<Option<Minimized>> {
     if !plan.minimize.enabled {
@@ -270,7 +271,7 @@ fn minimize(
             dropped_files.len()
         ));
     }
-    let mut m = minimize_stage(plan, stage, owners, progress)?;
+    let mut m = minimize_stage(plan, stage, owners, Some(cache), progress)?;
     m.summary.dropped_accelerators = plan.minimize.dropped_accelerators.clone();
     Ok(Some(m))
 }

@@ -38,10 +38,18 @@ pub enum Stage {
     Strip,
     /// Each deflated zip entry (the layer zip's and `site-packages.zip`'s).
     Zip,
+    /// Minimization's trace of a tree (by its content, the workloads, providers and xtask).
+    Trace,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Install, Stage::Bytecode, Stage::Strip, Stage::Zip];
+    pub const ALL: [Stage; 5] = [
+        Stage::Install,
+        Stage::Bytecode,
+        Stage::Strip,
+        Stage::Zip,
+        Stage::Trace,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +57,7 @@ impl Stage {
             Stage::Bytecode => "bytecode",
             Stage::Strip => "strip",
             Stage::Zip => "zip",
+            Stage::Trace => "trace",
         }
     }
 
@@ -68,8 +77,8 @@ pub struct StageCount {
 /// The stage cache of one build; counts its hits and misses per stage.
 pub struct StageCache {
     root: Utf8PathBuf,
-    hits: [AtomicU64; 4],
-    misses: [AtomicU64; 4],
+    hits: [AtomicU64; 5],
+    misses: [AtomicU64; 5],
 }
 
 /// The key of an entry: a hash of the stage, the format and each part (length-prefixed, so
@@ -190,6 +199,40 @@ impl StageCache {
             .filter(|c| c.hits + c.misses > 0)
             .collect()
     }
+}
+
+/// A hash of the tree under `root`: every path, kind, mode, link target and file content.
+pub fn tree_hash(root: &Utf8Path) -> Result<String> {
+    let mut h = Sha256::new();
+    for w in crate::util::walk(root)? {
+        let path = root.join(&w.rel);
+        let what = if w.file_type.is_dir() {
+            "dir".to_owned()
+        } else if w.file_type.is_symlink() {
+            format!("link {}", fs_err::read_link(&path)?.display())
+        } else {
+            crate::util::sha256_file(&path)?
+        };
+        h.update(format!("{} {:o} {what}\n", w.rel, w.mode & 0o7777));
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// What identifies this xtask binary (path, size, modification time): code that runs inside
+/// a sandbox (the tracing hook) is part of it.
+pub fn exe_identity() -> Result<String> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let meta = fs_err::metadata(&exe)?;
+    let mtime = meta
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(format!(
+        "{}\n{}\n{}",
+        exe.display(),
+        meta.len(),
+        mtime.as_nanos()
+    ))
 }
 
 /// Copies the tree `from` into `to` (which may exist): folders made, files copied (the kernel

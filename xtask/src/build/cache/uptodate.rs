@@ -47,18 +47,7 @@ pub fn fingerprint(plan: &BuildPlan) -> Result<String> {
         h.update(f.as_str());
         h.update(crate::util::sha256_file(f).with_context(|| format!("reading {f}"))?);
     }
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
-    let meta = fs_err::metadata(&exe)?;
-    let mtime = meta
-        .modified()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.update(format!(
-        "{}\n{}\n{}",
-        exe.display(),
-        meta.len(),
-        mtime.as_nanos()
-    ));
+    h.update(super::exe_identity()?);
     Ok(hex::encode(h.finalize()))
 }
 
