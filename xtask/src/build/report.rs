@@ -424,6 +424,7 @@ impl Report {
                         "bytecode" => "modules",
                         "strip" => "ELF files",
                         "zip" => "zip entries",
+                        "trace" => "traces",
                         _ => "items",
                     };
                     format!(

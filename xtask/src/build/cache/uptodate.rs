@@ -34,7 +34,13 @@ struct State {
 pub fn fingerprint(plan: &BuildPlan) -> Result<String> {
     let mut h = Sha256::new();
     h.update(format!("build-state/{}\n", super::FORMAT));
-    h.update(serde_json::to_vec(plan)?);
+    // `--offline` changes where bytes may come from, not which: a build with it and one
+    // without are the same build.
+    let mut plan_json = serde_json::to_value(plan)?;
+    if let Some(map) = plan_json.as_object_mut() {
+        map.remove("offline");
+    }
+    h.update(serde_json::to_vec(&plan_json)?);
     let dir = plan.spec.dir();
     let mut files: Vec<Utf8PathBuf> = crate::util::walk(&dir)?
         .into_iter()
@@ -116,4 +122,69 @@ pub fn record(plan: &BuildPlan, fingerprint: &str) -> Result<()> {
         &plan.paths.out.join(STATE_FILE),
         &serde_json::to_vec_pretty(&state)?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::LayerOptions;
+
+    /// The repository's spec, copied into `dir` so that its files can be changed.
+    fn spec_copy(dir: &Utf8Path) -> Utf8PathBuf {
+        let from = crate::core::project_root().join("layer");
+        for w in crate::util::walk(&from).unwrap() {
+            let dest = dir.join(&w.rel);
+            if w.file_type.is_dir() {
+                fs_err::create_dir_all(&dest).unwrap();
+            } else {
+                fs_err::create_dir_all(dest.parent().unwrap()).unwrap();
+                fs_err::copy(from.join(&w.rel), &dest).unwrap();
+            }
+        }
+        dir.join("layer.toml")
+    }
+
+    fn print(spec: &Utf8Path, options: &LayerOptions) -> String {
+        let spec = crate::spec::Spec::load(spec).unwrap();
+        fingerprint(&BuildPlan::resolve(spec, options).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_plan_and_the_spec_files_but_not_offline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let spec = spec_copy(&dir.join("layer"));
+        let options = LayerOptions {
+            arch: Some(crate::spec::Arch::X86_64),
+            out: Some(dir.join("out")),
+            python_archive: Some(dir.join("python.tar.gz").to_string()),
+            python_sha256: Some("a".repeat(64).parse().unwrap()),
+            ..LayerOptions::default()
+        };
+        let base = print(&spec, &options);
+        assert_eq!(base, print(&spec, &options));
+        let offline = LayerOptions {
+            offline: true,
+            ..options.clone()
+        };
+        assert_eq!(base, print(&spec, &offline), "--offline is the same build");
+        let other_profile = LayerOptions {
+            profile: Some("standard".into()),
+            ..options.clone()
+        };
+        assert_ne!(base, print(&spec, &other_profile));
+        let other_runtime = LayerOptions {
+            python_sha256: Some("b".repeat(64).parse().unwrap()),
+            ..options.clone()
+        };
+        assert_ne!(base, print(&spec, &other_runtime));
+        let template = spec.parent().unwrap().join("sitecustomize.py");
+        let text = fs_err::read_to_string(&template).unwrap();
+        fs_err::write(&template, text + "\n# changed\n").unwrap();
+        assert_ne!(
+            base,
+            print(&spec, &options),
+            "a file of the spec's folder changed"
+        );
+    }
 }

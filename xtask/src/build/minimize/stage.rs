@@ -228,6 +228,12 @@ pub fn prove_minimized(
     options.workloads = super::workloads(spec)?;
     options.providers = spec.minimize.providers.clone();
     let report = crate::verify::verify(spec, &options)?;
+    // The workload's proof counts only the way Lambda runs it (as a separate run did before).
+    if let crate::verify::Execution::Plain { why, .. } | crate::verify::Execution::NotRun { why } =
+        &report.execution
+    {
+        bail!("the minimized layer {zip_path} could not be proven in the verify sandbox: {why}");
+    }
     // Removing files cannot make an ELF file need a newer glibc or another machine: those
     // findings are the runtime's (the arm64 fixture's libexpat needs glibc 2.36), shown, not
     // blamed on minimization. `verify` on the zip reports them as it does for any profile.
