@@ -117,9 +117,12 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
 
     // Keep the unpacked tree for `verify` and `analyze`.
     let tree = &plan.paths.tree;
-    if tree.exists() {
-        fs_err::remove_dir_all(tree)?;
-    }
+    clock.time("replace tree", || {
+        if tree.exists() {
+            fs_err::remove_dir_all(tree)?;
+        }
+        Ok(())
+    })?;
     let stage_path = staging.keep();
     fs_err::rename(&stage_path, tree)?;
 
