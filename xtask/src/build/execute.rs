@@ -39,6 +39,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     }
     fs_err::create_dir_all(&plan.paths.out)?;
     crate::build::cache::uptodate::forget(plan)?;
+    let old_tree = remove_old_trees(&plan.paths.out, &plan.paths.tree)?;
     let fetcher = Fetcher::new(plan.offline, progress.clone())?;
     let cache = StageCache::new(&fetcher.cache);
     let archive = clock.time("fetch", || fetch_runtime(plan, &fetcher, &progress))?;
@@ -118,10 +119,9 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     // Keep the unpacked tree for `verify` and `analyze`.
     let tree = &plan.paths.tree;
     clock.time("replace tree", || {
-        if tree.exists() {
-            fs_err::remove_dir_all(tree)?;
-        }
-        Ok(())
+        old_tree
+            .join()
+            .map_err(|_| anyhow::anyhow!("removing the last build's tree panicked"))?
     })?;
     let stage_path = staging.keep();
     fs_err::rename(&stage_path, tree)?;
@@ -138,6 +138,33 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     report.write(&plan.paths.out)?;
     crate::build::cache::uptodate::record(plan, &fingerprint)?;
     Ok(Built { report })
+}
+
+/// Renames the last build's tree aside and removes it (with any left by an interrupted
+/// build) in a thread of its own, while this build runs: deleting ten thousand files takes
+/// seconds. The state file is already forgotten, so nothing claims the old zip is up to date.
+fn remove_old_trees(
+    out: &Utf8Path,
+    tree: &Utf8Path,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    const ASIDE: &str = ".old-tree-";
+    if tree.exists() {
+        let aside = out.join(format!("{ASIDE}{}", std::process::id()));
+        fs_err::rename(tree, &aside)?;
+    }
+    let mut old = Vec::new();
+    for entry in fs_err::read_dir(out)? {
+        let path = crate::util::utf8(entry?.path())?;
+        if path.file_name().is_some_and(|n| n.starts_with(ASIDE)) {
+            old.push(path);
+        }
+    }
+    Ok(std::thread::spawn(move || {
+        for path in old {
+            fs_err::remove_dir_all(&path)?;
+        }
+        Ok(())
+    }))
 }
 
 /// Seconds per named step; a step timed twice (fetch: the runtime, then the wheels) adds up.
