@@ -42,6 +42,9 @@ pub enum Command {
     /// Compare, on this machine, the plain `pip install --target` layer, the original guides'
     /// deletion rules and each profile: sizes, verify, start-up and import times, build times.
     Bench(Bench),
+    /// The cache folder: size per stage of the stage cache and of the downloads (default), or
+    /// `--clean` to empty the stage cache (`--clean --all`: the downloads too).
+    Cache(Cache),
     /// Internal: the supervisor `verify` runs inside its sandbox (plan on stdin, JSON out).
     #[command(hide = true)]
     VerifyInside(VerifyInside),
@@ -162,6 +165,29 @@ impl FixtureRuntime {
             arch: self.arch,
             out: self.out.clone(),
             flavour: self.flavour,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct Cache {
+    /// Print the size of each stage and of the downloads (what `cache` does without flags).
+    #[arg(long, conflicts_with = "clean")]
+    pub size: bool,
+    /// Remove the stage cache; the downloads stay.
+    #[arg(long)]
+    pub clean: bool,
+    /// With --clean: remove the downloads (runtimes, wheels) too.
+    #[arg(long, requires = "clean")]
+    pub all: bool,
+}
+
+impl Cache {
+    pub fn options(&self) -> crate::cache::CacheOptions {
+        crate::cache::CacheOptions {
+            clean: self.clean,
+            all: self.all,
+            dir: None,
         }
     }
 }
@@ -304,6 +330,7 @@ impl Verify {
             jobs: self.jobs,
             no_sandbox: self.no_sandbox,
             memory_mb: self.memory,
+            ..Default::default()
         }
     }
 }

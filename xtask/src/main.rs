@@ -5,6 +5,7 @@
 mod analyze;
 mod bench;
 mod build;
+mod cache;
 mod core;
 mod doctor;
 mod fixture;
@@ -28,6 +29,7 @@ fn main() -> std::process::ExitCode {
         flags::Command::Doctor(cmd) => doctor::run(&cmd.options()),
         flags::Command::Analyze(cmd) => analyze::run(&cmd.options()),
         flags::Command::Verify(cmd) => verify::run(&cmd.spec.spec, &cmd.options(), cmd.json),
+        flags::Command::Cache(cmd) => cache::run(&cmd.options()),
         flags::Command::Bench(cmd) => cmd.options().and_then(|o| bench::run(&o)),
         flags::Command::VerifyInside(_) => verify::inside::main(),
     };

@@ -116,7 +116,8 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
             "minimize",
             "clients",
             "package",
-            "report"
+            "report",
+            "replace tree"
         ],
         "report.json times every step of the build"
     );

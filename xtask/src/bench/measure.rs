@@ -102,6 +102,7 @@ pub(super) fn measure(
         verify_error,
         timings,
         build_warm_s,
+        build_unchanged_s: None,
         build_cold_s,
     })
 }

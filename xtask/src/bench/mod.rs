@@ -45,7 +45,11 @@ pub struct Variant {
     pub verify_failed: Vec<Check>,
     pub verify_error: Option<String>,
     pub timings: Timings,
+    /// A rebuild with every download and the stage cache warm (inputs unchanged, but the
+    /// last build's outputs forgotten, so that it builds).
     pub build_warm_s: Option<f64>,
+    /// A rebuild with nothing changed: "up to date".
+    pub build_unchanged_s: Option<f64>,
     pub build_cold_s: Option<f64>,
 }
 
@@ -440,8 +444,15 @@ fn bench_profile(
         build_profile(spec, flags, profile, &dir, layer_cache)?;
     }
     progress.line(format!("bench: profile {profile}, warm"));
+    // Without the last build's state the build runs (warm caches); with it, it is up to date.
+    let state = dir.join(crate::build::cache::uptodate::STATE_FILE);
+    if state.exists() {
+        fs_err::remove_file(&state)?;
+    }
     let (zip, warm) = build_profile(spec, flags, profile, &dir, layer_cache)?;
-    measure(
+    progress.line(format!("bench: profile {profile}, nothing changed"));
+    let (_, unchanged) = build_profile(spec, flags, profile, &dir, layer_cache)?;
+    let mut variant = measure(
         spec,
         flags,
         &format!("profile {profile}"),
@@ -449,7 +460,9 @@ fn bench_profile(
         Some(warm),
         cold_s,
         progress,
-    )
+    )?;
+    variant.build_unchanged_s = Some(unchanged);
+    Ok(variant)
 }
 
 /// Profile names in the order `profiles.toml` lists them.

@@ -151,17 +151,17 @@ pub fn render_table(variants: &[Variant]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| variant | zip MB | unpacked MB | zip vs plain | unpacked vs plain | verify | start | import litellm | first completion | build warm | build cold |"
+        "| variant | zip MB | unpacked MB | zip vs plain | unpacked vs plain | verify | start | import litellm | first completion | build warm | unchanged | build cold |"
     );
     let _ = writeln!(
         s,
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for v in variants {
         let verify = verify_cell(v);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2}x | {:.2}x | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2}x | {:.2}x | {} | {} | {} | {} | {} | {} | {} |",
             v.name,
             mb(v.zip_bytes),
             mb(v.unpacked_bytes),
@@ -172,6 +172,7 @@ pub fn render_table(variants: &[Variant]) -> String {
             secs(v.timings.import_seconds),
             secs(v.timings.first_call_seconds),
             secs(v.build_warm_s),
+            secs(v.build_unchanged_s),
             secs(v.build_cold_s),
         );
     }
@@ -238,6 +239,7 @@ mod tests {
                 peak_rss_bytes: None,
             },
             build_warm_s: Some(12.345),
+            build_unchanged_s: None,
             build_cold_s: None,
         }
     }
@@ -256,11 +258,11 @@ mod tests {
         assert_eq!(lines.len(), 4, "{table}");
         assert_eq!(
             lines[2],
-            "| plain | 50.0 | 160.0 | 1.00x | 1.00x | pass | 0.02 s | 2.50 s | n/a | 12.35 s | n/a |"
+            "| plain | 50.0 | 160.0 | 1.00x | 1.00x | pass | 0.02 s | 2.50 s | n/a | 12.35 s | n/a | n/a |"
         );
         assert_eq!(
             lines[3],
-            "| guide | 25.0 | 80.0 | 0.50x | 0.50x | FAIL: package: metadata, litellm: import | 0.02 s | n/a | n/a | 12.35 s | n/a |"
+            "| guide | 25.0 | 80.0 | 0.50x | 0.50x | FAIL: package: metadata, litellm: import | 0.02 s | n/a | n/a | 12.35 s | n/a | n/a |"
         );
     }
 

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::build::cache::StageCache;
 use crate::build::fetch::Fetcher;
 use crate::build::minimize::stage::{minimize_stage, prove_minimized, Minimized};
 use crate::build::plan::{BuildPlan, ChosenWheel};
@@ -17,7 +18,6 @@ use crate::build::runtime::RuntimeInfo;
 use crate::build::slim::{SlimContext, Slimmed};
 use crate::build::Built;
 use crate::core::{Owners, RemovedDistribution};
-use crate::python::wheel;
 use crate::spec::Spec;
 use crate::util::progress::Progress;
 use crate::util::zipinfo::ZipStats;
@@ -29,8 +29,19 @@ use crate::util::zipinfo::ZipStats;
 pub fn execute(plan: &BuildPlan) -> Result<Built> {
     let progress = Progress::new();
     let mut clock = Stopwatch::default();
+    let fingerprint = crate::build::cache::uptodate::fingerprint(plan)?;
+    if let Some(report) = crate::build::cache::uptodate::check(plan, &fingerprint) {
+        progress.line(format!(
+            "up to date: {} (the plan, its inputs and the outputs are those of the last build; nothing rebuilt)",
+            plan.paths.zip
+        ));
+        return Ok(Built { report });
+    }
     fs_err::create_dir_all(&plan.paths.out)?;
+    crate::build::cache::uptodate::forget(plan)?;
+    let old_tree = remove_old_trees(&plan.paths.out, &plan.paths.tree)?;
     let fetcher = Fetcher::new(plan.offline, progress.clone())?;
+    let cache = StageCache::new(&fetcher.cache);
     let archive = clock.time("fetch", || fetch_runtime(plan, &fetcher, &progress))?;
     // Renamed into the layer's tree at the end: a finished output, so not tempfile's 0700.
     let staging = tempfile::Builder::new()
@@ -47,7 +58,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         fetch_wheels(&fetcher, &plan.wheels, &lock, &progress)
     })?;
     let (owners, install_notes) = clock.time("install", || {
-        let installed = install(plan, &wheels, &stage, &site_rel, &progress)?;
+        let installed = install(plan, &wheels, &stage, &site_rel, &cache, &progress)?;
         write_sitecustomize(
             &plan.spec,
             &plan.env,
@@ -67,6 +78,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         owners: &owners,
         host_python: &host_python,
         progress: &progress,
+        cache: Some(&cache),
     };
     let mut slimmed = crate::build::slim::start(&ctx);
     let slim = &mut slimmed;
@@ -77,7 +89,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         crate::build::slim::site_packages_zip_step(&ctx, slim)
     })?;
     let minimized = clock.time("minimize", || {
-        minimize(plan, &stage, &site_rel, &owners, &progress)
+        minimize(plan, &stage, &site_rel, &owners, &cache, &progress)
     })?;
     clock.time("clients", || {
         crate::build::clients::write(&stage, plan.clients_node)
@@ -94,11 +106,11 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
             minimized.as_ref(),
         )?;
         crate::build::sbom::write(plan, &stage, &runtime, &owners, &wheels, &removed)?;
-        package(plan, &stage, &progress)
+        package(plan, &stage, &cache, &progress)
     })?;
     // Timed as part of "package" (a step timed twice adds up).
     let stack = clock.time("package", || {
-        crate::build::split::package_step(plan, &stage, &site_rel, &progress)
+        crate::build::split::package_step(plan, &stage, &site_rel, Some(&cache), &progress)
     })?;
     let mut report = clock.time("report", || {
         let mut report = report(plan, &runtime, &stats, &owners, slimmed, install_notes);
@@ -114,9 +126,11 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
 
     // Keep the unpacked tree for `verify` and `analyze`.
     let tree = &plan.paths.tree;
-    if tree.exists() {
-        fs_err::remove_dir_all(tree)?;
-    }
+    clock.time("replace tree", || {
+        old_tree
+            .join()
+            .map_err(|_| anyhow::anyhow!("removing the last build's tree panicked"))?
+    })?;
     let stage_path = staging.keep();
     fs_err::rename(&stage_path, tree)?;
 
@@ -124,13 +138,42 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     // names the removal that broke it. The report is written only for a layer that passed.
     if let Some(m) = &minimized {
         clock.time("minimize", || {
-            prove_minimized(plan, &plan.paths.zip, tree, &site_rel, &m.plan, &progress)
+            prove_minimized(plan, &plan.paths.zip, &site_rel, &m.plan, &progress)
         })?;
     }
     crate::build::split::drop_single_zip(plan)?;
     report.timings = clock.steps;
+    report.cache = cache.counts();
     report.write(&plan.paths.out)?;
+    crate::build::cache::uptodate::record(plan, &fingerprint)?;
     Ok(Built { report })
+}
+
+/// Renames the last build's tree aside and removes it (with any left by an interrupted
+/// build) in a thread of its own, while this build runs: deleting ten thousand files takes
+/// seconds. The state file is already forgotten, so nothing claims the old zip is up to date.
+fn remove_old_trees(
+    out: &Utf8Path,
+    tree: &Utf8Path,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    const ASIDE: &str = ".old-tree-";
+    if tree.exists() {
+        let aside = out.join(format!("{ASIDE}{}", std::process::id()));
+        fs_err::rename(tree, &aside)?;
+    }
+    let mut old = Vec::new();
+    for entry in fs_err::read_dir(out)? {
+        let path = crate::util::utf8(entry?.path())?;
+        if path.file_name().is_some_and(|n| n.starts_with(ASIDE)) {
+            old.push(path);
+        }
+    }
+    Ok(std::thread::spawn(move || {
+        for path in old {
+            fs_err::remove_dir_all(&path)?;
+        }
+        Ok(())
+    }))
 }
 
 /// Seconds per named step; a step timed twice (fetch: the runtime, then the wheels) adds up.
@@ -201,6 +244,7 @@ fn install(
     downloaded: &[Utf8PathBuf],
     stage: &Utf8Path,
     site_rel: &Utf8Path,
+    cache: &StageCache,
     progress: &Progress,
 ) -> Result<(Owners, Vec<String>)> {
     let site_packages = stage.join(site_rel);
@@ -208,7 +252,14 @@ fn install(
     let mut notes = Vec::new();
     let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
     for (chosen, path) in plan.wheels.iter().zip(downloaded) {
-        let installed = wheel::install_wheel(path, &site_packages).with_context(|| {
+        let installed = crate::build::cache::install::install(
+            cache,
+            path,
+            chosen.sha256.as_str(),
+            site_rel,
+            &site_packages,
+        )
+        .with_context(|| {
             format!(
                 "installing {} {} from {}",
                 chosen.package, chosen.version, chosen.file
@@ -244,6 +295,7 @@ fn minimize(
     stage: &Utf8Path,
     site_rel: &Utf8Path,
     owners: &Owners,
+    cache: &StageCache,
     progress: &Progress,
 ) -> Result<Option<Minimized>> {
     if !plan.minimize.enabled {
@@ -258,7 +310,7 @@ fn minimize(
             dropped_files.len()
         ));
     }
-    let mut m = minimize_stage(plan, stage, owners, progress)?;
+    let mut m = minimize_stage(plan, stage, owners, Some(cache), progress)?;
     m.summary.dropped_accelerators = plan.minimize.dropped_accelerators.clone();
     Ok(Some(m))
 }
@@ -315,10 +367,15 @@ fn write_manifest(
 }
 
 /// Step "package": the staged tree into the layer zip.
-fn package(plan: &BuildPlan, stage: &Utf8Path, progress: &Progress) -> Result<ZipStats> {
+fn package(
+    plan: &BuildPlan,
+    stage: &Utf8Path,
+    cache: &StageCache,
+    progress: &Progress,
+) -> Result<ZipStats> {
     let zip_path = &plan.paths.zip;
     progress.line(format!("packaging {zip_path}"));
-    crate::build::zip::write_zip(stage, zip_path, 9)
+    crate::build::zip::write_zip_cached(stage, zip_path, 9, Some(cache))
 }
 
 /// Step "report": sizes per distribution, budgets, and what each step removed.

@@ -3,6 +3,7 @@
 //! ([`execute::execute`]: fetch, unpack runtime, install, prune, bytecode, strip,
 //! site-packages zip, minimize, SBOM, package, report), each step in its own function or module.
 
+pub mod cache;
 pub mod clients;
 pub mod execute;
 pub mod fetch;

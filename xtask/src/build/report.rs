@@ -58,6 +58,9 @@ pub struct Report {
     /// the single zip (`zip_path`, `zip_bytes`) is then not kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<crate::core::stack::Stack>,
+    /// Stage cache hits and misses per stage (install, bytecode, strip, zip).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache: Vec<crate::build::cache::StageCount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +213,7 @@ pub fn build(
         minimized: None,
         timings: Vec::new(),
         split: None,
+        cache: Vec::new(),
     }
 }
 
@@ -477,6 +481,29 @@ impl Report {
                 .collect();
             let _ = writeln!(s, "time    {total:.2} s: {}", steps.join(", "));
         }
+        if !self.cache.is_empty() {
+            let stages: Vec<String> = self
+                .cache
+                .iter()
+                .map(|c| {
+                    let what = match c.stage.as_str() {
+                        "install" => "wheels",
+                        "bytecode" => "modules",
+                        "strip" => "ELF files",
+                        "zip" => "zip entries",
+                        "trace" => "traces",
+                        _ => "items",
+                    };
+                    format!(
+                        "{}: {} {what}, {} from the stage cache",
+                        c.stage,
+                        c.hits + c.misses,
+                        c.hits
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "cache   {}", stages.join("; "));
+        }
         if self.over_budget.is_empty() {
             let _ = writeln!(s, "\nfits: within Lambda's limits and the spec's budget");
         } else {
@@ -530,6 +557,16 @@ mod tests {
         let text = report.to_text();
         assert!(
             text.contains("time    1.75 s: fetch 0.25, site-packages zip 1.50"),
+            "{text}"
+        );
+        report.cache = vec![crate::build::cache::StageCount {
+            stage: "install".into(),
+            hits: 51,
+            misses: 0,
+        }];
+        let text = report.to_text();
+        assert!(
+            text.contains("cache   install: 51 wheels, 51 from the stage cache"),
             "{text}"
         );
     }

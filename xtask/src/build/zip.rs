@@ -9,13 +9,26 @@ use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use zip::write::SimpleFileOptions;
 
+use crate::build::cache::StageCache;
 use crate::util::zipinfo::{read_stats, ZipStats};
 
 /// Zips the tree under `root` into `out`. Two calls on the same tree give the same bytes.
 pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats> {
+    write_zip_cached(root, out, level, None)
+}
+
+/// [`write_zip`], taking each file's deflated bytes from the stage cache when it has them.
+pub fn write_zip_cached(
+    root: &Utf8Path,
+    out: &Utf8Path,
+    level: i64,
+    cache: Option<&StageCache>,
+) -> Result<ZipStats> {
     let entries = crate::util::walk(root)?;
-    crate::util::write_atomic(out, |file| write_entries(root, &entries, &mut *file, level))
-        .with_context(|| format!("writing {out}"))?;
+    crate::util::write_atomic(out, |file| {
+        write_in_order(&mut *file, &classify(root, &entries)?, level, cache)
+    })
+    .with_context(|| format!("writing {out}"))?;
     read_stats(out)
 }
 
@@ -36,21 +49,26 @@ pub enum Kind {
     },
 }
 
-/// Writes the zip of the tree's `entries` (under `root`) into `out`.
-fn write_entries(
-    root: &Utf8Path,
-    entries: &[crate::util::WalkEntry],
-    out: impl Write + Seek,
-    level: i64,
-) -> Result<()> {
-    write_in_order(out, &classify(root, entries)?, level)
+/// A file deflated by a worker: by the zip library, or as a one-entry zip of the stage cache.
+enum Deflated {
+    Prepared(zip::PreparedZipFile),
+    Cached(Vec<u8>),
 }
 
 /// Writes `entries`, in their order, as a zip into `out`, with fixed times and the given
 /// modes. Files are read and deflated by a few threads ahead of the writer, which appends
 /// them in order: the same compressor at the same level gives the same bytes as deflating
 /// them one after another.
-pub fn write_in_order(out: impl Write + Seek, entries: &[Entry], level: i64) -> Result<()> {
+/// With a stage cache, the deflated bytes of each file come from there when it has them
+/// (files of 4 GiB and more are deflated as they are).
+///
+/// Long: the workers and the in-order writer share the channel and the stop flag.
+pub fn write_in_order(
+    out: impl Write + Seek,
+    entries: &[Entry],
+    level: i64,
+    cache: Option<&StageCache>,
+) -> Result<()> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let base = SimpleFileOptions::default()
         .last_modified_time(zip::DateTime::default())
@@ -81,7 +99,14 @@ pub fn write_in_order(out: impl Write + Seek, entries: &[Entry], level: i64) -> 
                     continue;
                 };
                 let options = base.unix_permissions(*mode).large_file(*large);
-                if send.send((n, deflate(name, path, options))).is_err() {
+                let deflated = match cache {
+                    Some(cache) if !*large => {
+                        crate::build::cache::zipentry::deflate(cache, path, options, level, *mode)
+                            .map(Deflated::Cached)
+                    }
+                    _ => deflate(name, path, options).map(Deflated::Prepared),
+                };
+                if send.send((n, deflated)).is_err() {
                     break;
                 }
             });
@@ -111,9 +136,15 @@ pub fn write_in_order(out: impl Write + Seek, entries: &[Entry], level: i64) -> 
                             ready.insert(n, p);
                         };
                         file_no += 1;
-                        zip.add_prepared_file(prepared?)
-                            .map_err(plain)
-                            .with_context(|| format!("writing {name} into the zip"))?;
+                        match prepared? {
+                            Deflated::Prepared(p) => zip
+                                .add_prepared_file(p)
+                                .map_err(plain)
+                                .with_context(|| format!("writing {name} into the zip"))?,
+                            Deflated::Cached(one) => {
+                                crate::build::cache::zipentry::append(zip, name, &one)?
+                            }
+                        }
                     }
                 }
             }
@@ -218,7 +249,7 @@ pub fn with_quiet_zip<W: Write + Seek>(
 
 /// A zip error whose cause is I/O as that I/O error: `ZipError::Io` both prints its cause and
 /// gives it as its source, so the error line would say it twice.
-fn plain(err: zip::result::ZipError) -> anyhow::Error {
+pub fn plain(err: zip::result::ZipError) -> anyhow::Error {
     match err {
         zip::result::ZipError::Io(io) => io.into(),
         other => other.into(),
@@ -493,6 +524,33 @@ mod tests {
                 "level {level}: the parallel writer's bytes differ"
             );
         }
+        // Through the stage cache, cold and then warm: still the same bytes.
+        let cache = StageCache::new(Utf8Path::from_path(outs.path()).unwrap());
+        for round in ["cold", "warm"] {
+            let out = Utf8Path::from_path(outs.path())
+                .unwrap()
+                .join(format!("{round}.zip"));
+            write_zip_cached(dir, &out, 9, Some(&cache)).unwrap();
+            assert!(
+                fs_err::read(&out).unwrap() == sequential(dir, 9),
+                "{round} stage cache: the bytes differ"
+            );
+        }
+        let zip = cache
+            .counts()
+            .into_iter()
+            .find(|c| c.stage == "zip")
+            .unwrap();
+        assert!(zip.hits >= 300 && zip.misses > 0, "{zip:?}");
+    }
+
+    fn write_entries(
+        root: &Utf8Path,
+        entries: &[crate::util::WalkEntry],
+        out: impl Write + Seek,
+        level: i64,
+    ) -> Result<()> {
+        write_in_order(out, &classify(root, entries)?, level, None)
     }
 
     #[test]

@@ -146,7 +146,7 @@ pub fn select_wheel<'a>(files: &'a [String], target: &Target) -> Option<&'a Stri
 }
 
 /// A distribution installed into site-packages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Installed {
     pub name: String,
     pub version: String,

@@ -128,6 +128,10 @@ pub struct VerifyOptions {
     /// Lambda's memory setting in MB: its CPU share and memory limit for the sandbox
     /// (`memory.rs`).
     pub memory_mb: Option<u32>,
+    /// Minimization's workloads (and their providers), run in the same sandbox as the checks:
+    /// a minimized layer is proven by one run, not two.
+    pub workloads: Vec<inside::Workload>,
+    pub providers: Vec<String>,
 }
 
 impl VerifyOptions {
@@ -338,7 +342,15 @@ fn runtime_plan(
     emulation: &execute::Emulation,
     contents: contents::Contents,
 ) -> Result<Plan> {
-    let mut plan = execute::plan(arch, emulation, (120, 600));
+    // A workload may run as long as minimization's own runs of it may.
+    let timeouts = if flags.workloads.is_empty() {
+        (120, 600)
+    } else {
+        (300, 1200)
+    };
+    let mut plan = execute::plan(arch, emulation, timeouts);
+    plan.workloads = flags.workloads.clone();
+    plan.providers = flags.providers.clone();
     plan.skipped = spec
         .verify
         .skip_imports

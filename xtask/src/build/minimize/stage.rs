@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::build::cache::{Stage, StageCache};
 use crate::build::plan::BuildPlan;
 use crate::core::Owners;
 use crate::util::progress::Progress;
@@ -22,11 +23,12 @@ pub fn minimize_stage(
     plan: &BuildPlan,
     stage: &Utf8Path,
     owners: &Owners,
+    cache: Option<&StageCache>,
     progress: &Progress,
 ) -> Result<Minimized> {
     let spec = &plan.spec;
     let trace_path = plan.paths.trace.clone();
-    let trace = obtain_trace(plan, stage, progress)?;
+    let trace = obtain_trace(plan, stage, cache, progress)?;
     let tmp = trace_path.with_extension("json.tmp");
     fs_err::write(&tmp, serde_json::to_string_pretty(&trace)? + "\n")?;
     fs_err::rename(&tmp, &trace_path)?;
@@ -80,10 +82,15 @@ pub fn minimize_stage(
     Ok(Minimized { plan, summary })
 }
 
-/// The trace to minimize with: `--trace`, checked to be of this architecture, else a fresh run
-/// of the spec's workloads on the staged layer.
-fn obtain_trace(plan: &BuildPlan, stage: &Utf8Path, progress: &Progress) -> Result<super::Trace> {
-    let spec = &plan.spec;
+/// The trace to minimize with: `--trace`, checked to be of this architecture, else the stage
+/// cache's trace of this very tree (same content, workloads, providers, xtask), else a fresh
+/// run of the spec's workloads on the staged layer (then kept in the stage cache).
+fn obtain_trace(
+    plan: &BuildPlan,
+    stage: &Utf8Path,
+    cache: Option<&StageCache>,
+    progress: &Progress,
+) -> Result<super::Trace> {
     let arch = plan.arch;
     let trace = match &plan.minimize.trace_given {
         Some(path) => {
@@ -98,21 +105,65 @@ fn obtain_trace(plan: &BuildPlan, stage: &Utf8Path, progress: &Progress) -> Resu
             }
             trace
         }
-        None => {
-            progress.line(format!(
-                "minimize: tracing {} with providers {} in the sandbox",
-                spec.minimize
-                    .workloads
-                    .iter()
-                    .map(|w| w.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                spec.minimize.providers.join(", ")
-            ));
-            super::trace(spec, arch, stage)?
-        }
+        None => match cache {
+            Some(cache) => {
+                let key = trace_key(plan, stage)?;
+                let cached = cache
+                    .get_file(Stage::Trace, &key)
+                    .and_then(|bytes| serde_json::from_slice::<super::Trace>(&bytes).ok());
+                match cached {
+                    Some(trace) => {
+                        progress.line(
+                            "minimize: reusing the trace of this same tree, workloads and providers (stage cache)",
+                        );
+                        trace
+                    }
+                    None => {
+                        let trace = run_trace(plan, stage, progress)?;
+                        cache.put_file(Stage::Trace, &key, &serde_json::to_vec(&trace)?)?;
+                        trace
+                    }
+                }
+            }
+            None => run_trace(plan, stage, progress)?,
+        },
     };
     Ok(trace)
+}
+
+/// The stage cache key of a trace: the staged tree's content, the workloads' sources, the
+/// providers, the architecture and this xtask (whose hook does the tracing).
+fn trace_key(plan: &BuildPlan, stage: &Utf8Path) -> Result<String> {
+    let spec = &plan.spec;
+    let tree = crate::build::cache::tree_hash(stage)?;
+    let mut parts: Vec<Vec<u8>> = vec![
+        tree.into_bytes(),
+        plan.arch.as_str().as_bytes().to_vec(),
+        spec.minimize.providers.join("\n").into_bytes(),
+        crate::build::cache::exe_identity()?.into_bytes(),
+    ];
+    for w in super::workloads(spec)? {
+        parts.push(w.name.into_bytes());
+        parts.push(w.source.into_bytes());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(crate::build::cache::key(Stage::Trace, &refs))
+}
+
+/// Runs the spec's workloads on the staged layer under the tracing hook.
+fn run_trace(plan: &BuildPlan, stage: &Utf8Path, progress: &Progress) -> Result<super::Trace> {
+    let spec = &plan.spec;
+    progress.line(format!(
+        "minimize: tracing {} with providers {} in the sandbox",
+        spec.minimize
+            .workloads
+            .iter()
+            .map(|w| w.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        spec.minimize.providers.join(", ")
+    ));
+    super::trace(spec, plan.arch, stage)
 }
 
 /// Layer paths the trace does not name but a kept file needs: what the interpreter and every
@@ -162,20 +213,27 @@ fn needed_files(
     Ok(needed)
 }
 
-/// Runs `verify` on the minimized zip and the workload on its tree; on failure, names the
-/// removed files that explain it.
+/// Runs `verify` on the minimized zip, the workload in the same sandbox run; on failure,
+/// names the removed files that explain it.
 pub fn prove_minimized(
     build: &BuildPlan,
     zip_path: &Utf8Path,
-    tree: &Utf8Path,
     site_rel: &Utf8Path,
     plan: &super::Plan,
     progress: &Progress,
 ) -> Result<()> {
     let spec = &build.spec;
-    progress.line("minimize: verifying the minimized layer");
-    let options = crate::verify::VerifyOptions::of_layer(zip_path, build.arch, 1);
+    progress.line("minimize: verifying the minimized layer and running the workload on it");
+    let mut options = crate::verify::VerifyOptions::of_layer(zip_path, build.arch, 1);
+    options.workloads = super::workloads(spec)?;
+    options.providers = spec.minimize.providers.clone();
     let report = crate::verify::verify(spec, &options)?;
+    // The workload's proof counts only the way Lambda runs it (as a separate run did before).
+    if let crate::verify::Execution::Plain { why, .. } | crate::verify::Execution::NotRun { why } =
+        &report.execution
+    {
+        bail!("the minimized layer {zip_path} could not be proven in the verify sandbox: {why}");
+    }
     // Removing files cannot make an ELF file need a newer glibc or another machine: those
     // findings are the runtime's (the arm64 fixture's libexpat needs glibc 2.36), shown, not
     // blamed on minimization. `verify` on the zip reports them as it does for any profile.
@@ -190,25 +248,10 @@ pub fn prove_minimized(
             c.name, c.detail
         ));
     }
-    let mut failures: Vec<(String, String)> = failed
+    let failures: Vec<(String, String)> = failed
         .iter()
         .map(|c| (c.name.clone(), c.detail.clone()))
         .collect();
-    progress.line("minimize: running the workload again on the minimized layer");
-    let again = crate::verify::run_workloads(
-        spec,
-        build.arch,
-        tree,
-        super::workloads(spec)?,
-        spec.minimize.providers.clone(),
-    )?;
-    failures.extend(
-        again
-            .checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| (c.name.clone(), c.detail.clone())),
-    );
     if failures.is_empty() {
         return Ok(());
     }

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
+use crate::build::cache::StageCache;
 pub use crate::spec::profiles::Mode;
 
 /// One file to compile.
@@ -129,12 +130,14 @@ fn remove_existing(stage: &Utf8Path) -> Result<usize> {
 }
 
 /// Compiles every job with `python` (host interpreter of the target's minor version), two
-/// processes at a time, then deletes the sources of sourceless jobs that compiled.
+/// processes at a time, then deletes the sources of sourceless jobs that compiled. With a
+/// stage cache, the `.pyc` files it holds are copied instead and only the others compiled.
 pub fn compile(
     stage: &Utf8Path,
     jobs: &[Job],
     python: &Utf8Path,
     optimize: u8,
+    cache: Option<&StageCache>,
 ) -> Result<Compiled> {
     let mut out = Compiled {
         stale_removed: remove_existing(stage)?,
@@ -142,6 +145,49 @@ pub fn compile(
     };
     if jobs.is_empty() {
         return Ok(out);
+    }
+    let failed_sources = match cache {
+        None => compile_jobs(stage, jobs, python, optimize, &mut out.failed)?,
+        Some(cache) => {
+            let interpreter = crate::build::cache::bytecode::interpreter_id(python)?;
+            let keys =
+                crate::build::cache::bytecode::restore(cache, stage, jobs, &interpreter, optimize)?;
+            let todo: Vec<(&Job, &String)> = jobs
+                .iter()
+                .zip(&keys)
+                .filter(|(_, (_, missing))| *missing)
+                .map(|(j, (k, _))| (j, k))
+                .collect();
+            let todo_jobs: Vec<Job> = todo.iter().map(|(j, _)| (*j).clone()).collect();
+            let failed = compile_jobs(stage, &todo_jobs, python, optimize, &mut out.failed)?;
+            crate::build::cache::bytecode::store(cache, stage, &todo, &failed)?;
+            failed
+        }
+    };
+    for j in jobs {
+        if failed_sources.contains(&j.source) {
+            continue;
+        }
+        out.files += 1;
+        if j.drop_source {
+            fs_err::remove_file(stage.join(&j.source))?;
+            out.sources_removed += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Compiles `jobs` in two processes; returns the sources that failed (also noted in `failed`).
+fn compile_jobs(
+    stage: &Utf8Path,
+    jobs: &[Job],
+    python: &Utf8Path,
+    optimize: u8,
+    failed: &mut Vec<(Utf8PathBuf, String)>,
+) -> Result<BTreeSet<Utf8PathBuf>> {
+    let mut failed_sources = BTreeSet::new();
+    if jobs.is_empty() {
+        return Ok(failed_sources);
     }
     let workers = 2.min(jobs.len());
     let per = jobs.len().div_ceil(workers);
@@ -166,7 +212,6 @@ pub fn compile(
             })
             .collect()
     });
-    let mut failed_sources = BTreeSet::new();
     for a in answers {
         for (src, err) in a?.failed {
             let rel = Utf8Path::new(&src)
@@ -174,20 +219,10 @@ pub fn compile(
                 .map(Utf8Path::to_owned)
                 .unwrap_or_else(|_| src.clone().into());
             failed_sources.insert(rel.clone());
-            out.failed.push((rel, err));
+            failed.push((rel, err));
         }
     }
-    for j in jobs {
-        if failed_sources.contains(&j.source) {
-            continue;
-        }
-        out.files += 1;
-        if j.drop_source {
-            fs_err::remove_file(stage.join(&j.source))?;
-            out.sources_removed += 1;
-        }
-    }
-    Ok(out)
+    Ok(failed_sources)
 }
 
 fn run_script(python: &Utf8Path, stdin: &str) -> Result<Answer> {
@@ -287,7 +322,7 @@ mod tests {
             Utf8PathBuf::from("python/lib/python3.11/site-packages/pkg/bad.py"),
         ];
         let jobs = plan(&files, Mode::Sourceless, "3.11", 0, &none());
-        let done = compile(stage, &jobs, python, 0).unwrap();
+        let done = compile(stage, &jobs, python, 0, None).unwrap();
         assert_eq!(done.files, 1);
         assert_eq!(done.failed.len(), 1);
         assert_eq!(done.stale_removed, 1);

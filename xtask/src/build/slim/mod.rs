@@ -37,6 +37,8 @@ pub struct SlimContext<'a> {
     /// (fetched on first call for a cross build).
     pub host_python: &'a dyn Fn() -> Result<Utf8PathBuf>,
     pub progress: &'a Progress,
+    /// Where bytecode, stripped files and zip entries of earlier builds are kept.
+    pub cache: Option<&'a crate::build::cache::StageCache>,
 }
 
 /// One ELF file stripping changed or left alone.
@@ -236,12 +238,18 @@ pub fn bytecode_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
         &keep_source.build()?,
     );
     let compiled = if jobs.is_empty() {
-        crate::build::slim::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0)?
+        crate::build::slim::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0, None)?
     } else {
         let python = (ctx.host_python)()?;
         ctx.progress
             .line(format!("compiling {} modules with {python}", jobs.len()));
-        crate::build::slim::bytecode::compile(ctx.stage, &jobs, &python, profile.optimize)?
+        crate::build::slim::bytecode::compile(
+            ctx.stage,
+            &jobs,
+            &python,
+            profile.optimize,
+            ctx.cache,
+        )?
     };
     if compiled.stale_removed > 0 {
         out.notes.push(format!(
@@ -275,7 +283,7 @@ pub fn strip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
     if !ctx.profile.strip {
         return Ok(());
     }
-    for s in crate::build::slim::strip::strip_tree(ctx.stage, ctx.arch)? {
+    for s in crate::build::slim::strip::strip_tree(ctx.stage, ctx.arch, ctx.cache)? {
         let note = match s.outcome {
             crate::build::slim::strip::Outcome::Stripped { before, after } => StripNote {
                 path: s.path,
@@ -320,7 +328,8 @@ pub fn site_packages_zip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Resul
     let keep_out = &ctx.profile.rules_data.site_zip.keep_out;
     let plan = crate::build::slim::sitezip::plan(&files, &owner, keep_out);
     let dest_rel = layout.stdlib().join(crate::build::slim::sitezip::FILE_NAME);
-    let entries = crate::build::slim::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan)?;
+    let entries =
+        crate::build::slim::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan, ctx.cache)?;
     for (dist, why) in &plan.kept_out {
         out.notes
             .push(format!("kept out of site-packages.zip: {dist}: {why}"));

@@ -99,7 +99,12 @@ pub fn plan(
 /// Writes the zip (reproducibly: sorted, fixed times and modes, a directory entry for every
 /// folder), deletes what it holds from site-packages, and returns its entries as if they were
 /// files of site-packages, for the report.
-pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<Vec<EntryStat>> {
+pub fn write(
+    site_packages: &Utf8Path,
+    dest: &Utf8Path,
+    plan: &Plan,
+    cache: Option<&crate::build::cache::StageCache>,
+) -> Result<Vec<EntryStat>> {
     let mut names: BTreeMap<String, Option<&Utf8Path>> = BTreeMap::new();
     for (disk, name) in &plan.zipped {
         let mut p = Utf8Path::new(name).parent();
@@ -110,7 +115,7 @@ pub fn write(site_packages: &Utf8Path, dest: &Utf8Path, plan: &Plan) -> Result<V
         names.insert(name.clone(), Some(disk));
     }
     crate::util::write_atomic(dest, |file| {
-        crate::build::zip::write_in_order(&mut *file, &zip_entries(&names, site_packages), 9)
+        crate::build::zip::write_in_order(&mut *file, &zip_entries(&names, site_packages), 9, cache)
     })
     .with_context(|| format!("writing {dest}"))?;
 
@@ -231,7 +236,7 @@ mod tests {
             .collect();
         let p = plan(&files, &owner_table, &[]);
         let dest = root.join(FILE_NAME);
-        write(&sp, &dest, &p).unwrap();
+        write(&sp, &dest, &p, None).unwrap();
         assert!(
             sp.join("nat/_speed.cpython-311-x86_64-linux-gnu.so")
                 .exists(),
@@ -251,7 +256,7 @@ mod tests {
         assert!(out.starts_with("42 1.0 "), "{out}");
         assert!(out.contains("site-packages.zip"), "{out}");
         let a = fs_err::read(&dest).unwrap();
-        write(&sp, &root.join("again.zip"), &Plan::default()).unwrap();
+        write(&sp, &root.join("again.zip"), &Plan::default(), None).unwrap();
         assert!(!a.is_empty());
     }
 }

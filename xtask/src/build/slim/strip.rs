@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use goblin::elf::{program_header::PT_LOAD, Elf};
 
+use crate::build::cache::StageCache;
 use crate::spec::Arch;
 
 /// What stripping did to one file.
@@ -122,15 +123,41 @@ pub fn tool(arch: Arch) -> Result<Utf8PathBuf> {
 
 /// Strips one file in place (its inode kept, so hard links stay links); `None` when the file
 /// is not an ELF file of `arch` with debug information.
-pub fn strip_file(path: &Utf8Path, arch: Arch, tool: &Utf8Path) -> Result<Option<Outcome>> {
+/// With a stage cache (`cache`: the cache and the tool's identity), the stripped bytes come
+/// from there when it has them; a stripped result is stored there, a kept one is not.
+pub fn strip_file(
+    path: &Utf8Path,
+    arch: Arch,
+    tool: &Utf8Path,
+    cache: Option<(&StageCache, &str)>,
+) -> Result<Option<Outcome>> {
     let before = fs_err::read(path)?;
     if candidate(&before, arch) != Candidate::HasDebug {
         return Ok(None);
     }
+    let key = cache.map(|(_, tool_id)| {
+        crate::build::cache::key(
+            crate::build::cache::Stage::Strip,
+            &[
+                crate::util::sha256_hex(&before).as_bytes(),
+                tool_id.as_bytes(),
+                STRIP_ARGS.as_bytes(),
+            ],
+        )
+    });
+    if let (Some((cache, _)), Some(key)) = (cache, &key) {
+        if let Some(after) = cache.get_file(crate::build::cache::Stage::Strip, key) {
+            fs_err::write(path, &after).with_context(|| format!("writing the stripped {path}"))?;
+            return Ok(Some(Outcome::Stripped {
+                before: before.len() as u64,
+                after: after.len() as u64,
+            }));
+        }
+    }
     let tmp = tempfile::tempdir().context("creating a folder for stripping")?;
     let out = tmp.path().join("stripped");
     let sh = xshell::Shell::new().context("reading the current folder")?;
-    let status = xshell::cmd!(sh, "{tool} --strip-debug -o {out} {path}")
+    let status = xshell::cmd!(sh, "{tool} {STRIP_ARGS} -o {out} {path}")
         .quiet()
         .ignore_status()
         .output()
@@ -146,15 +173,41 @@ pub fn strip_file(path: &Utf8Path, arch: Arch, tool: &Utf8Path) -> Result<Option
         return Ok(Some(Outcome::Kept(why)));
     }
     fs_err::write(path, &after).with_context(|| format!("writing the stripped {path}"))?;
+    if let (Some((cache, _)), Some(key)) = (cache, &key) {
+        cache.put_file(crate::build::cache::Stage::Strip, key, &after)?;
+    }
     Ok(Some(Outcome::Stripped {
         before: before.len() as u64,
         after: after.len() as u64,
     }))
 }
 
-/// Strips every ELF file of `arch` under `stage`.
-pub fn strip_tree(stage: &Utf8Path, arch: Arch) -> Result<Vec<Stripped>> {
+/// What `strip` is asked to do, part of the stage cache's key.
+const STRIP_ARGS: &str = "--strip-debug";
+
+/// The tool's path and the first line of its `--version`: what decides its output.
+fn tool_identity(tool: &Utf8Path) -> Result<String> {
+    let sh = xshell::Shell::new().context("reading the current folder")?;
+    let out = xshell::cmd!(sh, "{tool} --version")
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("could not start {tool}"))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    Ok(format!(
+        "{tool}\n{}",
+        version.lines().next().unwrap_or_default()
+    ))
+}
+
+/// Strips every ELF file of `arch` under `stage`, through the stage cache when given.
+pub fn strip_tree(
+    stage: &Utf8Path,
+    arch: Arch,
+    cache: Option<&StageCache>,
+) -> Result<Vec<Stripped>> {
     let mut tool_path = None;
+    let mut tool_id: Option<String> = None;
     let mut out = Vec::new();
     for w in crate::util::walk(stage)? {
         // Links are skipped: their target is a file of the walk too.
@@ -174,7 +227,17 @@ pub fn strip_tree(stage: &Utf8Path, arch: Arch) -> Result<Vec<Stripped>> {
             Some(t) => t,
             None => tool_path.insert(tool(arch)?),
         };
-        if let Some(outcome) = strip_file(&full, arch, tool)? {
+        let cached = match cache {
+            Some(c) => {
+                let id = match &tool_id {
+                    Some(id) => id,
+                    None => tool_id.insert(tool_identity(tool)?),
+                };
+                Some((c, id.as_str()))
+            }
+            None => None,
+        };
+        if let Some(outcome) = strip_file(&full, arch, tool, cached)? {
             out.push(Stripped {
                 path: w.rel,
                 outcome,
@@ -223,7 +286,7 @@ mod tests {
             Candidate::OtherMachine(goblin::elf::header::EM_AARCH64)
         );
         let tool = tool(Arch::Arm64).unwrap();
-        let outcome = strip_file(&so, Arch::Arm64, &tool).unwrap().unwrap();
+        let outcome = strip_file(&so, Arch::Arm64, &tool, None).unwrap().unwrap();
         let Outcome::Stripped {
             before: b,
             after: a,
@@ -237,7 +300,7 @@ mod tests {
         assert_eq!(elf.header.e_machine, goblin::elf::header::EM_AARCH64);
         assert!(!elf.dynsyms.is_empty());
         assert_eq!(candidate(&after, Arch::Arm64), Candidate::AlreadyStripped);
-        assert_eq!(strip_file(&so, Arch::Arm64, &tool).unwrap(), None);
+        assert_eq!(strip_file(&so, Arch::Arm64, &tool, None).unwrap(), None);
     }
 
     #[test]

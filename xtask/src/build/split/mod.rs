@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
+use crate::build::cache::StageCache;
 use crate::build::plan::BuildPlan;
 use crate::build::zip::{Entry, Kind};
 use crate::core::stack::{self, Marker, Stack, StackPart, MAX_LAYERS};
@@ -71,13 +72,20 @@ pub fn package_step(
     plan: &BuildPlan,
     stage: &Utf8Path,
     site_rel: &Utf8Path,
+    cache: Option<&StageCache>,
     progress: &Progress,
 ) -> Result<Option<Stack>> {
     remove_stale(plan)?;
     let Some(split) = &plan.split else {
         return Ok(None);
     };
-    match write_parts(plan, split, stage, site_rel, progress) {
+    let parts = Parts {
+        plan,
+        split,
+        stage,
+        cache,
+    };
+    match write_parts(&parts, site_rel, progress) {
         Ok(stack) => Ok(Some(stack)),
         Err(err) => {
             let _ = remove_stale(plan);
@@ -111,13 +119,19 @@ fn remove_stale(plan: &BuildPlan) -> Result<()> {
 }
 
 /// Packs, marks and writes the parts, then the stack file.
-fn write_parts(
-    plan: &BuildPlan,
-    split: &SplitPlan,
-    stage: &Utf8Path,
-    site_rel: &Utf8Path,
-    progress: &Progress,
-) -> Result<Stack> {
+/// What every part is written from; the stage cache holds the single zip's deflated entries,
+/// so the parts copy them instead of compressing again.
+struct Parts<'a> {
+    plan: &'a BuildPlan,
+    split: &'a SplitPlan,
+    stage: &'a Utf8Path,
+    cache: Option<&'a StageCache>,
+}
+
+fn write_parts(ctx: &Parts<'_>, site_rel: &Utf8Path, progress: &Progress) -> Result<Stack> {
+    let Parts {
+        plan, split, stage, ..
+    } = *ctx;
     let whole = &plan.paths.zip;
     let costs = entry_costs(whole)?;
     let walked = crate::util::walk(stage)?;
@@ -153,7 +167,7 @@ fn write_parts(
             part: k + 1,
             parts: n,
         };
-        let part = write_part(plan, split, stage, &entries, &items, members, &marker)?;
+        let part = write_part(ctx, &entries, &items, members, &marker)?;
         stack.parts.push(part);
     }
     let json = serde_json::to_string_pretty(&stack)? + "\n";
@@ -169,14 +183,18 @@ fn write_parts(
 
 /// Writes part `marker.part`: its marker into the tree, then its zip; measures it again.
 fn write_part(
-    plan: &BuildPlan,
-    split: &SplitPlan,
-    stage: &Utf8Path,
+    parts: &Parts<'_>,
     entries: &[Entry],
     items: &[Item],
     members: &BTreeSet<usize>,
     marker: &Marker,
 ) -> Result<StackPart> {
+    let Parts {
+        plan,
+        split,
+        stage,
+        cache,
+    } = *parts;
     let marker_rel = stack::marker_path(marker.part, marker.parts);
     fs_err::create_dir_all(stage.join(stack::MARKER_DIR))?;
     fs_err::write(
@@ -187,7 +205,7 @@ fn write_part(
     let file = stack::part_file_name(&marker.layer, &marker.arch, marker.part, marker.parts);
     let path = plan.paths.out.join(&file);
     crate::util::write_atomic(&path, |out| {
-        crate::build::zip::write_in_order(&mut *out, &part_entries, 9)
+        crate::build::zip::write_in_order(&mut *out, &part_entries, 9, cache)
     })
     .with_context(|| format!("writing {path}"))?;
     let stats = crate::util::zipinfo::read_stats(&path)?;
@@ -359,7 +377,7 @@ mod tests {
         let some: Vec<Entry> = entries.iter().step_by(3).map(copy).collect();
         let want: u64 = (0..entries.len()).step_by(3).map(|i| items[i].cost).sum();
         let mut out = std::io::Cursor::new(Vec::new());
-        crate::build::zip::write_in_order(&mut out, &some, 9).unwrap();
+        crate::build::zip::write_in_order(&mut out, &some, 9, None).unwrap();
         assert_eq!(out.get_ref().len() as u64, want + END_RECORD);
     }
 }

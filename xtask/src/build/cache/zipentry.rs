@@ -1,0 +1,84 @@
+//! Stage "zip" through the cache: each file's deflated bytes per content hash, level and
+//! mode, kept as a one-entry zip; a warm build copies those bytes into the layer's zips
+//! (`raw_copy_file_rename`) instead of deflating again. Cold and warm builds both go through
+//! the one-entry zip, so their bytes are the same by construction.
+
+use std::io::{Cursor, Seek, Write};
+
+use anyhow::{Context, Result};
+use camino::Utf8Path;
+use zip::write::SimpleFileOptions;
+
+use super::{key, Stage, StageCache};
+
+/// The key of a file's entry: its content, the compression level and its zip mode.
+pub fn entry_key(content_sha256: &str, level: i64, mode: u32) -> String {
+    key(
+        Stage::Zip,
+        &[
+            content_sha256.as_bytes(),
+            &level.to_le_bytes(),
+            &mode.to_le_bytes(),
+        ],
+    )
+}
+
+/// The one-entry zip holding the file at `path` deflated with `options` (which carry the
+/// level and `mode`), from the cache when it holds it.
+pub fn deflate(
+    cache: &StageCache,
+    path: &Utf8Path,
+    options: SimpleFileOptions,
+    level: i64,
+    mode: u32,
+) -> Result<Vec<u8>> {
+    let bytes = fs_err::read(path)?;
+    let key = entry_key(&crate::util::sha256_hex(&bytes), level, mode);
+    if let Some(one) = cache.get_file(Stage::Zip, &key) {
+        // A damaged entry is made again rather than copied into a layer.
+        if zip::ZipArchive::new(Cursor::new(&one)).is_ok_and(|z| z.len() == 1) {
+            return Ok(one);
+        }
+    }
+    let prepared = zip::PreparedZipFile::from_data("entry", options, &bytes)
+        .with_context(|| format!("compressing {path}"))?;
+    let mut one = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    one.add_prepared_file(prepared)
+        .with_context(|| format!("compressing {path}"))?;
+    let one = one
+        .finish()
+        .with_context(|| format!("compressing {path}"))?
+        .into_inner();
+    cache.put_file(Stage::Zip, &key, &one)?;
+    Ok(one)
+}
+
+/// Appends the entry of the one-entry zip `one` to `zip` as `name`, its deflated bytes as
+/// they are.
+pub fn append<W: Write + Seek>(zip: &mut zip::ZipWriter<W>, name: &str, one: &[u8]) -> Result<()> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(one))
+        .with_context(|| format!("reading the cached entry of {name}"))?;
+    let file = archive
+        .by_index_raw(0)
+        .with_context(|| format!("reading the cached entry of {name}"))?;
+    zip.raw_copy_file_rename(file, name)
+        .map_err(crate::build::zip::plain)
+        .with_context(|| format!("writing {name} into the zip"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_follows_content_level_and_mode() {
+        let a = "a".repeat(64);
+        assert_eq!(entry_key(&a, 9, 0o644), entry_key(&a, 9, 0o644));
+        assert_ne!(
+            entry_key(&a, 9, 0o644),
+            entry_key(&"b".repeat(64), 9, 0o644)
+        );
+        assert_ne!(entry_key(&a, 9, 0o644), entry_key(&a, 6, 0o644));
+        assert_ne!(entry_key(&a, 9, 0o644), entry_key(&a, 9, 0o755));
+    }
+}
