@@ -8,32 +8,21 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
-
-const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 /// `verify --json --timing-runs 1 --memory MB` on the default layer of `which` spec; the exit
 /// code and report.
 fn verify(which: common::Which, memory: &str, extra: &[&str]) -> (i32, Value) {
     let layer = common::built(which, "x86_64", None);
-    let out = Command::new(XTASK)
-        .args(["verify", "--json", "--timing-runs", "1", "--memory", memory])
-        .arg("--layer")
-        .arg(&layer.zip)
-        .args(extra)
-        .current_dir(common::root())
-        .output()
-        .expect("run xtask verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--memory".as_ref(),
+        memory.as_ref(),
+        "--layer".as_ref(),
+        layer.zip.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    common::verify_json(&args)
 }
 
 fn check<'a>(report: &'a Value, name: &str) -> (bool, &'a str) {

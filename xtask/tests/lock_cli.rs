@@ -31,6 +31,15 @@ fn al2_spec(packages: &str) -> tempfile::TempDir {
     dir
 }
 
+/// `cargo xtask lock` of the spec in `dir`.
+fn lock(dir: &tempfile::TempDir) -> std::process::Output {
+    xtask()
+        .args(["lock", "--spec"])
+        .arg(dir.path().join("layer.toml"))
+        .output()
+        .unwrap()
+}
+
 /// Whether one wheel file name carries a platform tag that runs on glibc 2.26 for `machine`.
 fn runs_on_al2(file: &str, machine: &str) -> bool {
     let platforms = file.trim_end_matches(".whl").rsplit('-').next().unwrap();
@@ -51,11 +60,7 @@ fn runs_on_al2(file: &str, machine: &str) -> bool {
 fn al2_locks_wheels_that_run_on_glibc_2_26() {
     // tiktoken 0.12.0 has manylinux_2_28 wheels only; 0.11.0 has manylinux2014 ones.
     let dir = al2_spec(r#"["tiktoken>=0.11,<=0.12"]"#);
-    let output = xtask()
-        .args(["lock", "--spec"])
-        .arg(dir.path().join("layer.toml"))
-        .output()
-        .unwrap();
+    let output = lock(&dir);
     let log = text(&output);
     assert!(output.status.success(), "{log}");
     let lock = std::fs::read_to_string(dir.path().join("pylock.toml")).unwrap();
@@ -90,11 +95,7 @@ fn todays_litellm_is_refused_on_al2_naming_what_would_fit() {
     let dir = al2_spec(r#"["litellm==1.110.2"]"#);
     let lock_path = dir.path().join("pylock.toml");
     std::fs::write(&lock_path, "# the previous lock\n").unwrap();
-    let output = xtask()
-        .args(["lock", "--spec"])
-        .arg(dir.path().join("layer.toml"))
-        .output()
-        .unwrap();
+    let output = lock(&dir);
     let log = text(&output);
     assert!(!output.status.success(), "{log}");
     let first = log

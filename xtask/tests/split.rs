@@ -201,25 +201,10 @@ fn two_split_builds_write_the_same_bytes() {
 
 fn verify(args: &[&std::ffi::OsStr]) -> (i32, BTreeMap<String, (bool, String)>) {
     let spec = tight_spec();
-    let out = xtask()
-        .args(["verify", "--json", "--timing-runs", "1", "--spec"])
-        .arg(&spec)
-        .args(args)
-        .output()
-        .expect("run xtask verify");
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", text(&out)));
-    let checks = report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .map(|c| {
-            let name = c["name"].as_str().unwrap_or("").to_owned();
-            let detail = c["detail"].as_str().unwrap_or("").to_owned();
-            (name, (c["ok"].as_bool().unwrap_or(false), detail))
-        })
-        .collect();
-    (out.status.code().unwrap_or(-1), checks)
+    let mut all: Vec<&std::ffi::OsStr> = vec!["--spec".as_ref(), spec.as_os_str()];
+    all.extend_from_slice(args);
+    let (code, report) = common::verify_json(&all);
+    (code, common::checks_of(&report))
 }
 
 #[test]

@@ -17,29 +17,10 @@ const UNPACKED: u64 = 262_144_000;
 
 /// `cargo xtask verify --json` of a zip: the exit code and each check's (ok, detail).
 fn verify(zip: &std::path::Path, extra: &[&str]) -> (i32, BTreeMap<String, (bool, String)>) {
-    let out = xtask()
-        .args(["verify", "--json", "--layer"])
-        .arg(zip)
-        .args(extra)
-        .output()
-        .expect("spawn");
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{}", text(&out)));
-    let checks = report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_owned(),
-                (
-                    c["ok"].as_bool().unwrap(),
-                    c["detail"].as_str().unwrap_or_default().to_owned(),
-                ),
-            )
-        })
-        .collect();
-    (out.status.code().unwrap_or(-1), checks)
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--layer".as_ref(), zip.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let (code, report) = verify_json(&args);
+    (code, checks_of(&report))
 }
 
 fn failing(checks: &BTreeMap<String, (bool, String)>) -> Vec<(&String, &String)> {

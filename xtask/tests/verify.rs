@@ -42,38 +42,13 @@ fn good_layer() -> &'static Path {
 
 /// Runs `cargo xtask verify --json` on a zip; returns the exit code and the report.
 fn verify(zip: &Path, extra: &[&str]) -> (i32, Value) {
-    let out = Command::new(XTASK)
-        .args(["verify", "--json", "--timing-runs", "1", "--layer"])
-        .arg(zip)
-        .args(extra)
-        .current_dir(root())
-        .output()
-        .expect("run xtask verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--layer".as_ref(), zip.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    common::verify_json(&args)
 }
 
 fn checks(report: &Value) -> BTreeMap<String, (bool, String)> {
-    report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or("").to_owned(),
-                (
-                    c["ok"].as_bool().unwrap_or(false),
-                    c["detail"].as_str().unwrap_or("").to_owned(),
-                ),
-            )
-        })
-        .collect()
+    common::checks_of(report)
 }
 
 /// The good layer's report, computed once.

@@ -259,6 +259,42 @@ pub fn built(which: Which, arch: &str, profile: Option<&str>) -> BuiltLayer {
     }
 }
 
+/// `cargo xtask verify --json --timing-runs 1 ARGS`: the exit code and the report; panics with
+/// what verify printed when that is not JSON.
+pub fn verify_json(args: &[&std::ffi::OsStr]) -> (i32, serde_json::Value) {
+    let out = xtask()
+        .args(["verify", "--json", "--timing-runs", "1"])
+        .args(args)
+        .output()
+        .expect("run xtask verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// A verify report's checks: name -> (ok, detail).
+pub fn checks_of(report: &serde_json::Value) -> std::collections::BTreeMap<String, (bool, String)> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_owned(),
+                (
+                    c["ok"].as_bool().unwrap_or(false),
+                    c["detail"].as_str().unwrap_or("").to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
 /// Runs `code` with the layer's interpreter the way Lambda would: the layer read-only at
 /// /opt, the rest of the system read-only, /tmp writable, /root (and this machine's own
 /// Python) hidden, no network.
