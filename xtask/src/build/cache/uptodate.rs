@@ -41,12 +41,21 @@ pub fn fingerprint(plan: &BuildPlan) -> Result<String> {
         map.remove("offline");
     }
     h.update(serde_json::to_vec(&plan_json)?);
-    let dir = plan.spec.dir();
-    let mut files: Vec<Utf8PathBuf> = crate::util::walk(&dir)?
-        .into_iter()
-        .filter(|w| w.file_type.is_file())
-        .map(|w| dir.join(w.rel))
-        .collect();
+    // The spec's folder and its data folder (`[layer] data`: rules, profiles, workloads, ...),
+    // which for a spec in layer/specs/NAME/ is another folder.
+    let mut dirs = vec![plan.spec.dir(), plan.spec.data_dir()];
+    dirs.dedup();
+    let mut files: Vec<Utf8PathBuf> = Vec::new();
+    for dir in &dirs {
+        files.extend(
+            crate::util::walk(dir)?
+                .into_iter()
+                .filter(|w| w.file_type.is_file())
+                .map(|w| dir.join(w.rel)),
+        );
+    }
+    files.sort();
+    files.dedup();
     files.push(plan.spec_path.clone());
     files.extend(plan.minimize.trace_given.iter().cloned());
     for f in &files {
@@ -185,6 +194,17 @@ mod tests {
             base,
             print(&spec, &options),
             "a file of the spec's folder changed"
+        );
+        // A spec in specs/NAME/ reads its rules from the data folder two levels up.
+        let seeds = dir.join("layer/specs/litellm-1.78.7/layer.toml");
+        let before = print(&seeds, &options);
+        let rules = dir.join("layer/rules.toml");
+        let text = fs_err::read_to_string(&rules).unwrap();
+        fs_err::write(&rules, text + "\n# changed\n").unwrap();
+        assert_ne!(
+            before,
+            print(&seeds, &options),
+            "a file of the spec's data folder changed"
         );
     }
 }
