@@ -194,6 +194,18 @@ async fn litellm_error_is_a_typed_python_exception() {
     assert!(!exc.traceback.is_empty());
 }
 
+/// The litellm version the default spec (`layer/layer.toml`) pins with `litellm==X`.
+fn default_spec_litellm() -> String {
+    let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../layer/layer.toml");
+    let text = std::fs::read_to_string(&spec).expect("layer/layer.toml");
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("packages"))
+        .find_map(|l| l.split("\"litellm==").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .expect("the default spec pins litellm==X")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn litellm_health_check_reports_versions() {
     let Some(python) = litellm_python("litellm_health_check_reports_versions") else {
@@ -202,7 +214,11 @@ async fn litellm_health_check_reports_versions() {
     let report = verify_python_environment_with(&python, Duration::from_secs(180))
         .await
         .expect("health");
-    assert_eq!(report.litellm_version(), Some("1.78.7"));
+    assert_eq!(
+        report.litellm_version(),
+        Some(default_spec_litellm().as_str()),
+        "the layer ci/test.sh builds is the default spec's"
+    );
     assert!(report.packages.get("openai").is_some_and(Option::is_some));
     assert!(
         report.import_litellm.is_some(),
