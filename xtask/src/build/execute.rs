@@ -66,6 +66,10 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         )?;
         Ok(installed)
     })?;
+    // Before prune and bytecode: those see the patched file, RECORD names its new hash.
+    let patches = clock.time("patch", || {
+        crate::build::patch::apply_all(&plan.patches, &stage, &owners)
+    })?;
 
     let host_python = || crate::build::runtime::host_python(plan, &fetcher, &runtime, &stage);
     let ctx = SlimContext {
@@ -104,6 +108,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
             &owners,
             &removed,
             minimized.as_ref(),
+            &patches,
         )?;
         crate::build::sbom::write(plan, &stage, &runtime, &owners, &wheels, &removed)?;
         package(plan, &stage, &cache, &progress)
@@ -115,6 +120,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     let mut report = clock.time("report", || {
         let mut report = report(plan, &runtime, &stats, &owners, slimmed, install_notes);
         report.removed_distributions = removed;
+        report.patches = patches.clone();
         if let Some(stack) = stack {
             report.set_split(stack);
         }
@@ -341,6 +347,7 @@ fn write_manifest(
     owners: &Owners,
     removed: &[RemovedDistribution],
     minimized: Option<&Minimized>,
+    patches: &[crate::core::AppliedPatch],
 ) -> Result<()> {
     let manifest = crate::core::Manifest {
         name: plan.spec.layer.name.clone(),
@@ -357,6 +364,7 @@ fn write_manifest(
         removed_modules: minimized
             .map(|m| m.plan.removed_modules.clone())
             .unwrap_or_default(),
+        patches: patches.to_vec(),
     };
     let manifest_path = stage.join(crate::core::MANIFEST);
     fs_err::write(

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod execute;
 pub mod fetch;
 pub mod minimize;
+pub mod patch;
 pub mod plan;
 mod plan_text;
 pub mod report;

@@ -42,6 +42,8 @@ pub struct BuildPlan {
     /// What `sitecustomize.py` sets unless already set: the spec's `[env]` plus the defaults
     /// of dropped accelerators.
     pub env: BTreeMap<String, String>,
+    /// The spec's `[[patch]]` diffs, each with its sha256 (none unless the spec lists them).
+    pub patches: Vec<crate::build::patch::PatchPlan>,
     /// Whether the Node.js client goes into `nodejs/node_modules/pythonexec/` (`[clients] node`);
     /// the worker protocol's `python/lib/pythonexec/worker.py` always does.
     pub clients_node: bool,
@@ -157,6 +159,7 @@ impl BuildPlan {
             .unwrap_or_else(|| crate::core::default_out_dir(arch));
         let paths = LayerPaths::new(&out, &spec.layer.name, arch);
         let wheels = choose_wheels(&spec, arch)?;
+        let patches = crate::build::patch::resolve(&spec, &wheels)?;
         let runtime = archive_source(
             &spec,
             arch,
@@ -215,6 +218,7 @@ impl BuildPlan {
             profile,
             minimize,
             env,
+            patches,
             clients_node: spec.clients.node,
             split: options
                 .split

@@ -92,6 +92,17 @@ pub fn render(plan: &BuildPlan) -> String {
     for (k, v) in &plan.env {
         let _ = writeln!(s, "  {k}={v}");
     }
+    if !plan.patches.is_empty() {
+        let _ = writeln!(s, "\npatches ({}):", plan.patches.len());
+        for p in &plan.patches {
+            let _ = writeln!(
+                s,
+                "  {} {} {}: {}",
+                p.distribution, p.version, p.file, p.diff
+            );
+            let _ = writeln!(s, "    sha256 {}; {}", p.diff_sha256, p.reason);
+        }
+    }
     let _ = writeln!(
         s,
         "\nclients: python/lib/pythonexec/worker.py{}",

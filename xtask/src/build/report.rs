@@ -61,6 +61,9 @@ pub struct Report {
     /// Stage cache hits and misses per stage (install, bytecode, strip, zip).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<crate::build::cache::StageCount>,
+    /// The spec's `[[patch]]` changes applied to installed files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<crate::core::AppliedPatch>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,6 +217,7 @@ pub fn build(
         timings: Vec::new(),
         split: None,
         cache: Vec::new(),
+        patches: Vec::new(),
     }
 }
 
@@ -468,6 +472,13 @@ impl Report {
                     p.files
                 );
             }
+        }
+        for p in &self.patches {
+            let _ = writeln!(
+                s,
+                "patched {} {} {} with {} (sha256 {}): {}",
+                p.distribution, p.version, p.file, p.diff, p.diff_sha256, p.reason
+            );
         }
         for note in &self.notes {
             let _ = writeln!(s, "note: {note}");

@@ -19,6 +19,22 @@ pub struct Manifest {
     /// says so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed_modules: Vec<RemovedModule>,
+    /// The spec's `[[patch]]` changes applied to installed files: a patched layer says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<AppliedPatch>,
+}
+
+/// A `[[patch]]` applied to an installed file (in the manifest and in report.json).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppliedPatch {
+    pub distribution: String,
+    pub version: String,
+    /// Relative to site-packages.
+    pub file: String,
+    /// The diff as the spec names it (relative to its data folder).
+    pub diff: String,
+    pub diff_sha256: String,
+    pub reason: String,
 }
 
 /// The manifest's path inside a layer.

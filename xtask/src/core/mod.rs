@@ -8,7 +8,7 @@ pub mod stack;
 mod target;
 
 pub use layout::Layout;
-pub use manifest::{Manifest, RemovedDistribution, RemovedModule, MANIFEST};
+pub use manifest::{AppliedPatch, Manifest, RemovedDistribution, RemovedModule, MANIFEST};
 pub use owners::{source_of_pyc, Owners};
 pub use paths::{cache_dir, default_out_dir, project_root, target_dir, LayerPaths};
 pub use target::{Arch, Glibc, Runtime, Sha256Hex};

@@ -39,6 +39,9 @@ pub struct Spec {
     /// `[clients]`: the client libraries shipped beside the interpreter.
     #[serde(default)]
     pub clients: ClientsSection,
+    /// `[[patch]]`: unified diffs against single installed files, applied only when listed.
+    #[serde(default)]
+    pub patch: Vec<PatchDef>,
 
     /// The file this spec was read from.
     #[serde(skip)]
@@ -197,6 +200,21 @@ impl Default for ClientsSection {
     }
 }
 
+/// One `[[patch]]`: a unified diff against one file of one installed distribution, applied
+/// only when that file is the pristine one its RECORD names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PatchDef {
+    /// The distribution that installs the file, e.g. `litellm`.
+    pub distribution: String,
+    /// The file, relative to site-packages, as its RECORD lists it (`litellm/main.py`).
+    pub file: Utf8PathBuf,
+    /// The unified diff, relative to the data folder (`patches/x.diff`).
+    pub diff: Utf8PathBuf,
+    /// Why the layer carries the change; printed in the plan, the report and the manifest.
+    pub reason: String,
+}
+
 /// `[minimize]`: the workload `cargo xtask layer --minimize` traces, and what it keeps anyway.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -321,6 +339,42 @@ impl Spec {
             bail!("[requirements] packages is empty");
         }
         crate::spec::rules::check_names(&self.prune.rule).context("[prune]")?;
+        self.check_patches()
+    }
+
+    fn check_patches(&self) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.patch {
+            let safe = |path: &Utf8Path| {
+                !path.as_str().is_empty()
+                    && !path.as_str().contains('\\')
+                    && path
+                        .components()
+                        .all(|c| matches!(c, camino::Utf8Component::Normal(_)))
+            };
+            if p.distribution.trim().is_empty() || p.reason.trim().is_empty() {
+                bail!(
+                    "[[patch]] of `{}`: distribution and reason must not be empty",
+                    p.file
+                );
+            }
+            if !safe(&p.file) || !safe(&p.diff) {
+                bail!(
+                    "[[patch]] of {}: file `{}` and diff `{}` must be relative paths inside site-packages and the data folder",
+                    p.distribution, p.file, p.diff
+                );
+            }
+            // PEP 503's normalization, enough to tell `Foo_Bar` and `foo-bar` are one name.
+            let name: String = p.distribution.to_ascii_lowercase().replace(['_', '.'], "-");
+            let key = (name, p.file.clone());
+            if !seen.insert(key) {
+                bail!(
+                    "[[patch]]: two patches of {} {}; put both changes into one diff",
+                    p.distribution,
+                    p.file
+                );
+            }
+        }
         Ok(())
     }
 
@@ -538,6 +592,25 @@ packages = ["litellm==1.78.7"]
                 "{rel}: its own lock"
             );
         }
+    }
+
+    #[test]
+    fn patches_parse_and_unsafe_or_doubled_ones_are_refused() {
+        let one = "\n[[patch]]\ndistribution = \"idna\"\nfile = \"idna/package_data.py\"\ndiff = \"patches/idna.diff\"\nreason = \"a test\"\n";
+        let spec = Spec::parse(&format!("{GOOD}{one}")).expect("a patch parses");
+        assert_eq!(spec.patch[0].file, "idna/package_data.py");
+        assert!(
+            Spec::parse(GOOD).unwrap().patch.is_empty(),
+            "none by default"
+        );
+        let twice = format!("{GOOD}{one}{}", one.replace("idna\"", "IDNA\""));
+        let err = Spec::parse(&twice).unwrap_err();
+        assert!(err.contains("two patches of"), "{err}");
+        let outside = format!("{GOOD}{}", one.replace("patches/idna.diff", "../x.diff"));
+        let err = Spec::parse(&outside).unwrap_err();
+        assert!(err.contains("../x.diff"), "{err}");
+        let no_reason = format!("{GOOD}{}", one.replace("a test", " "));
+        assert!(Spec::parse(&no_reason).unwrap_err().contains("reason"));
     }
 
     #[test]

@@ -207,4 +207,32 @@ mod tests {
             "a file of the spec's data folder changed"
         );
     }
+
+    #[test]
+    fn a_changed_patch_diff_changes_the_fingerprint_even_outside_the_spec_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let data = spec_copy(&dir.join("layer"));
+        let text = fs_err::read_to_string(&data).unwrap();
+        let text = text
+            .replacen("[layer]\n", "[layer]\ndata = \"../layer\"\n", 1)
+            .replacen("lock = \"pylock.toml\"", "lock = \"../layer/pylock.toml\"", 1)
+            + "\n[[patch]]\ndistribution = \"litellm\"\nfile = \"litellm/main.py\"\ndiff = \"patches/x.diff\"\nreason = \"a test\"\n";
+        fs_err::create_dir_all(dir.join("spec")).unwrap();
+        let spec = dir.join("spec/layer.toml");
+        fs_err::write(&spec, text).unwrap();
+        let diff = dir.join("layer/patches/x.diff");
+        fs_err::create_dir_all(diff.parent().unwrap()).unwrap();
+        fs_err::write(&diff, "@@ -1 +1 @@\n-a\n+b\n").unwrap();
+        let options = LayerOptions {
+            arch: Some(crate::spec::Arch::X86_64),
+            out: Some(dir.join("out")),
+            python_archive: Some(dir.join("python.tar.gz").to_string()),
+            python_sha256: Some("a".repeat(64).parse().unwrap()),
+            ..LayerOptions::default()
+        };
+        let base = print(&spec, &options);
+        fs_err::write(&diff, "@@ -1 +1 @@\n-a\n+c\n").unwrap();
+        assert_ne!(base, print(&spec, &options), "the diff is part of the plan");
+    }
 }
