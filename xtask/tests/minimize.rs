@@ -125,11 +125,20 @@ fn minimal_layer_verifies_and_is_at_most_70_percent_of_slim() {
 #[test]
 fn the_same_trace_gives_the_same_zip() {
     let min = minimal();
-    let out = fixtures_dir().join("layer-x86_64-minimal-again");
+    let out = fixtures_dir().join("seeds-x86_64-minimal-again");
     let (archive, sha) = fixture_archive("x86_64");
     run_ok(
         xtask()
-            .args(["layer", "--arch", "x86_64", "--profile", "minimal", "--out"])
+            .args([
+                "layer",
+                "--arch",
+                "x86_64",
+                "--profile",
+                "minimal",
+                "--spec",
+            ])
+            .arg(Which::Seeds.spec())
+            .arg("--out")
             .arg(&out)
             .arg("--trace")
             .arg(min.out.join("trace-x86_64.json"))

@@ -1,5 +1,6 @@
-//! The stage cache end to end: two builds started at once on one fresh cache folder, then a
-//! warm build, all give the same zip bytes; a build with nothing changed says "up to date";
+//! The stage cache end to end (the seeds' spec): two builds started at once on one fresh
+//! cache folder, then a warm build, all give the same zip bytes; a build with nothing changed
+//! says "up to date";
 //! `cache --size` and `cache --clean`. (That the cache writes the bytes an uncached build
 //! writes is `build::zip`'s unit test: the fixture layer of the other tests may be older.)
 
@@ -41,7 +42,9 @@ fn copy_dir(from: &Path, to: &Path) {
 fn layer_cmd(cache: &Path, out: &Path, archive: &Path, sha: &str) -> Command {
     let mut cmd = xtask();
     cmd.env("LAYER_CACHE_DIR", cache)
-        .args(["layer", "--arch", "x86_64", "--offline", "--out"])
+        .args(["layer", "--arch", "x86_64", "--offline", "--spec"])
+        .arg(Which::Seeds.spec())
+        .arg("--out")
         .arg(out)
         .arg("--python-archive")
         .arg(archive)
@@ -77,7 +80,9 @@ fn cold_concurrent_and_warm_builds_give_the_same_zip_and_an_unchanged_one_is_up_
     let (archive, sha) = fixture_archive("x86_64");
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    // The downloads of the shared cache; the stage cache starts empty.
+    // The downloads of the shared cache (the seeds' wheels are there once its layer is
+    // built); the stage cache starts empty.
+    built_layer("x86_64", None);
     for downloads in ["wheels", "python"] {
         copy_dir(&default_cache().join(downloads), &cache.join(downloads));
     }

@@ -66,12 +66,25 @@ pub fn fingerprint(plan: &BuildPlan) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn outputs(plan: &BuildPlan) -> Vec<Utf8PathBuf> {
-    vec![
-        plan.paths.zip.clone(),
+/// What the build leaves for the user: the zip, or with `--split` the stack file and the parts
+/// it lists (the single zip is then not kept), and the reports.
+fn outputs(plan: &BuildPlan) -> Result<Vec<Utf8PathBuf>> {
+    let mut out = vec![
         plan.paths.out.join("report.json"),
         plan.paths.out.join("layer-size-report.txt"),
-    ]
+    ];
+    match &plan.split {
+        None => out.push(plan.paths.zip.clone()),
+        Some(split) => {
+            let bytes = fs_err::read(&split.stack_file)?;
+            let stack: crate::core::stack::Stack = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", split.stack_file))?;
+            let dir = split.stack_file.parent().unwrap_or(&plan.paths.out);
+            out.extend(stack.parts.iter().map(|p| dir.join(&p.file)));
+            out.push(split.stack_file.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn tree_listing(tree: &Utf8Path) -> Result<String> {
@@ -91,7 +104,7 @@ fn tree_listing(tree: &Utf8Path) -> Result<String> {
 
 fn current(plan: &BuildPlan, fingerprint: &str) -> Result<State> {
     let mut outputs_now = BTreeMap::new();
-    for o in outputs(plan) {
+    for o in outputs(plan)? {
         outputs_now.insert(o.clone(), crate::util::sha256_file(&o)?);
     }
     Ok(State {
