@@ -109,6 +109,7 @@ fn builds_from_a_mirror_and_imports_litellm_at_opt_in_a_sandbox() {
             "fetch",
             "unpack runtime",
             "install",
+            "patch",
             "prune",
             "bytecode",
             "strip",
