@@ -435,7 +435,6 @@ fn tiny_wheel(dir: &Path) -> (PathBuf, String) {
 
 #[test]
 fn a_layer_built_from_another_spec() {
-    let (archive, archive_sha) = fixture_archive("x86_64");
     let dir = tempfile::tempdir().unwrap();
     let spec_dir = dir.path().join("spec");
     std::fs::create_dir_all(&spec_dir).unwrap();
@@ -449,11 +448,6 @@ fn a_layer_built_from_another_spec() {
         + &prune_paths();
     let spec_path = spec_dir.join("layer.toml");
     std::fs::write(&spec_path, spec).unwrap();
-    std::fs::copy(
-        root().join("layer/sitecustomize.py"),
-        spec_dir.join("sitecustomize.py"),
-    )
-    .unwrap();
     std::fs::write(
         spec_dir.join("pylock.toml"),
         format!(
@@ -463,23 +457,7 @@ fn a_layer_built_from_another_spec() {
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    run_ok(
-        xtask()
-            .args([
-                "layer",
-                "--arch",
-                "x86_64",
-                "--profile",
-                "standard",
-                "--spec",
-            ])
-            .arg(&spec_path)
-            .arg("--out")
-            .arg(&out_dir)
-            .arg("--python-archive")
-            .arg(&archive)
-            .args(["--python-sha256", &archive_sha]),
-    );
+    run_ok(&mut layer_cmd(&spec_path, "standard", &out_dir));
     let zip = out_dir.join("tiny-x86_64.zip");
     let page = out_dir.join("tiny.html");
     let a = analyze_json(&[

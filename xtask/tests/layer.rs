@@ -379,11 +379,6 @@ fn a_package_without_a_wheel_for_the_target_is_named() {
         "packages = [\"winonly==1.0\"]",
     );
     std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
-    std::fs::copy(
-        root().join("layer/sitecustomize.py"),
-        dir.path().join("sitecustomize.py"),
-    )
-    .unwrap();
     std::fs::write(
         dir.path().join("pylock.toml"),
         r#"lock-version = "1.0"

@@ -36,24 +36,7 @@ fn build_minimal(spec: &Path, name: &str) -> BuiltLayer {
     let _guard = lock(name);
     let report_path = out.join("report.json");
     if !report_path.exists() {
-        let (archive, sha) = fixture_archive("x86_64");
-        run_ok(
-            xtask()
-                .args([
-                    "layer",
-                    "--arch",
-                    "x86_64",
-                    "--profile",
-                    "minimal",
-                    "--spec",
-                ])
-                .arg(spec)
-                .arg("--out")
-                .arg(&out)
-                .arg("--python-archive")
-                .arg(&archive)
-                .args(["--python-sha256", &sha]),
-        );
+        run_ok(&mut layer_cmd(spec, "minimal", &out));
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report_path).expect("report.json"))
@@ -126,25 +109,10 @@ fn minimal_layer_verifies_and_is_at_most_70_percent_of_slim() {
 fn the_same_trace_gives_the_same_zip() {
     let min = minimal();
     let out = fixtures_dir().join("seeds-x86_64-minimal-again");
-    let (archive, sha) = fixture_archive("x86_64");
     run_ok(
-        xtask()
-            .args([
-                "layer",
-                "--arch",
-                "x86_64",
-                "--profile",
-                "minimal",
-                "--spec",
-            ])
-            .arg(Which::Seeds.spec())
-            .arg("--out")
-            .arg(&out)
+        layer_cmd(&Which::Seeds.spec(), "minimal", &out)
             .arg("--trace")
-            .arg(min.out.join("trace-x86_64.json"))
-            .arg("--python-archive")
-            .arg(&archive)
-            .args(["--python-sha256", &sha]),
+            .arg(min.out.join("trace-x86_64.json")),
     );
     let again = out.join("python-litellm-x86_64.zip");
     assert_eq!(sha256_file(&min.zip), sha256_file(&again));
@@ -234,26 +202,15 @@ fn a_removal_that_breaks_the_workload_fails_the_build_and_says_how_to_keep_it() 
         "layer-x86_64-minimal-openai",
     );
     let spec = spec_with_providers("spec-openai-gemini", &["openai", "gemini"]);
-    let (archive, sha) = fixture_archive("x86_64");
-    let out = xtask()
-        .args([
-            "layer",
-            "--arch",
-            "x86_64",
-            "--profile",
-            "minimal",
-            "--spec",
-        ])
-        .arg(&spec)
-        .arg("--out")
-        .arg(fixtures_dir().join("layer-x86_64-minimal-stale-trace"))
-        .arg("--trace")
-        .arg(openai_only.out.join("trace-x86_64.json"))
-        .arg("--python-archive")
-        .arg(&archive)
-        .args(["--python-sha256", &sha])
-        .output()
-        .expect("spawn");
+    let out = layer_cmd(
+        &spec,
+        "minimal",
+        &fixtures_dir().join("layer-x86_64-minimal-stale-trace"),
+    )
+    .arg("--trace")
+    .arg(openai_only.out.join("trace-x86_64.json"))
+    .output()
+    .expect("spawn");
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("does not work"), "{said}");

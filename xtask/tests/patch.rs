@@ -41,22 +41,7 @@ fn spec_with_patch(dir: &Path, diff: &str) -> std::path::PathBuf {
 }
 
 fn build(spec: &Path, out: &Path) -> Output {
-    let (archive, sha) = fixture_archive("x86_64");
-    xtask()
-        .args([
-            "layer",
-            "--arch",
-            "x86_64",
-            "--profile",
-            "standard",
-            "--spec",
-        ])
-        .arg(spec)
-        .arg("--out")
-        .arg(out)
-        .arg("--python-archive")
-        .arg(&archive)
-        .args(["--python-sha256", &sha])
+    layer_cmd(spec, "standard", out)
         .output()
         .expect("spawn xtask layer")
 }

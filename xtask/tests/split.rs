@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{fixture_archive, fixtures_dir, lock, seeds_spec_text, text, xtask};
+use common::{fixtures_dir, layer_cmd, lock, seeds_spec_text, text};
 use serde_json::Value;
 
 const BUDGET: u64 = 15_000_000;
@@ -39,23 +39,8 @@ fn tight_spec() -> PathBuf {
 }
 
 fn build_split(spec: &Path, out: &Path) -> Output {
-    let (archive, sha) = fixture_archive("x86_64");
-    let mut cmd = xtask();
-    cmd.args([
-        "layer",
-        "--split",
-        "--profile",
-        "slim",
-        "--arch",
-        "x86_64",
-        "--spec",
-    ])
-    .arg(spec)
-    .arg("--out")
-    .arg(out)
-    .arg("--python-archive")
-    .arg(&archive)
-    .args(["--python-sha256", &sha]);
+    let mut cmd = layer_cmd(spec, "slim", out);
+    cmd.arg("--split");
     let output = cmd.output().expect("spawn");
     assert!(output.status.success(), "{cmd:?}: {}", text(&output));
     output

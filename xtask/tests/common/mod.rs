@@ -41,6 +41,21 @@ pub fn xtask() -> Command {
     cmd
 }
 
+/// `cargo xtask layer --arch x86_64 --profile PROFILE --spec SPEC --out OUT` on the x86_64
+/// fixture runtime; add flags (`--trace`, `--split`) before running it.
+pub fn layer_cmd(spec: &Path, profile: &str, out: &Path) -> Command {
+    let (archive, sha) = fixture_archive("x86_64");
+    let mut cmd = xtask();
+    cmd.args(["layer", "--arch", "x86_64", "--profile", profile, "--spec"])
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .arg("--python-archive")
+        .arg(archive)
+        .args(["--python-sha256", &sha]);
+    cmd
+}
+
 /// Runs a command, printing its output on failure.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");

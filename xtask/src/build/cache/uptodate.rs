@@ -166,6 +166,17 @@ mod tests {
         dir.join("layer.toml")
     }
 
+    /// An x86_64 build into `dir/out` from an explicit (never read) archive.
+    fn options(dir: &Utf8Path) -> LayerOptions {
+        LayerOptions {
+            arch: Some(crate::spec::Arch::X86_64),
+            out: Some(dir.join("out")),
+            python_archive: Some(dir.join("python.tar.gz").to_string()),
+            python_sha256: Some("a".repeat(64).parse().unwrap()),
+            ..LayerOptions::default()
+        }
+    }
+
     fn print(spec: &Utf8Path, options: &LayerOptions) -> String {
         let spec = crate::spec::Spec::load(spec).unwrap();
         fingerprint(&BuildPlan::resolve(spec, options).unwrap()).unwrap()
@@ -176,13 +187,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Utf8Path::from_path(tmp.path()).unwrap();
         let spec = spec_copy(&dir.join("layer"));
-        let options = LayerOptions {
-            arch: Some(crate::spec::Arch::X86_64),
-            out: Some(dir.join("out")),
-            python_archive: Some(dir.join("python.tar.gz").to_string()),
-            python_sha256: Some("a".repeat(64).parse().unwrap()),
-            ..LayerOptions::default()
-        };
+        let options = options(dir);
         let base = print(&spec, &options);
         assert_eq!(base, print(&spec, &options));
         let offline = LayerOptions {
@@ -237,13 +242,7 @@ mod tests {
         let diff = dir.join("layer/patches/x.diff");
         fs_err::create_dir_all(diff.parent().unwrap()).unwrap();
         fs_err::write(&diff, "@@ -1 +1 @@\n-a\n+b\n").unwrap();
-        let options = LayerOptions {
-            arch: Some(crate::spec::Arch::X86_64),
-            out: Some(dir.join("out")),
-            python_archive: Some(dir.join("python.tar.gz").to_string()),
-            python_sha256: Some("a".repeat(64).parse().unwrap()),
-            ..LayerOptions::default()
-        };
+        let options = options(dir);
         let base = print(&spec, &options);
         fs_err::write(&diff, "@@ -1 +1 @@\n-a\n+c\n").unwrap();
         assert_ne!(base, print(&spec, &options), "the diff is part of the plan");
