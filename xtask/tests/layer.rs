@@ -371,6 +371,18 @@ fn a_malformed_spec_is_refused_with_file_and_line() {
     assert!(text.contains("al2025"), "says what is wrong: {text}");
 }
 
+/// A hand-written `pylock.toml` in `dir` locking one wheel (whose bytes nothing downloads).
+fn write_lock_of_one(dir: &Path, name: &str, version: &str, wheel: &str, url: &str) {
+    let zeros = "0".repeat(64);
+    std::fs::write(
+        dir.join("pylock.toml"),
+        format!(
+            "lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"{name}\"\nversion = \"{version}\"\nwheels = [{{ name = \"{wheel}\", url = \"{url}\", hashes = {{ sha256 = \"{zeros}\" }} }}]\n"
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_package_without_a_wheel_for_the_target_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,18 +391,13 @@ fn a_package_without_a_wheel_for_the_target_is_named() {
         "packages = [\"winonly==1.0\"]",
     );
     std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
-    std::fs::write(
-        dir.path().join("pylock.toml"),
-        r#"lock-version = "1.0"
-created-by = "test"
-
-[[packages]]
-name = "winonly"
-version = "1.0"
-wheels = [{ name = "winonly-1.0-cp311-cp311-win_amd64.whl", url = "https://example.invalid/w.whl", hashes = { sha256 = "0000000000000000000000000000000000000000000000000000000000000000" } }]
-"#,
-    )
-    .unwrap();
+    write_lock_of_one(
+        dir.path(),
+        "winonly",
+        "1.0",
+        "winonly-1.0-cp311-cp311-win_amd64.whl",
+        "https://example.invalid/w.whl",
+    );
     let output = xtask()
         .args(["layer", "--arch", "x86_64", "--spec"])
         .arg(dir.path().join("layer.toml"))
@@ -421,18 +428,13 @@ fn a_compromised_release_is_refused_by_lock_and_by_layer() {
     );
     assert!(spec.contains("litellm==1.82.7"));
     std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
-    std::fs::write(
-        dir.path().join("pylock.toml"),
-        r#"lock-version = "1.0"
-created-by = "test"
-
-[[packages]]
-name = "litellm"
-version = "1.82.7"
-wheels = [{ name = "litellm-1.82.7-py3-none-any.whl", url = "https://example.invalid/litellm-1.82.7-py3-none-any.whl", hashes = { sha256 = "0000000000000000000000000000000000000000000000000000000000000000" } }]
-"#,
-    )
-    .unwrap();
+    write_lock_of_one(
+        dir.path(),
+        "litellm",
+        "1.82.7",
+        "litellm-1.82.7-py3-none-any.whl",
+        "https://example.invalid/litellm-1.82.7-py3-none-any.whl",
+    );
     let lock_before = std::fs::read(dir.path().join("pylock.toml")).unwrap();
     let check = |args: &[&str]| {
         let output = xtask()
