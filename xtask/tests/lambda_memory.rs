@@ -11,18 +11,15 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// `verify --json --timing-runs 1 --memory MB` on the default layer of `which` spec; the exit
-/// code and report.
-fn verify(which: common::Which, memory: &str, extra: &[&str]) -> (i32, Value) {
-    let layer = common::built(which, "x86_64", None);
-    let mut args: Vec<&std::ffi::OsStr> = vec![
+/// `verify --json --timing-runs 1 --memory MB` on the default layer; the exit code and report.
+fn verify(memory: &str) -> (i32, Value) {
+    let layer = common::built(common::Which::Default, "x86_64", None);
+    common::verify_json(&[
         "--memory".as_ref(),
         memory.as_ref(),
         "--layer".as_ref(),
         layer.zip.as_os_str(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    common::verify_json(&args)
+    ])
 }
 
 fn check<'a>(report: &'a Value, name: &str) -> (bool, &'a str) {
@@ -37,16 +34,23 @@ fn check<'a>(report: &'a Value, name: &str) -> (bool, &'a str) {
 
 #[test]
 fn the_default_layer_does_not_fit_in_128_mb_but_fits_in_1024() {
-    let (code, report) = verify(common::Which::Default, "128", &[]);
+    let (code, report) = verify("128");
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["ok"], false);
     let (ok, detail) = check(&report, "memory: 128 MB");
     assert!(!ok, "{detail}");
     assert!(detail.contains("at the 128 MB limit"), "{detail}");
-    let (ok, detail) = check(&report, "workload: workloads/litellm_verify.py");
+    // The import alone was killed at the limit, so the workload is not run (at 0.07 vCPU it
+    // would import for a minute first) and says why.
+    let (ok, detail) = check(&report, "import: litellm");
     assert!(!ok && detail.contains("OOM killer"), "{detail}");
+    let (ok, detail) = check(&report, "workload: workloads/litellm_verify.py");
+    assert!(
+        !ok && detail.contains("not run") && detail.contains("killed at the memory limit"),
+        "{detail}"
+    );
 
-    let (code, report) = verify(common::Which::Default, "1024", &[]);
+    let (code, report) = verify("1024");
     let (ok, detail) = check(&report, "memory: 1024 MB");
     assert!(ok, "{detail}");
     assert!(detail.contains("against the 1024 MB limit"), "{detail}");
@@ -81,40 +85,73 @@ def _spin():
 check("cpu: spin", _spin)
 "#;
 
-fn spin_seconds(spec: &Path, memory: &str) -> f64 {
-    let (code, report) = verify(
-        common::Which::Seeds,
-        memory,
-        &["--spec", spec.to_str().unwrap()],
-    );
+fn spin_seconds(layer: &Path, spec: &Path, memory: &str) -> f64 {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--memory".as_ref(),
+        memory.as_ref(),
+        "--layer".as_ref(),
+        layer.as_os_str(),
+        "--spec".as_ref(),
+        spec.as_os_str(),
+    ];
+    let (code, report) = common::verify_json(&args);
     assert_eq!(code, 0, "{report}");
     let (ok, detail) = check(&report, "cpu: spin");
     assert!(ok, "{detail}");
     detail.parse().unwrap()
 }
 
+/// The sniffio entry of the seeds' lock (one small pure-Python wheel with its real hash).
+fn lock_of_sniffio() -> String {
+    let lock =
+        std::fs::read_to_string(common::Which::Seeds.spec().with_file_name("pylock.toml")).unwrap();
+    let at = lock
+        .find("name = \"sniffio\"")
+        .expect("sniffio is in the seeds' lock");
+    let entry = &lock[at..];
+    let end = entry.find("\n]\n").expect("the end of its wheels") + 3;
+    format!(
+        "lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\n{}",
+        &entry[..end]
+    )
+}
+
 #[test]
 fn a_cpu_bound_snippet_runs_slower_at_512_mb_than_at_one_vcpu() {
-    // The seeds' layer: its import checks are quicker than today's, and the spin is the same.
+    // A layer of one small wheel: the spin needs an interpreter, not litellm, and each verify
+    // then imports one module instead of sixty.
     let dir = tempfile::tempdir().unwrap();
-    let spec = common::seeds_spec_with_own_data(dir.path());
-    let text = std::fs::read_to_string(&spec).unwrap();
-    let text = text
+    let spec = common::seeds_spec_own_lock()
+        .replace(
+            "packages = [\"litellm==1.78.7\"]",
+            "packages = [\"sniffio==1.3.1\"]",
+        )
         .replace(
             "workload = \"workloads/litellm_verify.py\"",
-            "workload = \"spin.py\"",
+            &format!(
+                "workload = {:?}",
+                dir.path().join("spin.py").to_str().unwrap()
+            ),
         )
         .replace("preload = [\"litellm\"]", "preload = []");
     assert!(
-        text.contains("workload = \"spin.py\""),
-        "the spec's [verify] changed"
+        spec.contains("sniffio==1.3.1")
+            && spec.contains("spin.py")
+            && spec.contains("preload = []"),
+        "the seeds' spec changed"
     );
-    std::fs::write(&spec, text).unwrap();
+    std::fs::write(dir.path().join("layer.toml"), spec).unwrap();
+    std::fs::write(dir.path().join("pylock.toml"), lock_of_sniffio()).unwrap();
     std::fs::write(dir.path().join("spin.py"), SPIN).unwrap();
     let spec = dir.path().join("layer.toml");
+    let out = dir.path().join("out");
+    common::run_ok(&mut common::layer_cmd(&spec, "slim", &out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let zip = std::path::PathBuf::from(report["zip_path"].as_str().unwrap());
 
-    let one_vcpu = spin_seconds(&spec, "1769");
-    let share = spin_seconds(&spec, "512");
+    let one_vcpu = spin_seconds(&zip, &spec, "1769");
+    let share = spin_seconds(&zip, &spec, "512");
     // Lambda's ratio is 1769 / 512 = 3.45; a shared machine's own load only lowers it.
     let ratio = share / one_vcpu;
     println!("cpu spin: 512 MB {share} s, 1769 MB {one_vcpu} s, ratio {ratio:.2}");

@@ -15,10 +15,15 @@ pub(super) struct Audit {
     egress: Vec<String>,
     writes: Vec<String>,
     pub(super) peak_rss_kb: Option<u64>,
+    /// Who the OOM killer killed at `--memory`'s limit (`import MODULE`, a workload's name).
+    pub(super) memory_killed: Vec<String>,
 }
 
 impl Audit {
     pub(super) fn add(&mut self, who: &str, run: &PyRun) {
+        if run.memory_killed {
+            self.memory_killed.push(who.to_owned());
+        }
         if let Some(kb) = run.field("peak_rss_kb").as_u64() {
             self.peak_rss_kb = Some(self.peak_rss_kb.map_or(kb, |p| p.max(kb)));
         }

@@ -88,6 +88,15 @@ pub fn main() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `verify --memory`: the first of the spec's preload modules whose import check the OOM
+/// killer ended.
+fn preload_killed<'a>(plan: &'a Plan, audit: &checks::Audit) -> Option<&'a str> {
+    plan.preload
+        .iter()
+        .find(|m| audit.memory_killed.contains(&format!("import {m}")))
+        .map(String::as_str)
+}
+
 /// Runs every check of the plan (or, in workload mode, only the traced workloads).
 pub fn run(plan: &Plan) -> Result<Outcome> {
     let mock = MockOpenAi::start().context("starting the loopback OpenAI-compatible server")?;
@@ -99,7 +108,18 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
     all.extend(checks::imports(plan, &mut audit));
     all.extend(checks::metadata(plan, &mut audit));
     if let Some(w) = &plan.workload {
-        all.extend(workload::checks(plan, w, &mock, &mut audit));
+        match preload_killed(plan, &audit) {
+            // At 128 MB and 0.07 vCPU the doomed workload would import for minutes first.
+            Some(module) => all.push(Check::new(
+                format!("workload: {}", w.name),
+                false,
+                format!(
+                    "not run: its preload module {module} alone was killed at the memory limit \
+                     (import: {module}), and the workload imports it too"
+                ),
+            )),
+            None => all.extend(workload::checks(plan, w, &mock, &mut audit)),
+        }
     }
     let mut timings = workload::timings(plan, &mock, &mut audit);
     timings.peak_rss_bytes = audit.peak_rss_kb.map(|kb| kb << 10);

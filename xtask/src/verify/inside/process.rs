@@ -20,6 +20,9 @@ pub(super) struct PyRun {
     pub(super) elapsed: Duration,
     /// Why there is no result, in words: did not start, timed out, crashed, said nothing.
     pub(super) failure: Option<String>,
+    /// `verify --memory`: killed by SIGKILL without a result, which in the memory group is the
+    /// OOM killer at the memory limit.
+    pub(super) memory_killed: bool,
 }
 
 impl PyRun {
@@ -134,6 +137,7 @@ pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> Py
             result: None,
             elapsed: Duration::ZERO,
             failure: Some(why),
+            memory_killed: false,
         };
     }
     let start = Instant::now();
@@ -144,6 +148,7 @@ pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> Py
                 result: None,
                 elapsed: start.elapsed(),
                 failure: Some(format!("could not start {program}: {e}")),
+                memory_killed: false,
             }
         }
     };
@@ -215,10 +220,14 @@ pub(super) fn run_python(plan: &Plan, script: Option<&str>, args: &[&str]) -> Py
             tail(&stderr, 600)
         )),
     };
+    let memory_killed = plan.cpu_quota.is_some()
+        && result.is_none()
+        && matches!(&status, Ok(s) if s.signal() == Some(9));
     PyRun {
         result,
         elapsed,
         failure,
+        memory_killed,
     }
 }
 
