@@ -86,7 +86,7 @@ check("cpu: spin", _spin)
 "#;
 
 fn spin_seconds(layer: &Path, spec: &Path, memory: &str) -> f64 {
-    let mut args: Vec<&std::ffi::OsStr> = vec![
+    let args: Vec<&std::ffi::OsStr> = vec![
         "--memory".as_ref(),
         memory.as_ref(),
         "--layer".as_ref(),
