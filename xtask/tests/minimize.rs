@@ -93,12 +93,7 @@ fn minimal_layer_verifies_and_is_at_most_70_percent_of_slim() {
             .is_some_and(|d| d.iter().any(|d| d["name"] == "litellm")),
         "{m}"
     );
-    let out = run_ok(
-        xtask()
-            .args(["verify", "--arch", "x86_64", "--layer"])
-            .arg(&min.zip),
-    );
-    assert!(text(&out).contains("verified: all"), "{}", text(&out));
+    // `verify` of this zip: verify.rs's every_profile_verifies (the build verified it too).
     // The layer's start-up (sitecustomize and its import hook) prints nothing.
     let out = run_in_sandbox(&min.tree, "import litellm");
     assert!(out.status.success(), "{}", text(&out));

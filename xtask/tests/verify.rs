@@ -337,8 +337,12 @@ fn every_profile_verifies() {
     let mut failures = Vec::new();
     for profile in &profiles {
         let layer = common::built_layer("x86_64", Some(profile));
-        let (_, report) = verify(&layer.zip, &[]);
-        let got = checks(&report);
+        // The good layer is the standard profile's, already verified once in this process.
+        let got = if profile == "standard" && std::env::var_os("VERIFY_TEST_LAYER").is_none() {
+            good_report().clone()
+        } else {
+            checks(&verify(&layer.zip, &[]).1)
+        };
         assert!(got.len() > 50, "{profile}: only {} checks", got.len());
         for (name, (ok, detail)) in got {
             let over_size = name.starts_with("size: zip")
