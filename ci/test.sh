@@ -14,7 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '==> %s\n' "$*" >&2; }
+# Each step's line says when it started (seconds since this script's start): the suite's
+# budget is 20 minutes on a 2-core machine, and this shows where they go.
+log() { printf '==> [%4d s] %s\n' "$SECONDS" "$*" >&2; }
 
 need_debs=()
 for pair in bwrap:bubblewrap patchelf:patchelf zstd:zstd qemu-aarch64-static:qemu-user-static \
@@ -72,4 +74,5 @@ cargo test --workspace --no-fail-fast -- --test-threads=2 || status=$?
 # `cargo test` built above).
 log "node --test clients/node/pythonexec/"
 node --test clients/node/pythonexec/ || status=$?
+log "done (exit $status)"
 exit "$status"
