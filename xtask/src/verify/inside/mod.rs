@@ -107,6 +107,7 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
     let mut all = checks::runtime(plan, &mut audit);
     all.extend(checks::imports(plan, &mut audit));
     all.extend(checks::metadata(plan, &mut audit));
+    let mut first_sample = None;
     if let Some(w) = &plan.workload {
         match preload_killed(plan, &audit) {
             // At 128 MB and 0.07 vCPU the doomed workload would import for minutes first.
@@ -118,10 +119,14 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
                      (import: {module}), and the workload imports it too"
                 ),
             )),
-            None => all.extend(workload::checks(plan, w, &mock, &mut audit)),
+            None => {
+                let (checks, sample) = workload::checks(plan, w, &mock, &mut audit);
+                all.extend(checks);
+                first_sample = sample;
+            }
         }
     }
-    let mut timings = workload::timings(plan, &mock, &mut audit);
+    let mut timings = workload::timings(plan, &mock, &mut audit, first_sample);
     timings.peak_rss_bytes = audit.peak_rss_kb.map(|kb| kb << 10);
     all.extend(checks::audit_checks(&audit));
     Ok(Outcome {

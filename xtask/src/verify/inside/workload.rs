@@ -27,21 +27,33 @@ fn script(plan: &Plan, workload: Option<&Workload>) -> String {
 
 /// The checks of the spec's [verify] workload: `workload: NAME` says whether it ran through,
 /// then every check it recorded, then the server's request count when it asked for one.
+///
+/// Without `--memory` the check's run is also the first timing run (the preload imported and
+/// timed first, as in every timing run, then the whole workload): `verify` then starts one
+/// interpreter fewer, and for litellm that is one import fewer (a third of a verify). With
+/// `--memory` the two differ (the check's INIT ends before the preload, a timing run's after
+/// it), so the check runs on its own and returns no sample.
 pub(super) fn checks(
     plan: &Plan,
     w: &Workload,
     mock: &MockOpenAi,
     audit: &mut Audit,
-) -> Vec<Check> {
+) -> (Vec<Check>, Option<Sample>) {
     let base = mock.base_url();
     let want = mock.reply_text();
     let before = mock.requests();
-    let run = run_python(plan, Some(&script(plan, Some(w))), &[base.as_str(), want]);
+    let as_timing = plan.cpu_quota.is_none() && plan.timing_runs > 0;
+    let mut args = vec![base.as_str(), want];
+    if as_timing {
+        args.push("--preload-first");
+    }
+    let run = run_python(plan, Some(&script(plan, Some(w))), &args);
     audit.add(&w.name, &run);
     let name = format!("workload: {}", w.name);
     if let Some(why) = &run.failure {
-        return vec![Check::new(name, false, why.clone())];
+        return (vec![Check::new(name, false, why.clone())], None);
     }
+    let sample = as_timing.then(|| sample_of(&run)).flatten();
     let reported: Vec<Check> = run
         .field("checks")
         .as_array()
@@ -83,36 +95,64 @@ pub(super) fn checks(
             ),
         ));
     }
-    checks
+    (checks, sample)
+}
+
+/// One timing run's figures: the preload's import and the workload's first call, seconds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sample {
+    import_s: Option<f64>,
+    first_call_s: Option<f64>,
+}
+
+/// The figures of a run made with `--timing`, if it ran through with every check passing.
+fn sample_of(run: &super::process::PyRun) -> Option<Sample> {
+    let passed = run
+        .field("checks")
+        .as_array()
+        .is_some_and(|cs| cs.iter().all(|c| c["ok"].as_bool() == Some(true)));
+    (run.failure.is_none() && run.field("error").is_null() && passed).then(|| Sample {
+        import_s: run.field("import_s").as_f64(),
+        first_call_s: run.field("first_call_s").as_f64(),
+    })
 }
 
 /// Medians over `plan.timing_runs` fresh processes: the bare interpreter's start, the import of
 /// the preload modules and the workload's first call (from runs whose checks all passed).
-pub(super) fn timings(plan: &Plan, mock: &MockOpenAi, audit: &mut Audit) -> Timings {
+/// `first` is the workload check's run when it was a timing run too (see [`checks`]).
+pub(super) fn timings(
+    plan: &Plan,
+    mock: &MockOpenAi,
+    audit: &mut Audit,
+    first: Option<Sample>,
+) -> Timings {
     let base = mock.base_url();
     let want = mock.reply_text();
     let mut starts = Vec::new();
     let mut imports = Vec::new();
     let mut first_calls = Vec::new();
+    let mut add = |s: Sample| {
+        imports.extend(s.import_s);
+        first_calls.extend(s.first_call_s);
+    };
+    if let Some(s) = first {
+        add(s);
+    }
     let timed = plan.workload.is_some() || !plan.preload.is_empty();
     for i in 0..plan.timing_runs {
         let start = run_python(plan, None, &[]);
         if start.failure.is_none() {
             starts.push(start.elapsed.as_secs_f64());
         }
-        if !timed {
+        // The workload check's run counts as the first timing run when it was one.
+        if !timed || (i == 0 && first.is_some()) {
             continue;
         }
         let script = script(plan, plan.workload.as_ref());
         let t = run_python(plan, Some(&script), &[base.as_str(), want, "--timing"]);
         audit.add(&format!("timing run {}", i + 1), &t);
-        let passed = t
-            .field("checks")
-            .as_array()
-            .is_some_and(|cs| cs.iter().all(|c| c["ok"].as_bool() == Some(true)));
-        if t.failure.is_none() && t.field("error").is_null() && passed {
-            imports.extend(t.field("import_s").as_f64());
-            first_calls.extend(t.field("first_call_s").as_f64());
+        if let Some(s) = sample_of(&t) {
+            add(s);
         }
     }
     Timings {
