@@ -118,9 +118,9 @@ fn an_uncovered_provider_says_how_to_keep_it_and_adding_it_works() {
     let mock = pythonexec::testing::MockOpenAi::start().expect("mock server");
     let base = mock.base_url();
 
-    // Traced with openai only: Gemini's lazily imported code is gone, and the import says so.
-    let spec = spec_with_providers("spec-openai", &["openai"]);
-    let openai_only = build_minimal(&spec, "layer-x86_64-minimal-openai");
+    // Traced with openai only (the seeds' spec names no providers: openai is the default):
+    // Gemini's lazily imported code is gone, and the import says so.
+    let openai_only = minimal();
     let out = run_in_sandbox_with_loopback(&openai_only.tree, &gemini_call(&base));
     let said = text(&out);
     assert!(said.contains("FAILED"), "{said}");
@@ -190,12 +190,9 @@ fn dropped_accelerators_leave_working_fallbacks() {
 
 #[test]
 fn a_removal_that_breaks_the_workload_fails_the_build_and_says_how_to_keep_it() {
-    // The openai-only trace, reused for a spec that also names gemini: the workload's gemini
+    // The openai-only trace (the seeds' default providers), reused for a spec that also names gemini: the workload's gemini
     // calls need what that trace never touched, so the proof after minimizing fails.
-    let openai_only = build_minimal(
-        &spec_with_providers("spec-openai", &["openai"]),
-        "layer-x86_64-minimal-openai",
-    );
+    let openai_only = minimal();
     let spec = spec_with_providers("spec-openai-gemini", &["openai", "gemini"]);
     let out = layer_cmd(
         &spec,
