@@ -68,11 +68,35 @@ def _models():
     return f"listed {', '.join(models)}"
 
 
+def _guardrail_translations():
+    # litellm >= 1.100 discovers these by walking its own folder for `__init__.py` files, which a
+    # sourceless layer must keep (layer/rules.toml [sources] keep).
+    import litellm.llms
+
+    load = getattr(litellm.llms, "load_guardrail_translation_mappings", None)
+    if load is None:
+        return "this litellm has no guardrail translation discovery"
+    import os
+
+    root = os.path.dirname(litellm.llms.__file__)
+    folders = [d for d, _, _ in os.walk(root) if os.path.basename(d) == "guardrail_translation"]
+    if not folders:
+        return "no guardrail_translation folder in this layer (minimized away)"
+    mappings = load()
+    if not mappings:
+        raise AssertionError(
+            f"found no guardrail translation handler in {len(folders)} guardrail_translation "
+            "folders under litellm/llms/ (their __init__.py sources are missing?)"
+        )
+    return f"{len(mappings)} call types from {len(folders)} folders"
+
+
 check("litellm: import", _import)
 check("litellm: completion", _completion)
 if not TIMING:
     check("litellm: streamed completion", _stream)
     check("litellm: acompletion", _acompletion)
     check("litellm: /v1/models", _models)
+    check("litellm: guardrail translations", _guardrail_translations)
     # The library server counts the three completions; /v1/models may not count.
     expect_requests("litellm: through the loopback server", 3, "the 3 completions")
