@@ -1,7 +1,7 @@
 //! `cargo xtask verify --memory MB` on the default layer (built once, shared with the other
 //! end-to-end tests): Lambda's memory limit fails a workload that does not fit, naming the
 //! memory, and passes one that does; Lambda's CPU share makes a CPU-bound snippet slower at
-//! 512 MB than at 1,769 MB (one vCPU).
+//! 512 MB than at 1,769 MB (one vCPU), and an import after INIT slower than one inside it.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
@@ -122,4 +122,42 @@ fn a_cpu_bound_snippet_runs_slower_at_512_mb_than_at_one_vcpu() {
         ratio > 1.8,
         "512 MB: {share} s, 1769 MB: {one_vcpu} s, ratio {ratio:.2}"
     );
+}
+
+/// `verify --memory 512 --timings-only` on the seeds' default layer, with or without
+/// `--import-after-init`: the import's and the cold start's seconds.
+fn import_and_cold_start(after_init: bool) -> (f64, f64) {
+    let mut extra = vec!["--timings-only"];
+    if after_init {
+        extra.push("--import-after-init");
+    }
+    let (code, report) = verify(common::Which::Seeds, "512", &extra);
+    assert_eq!(code, 0, "{report}");
+    let t = &report["timings"];
+    let import = t["import_seconds"].as_f64();
+    let cold = t["cold_start_seconds"].as_f64();
+    match (import, cold) {
+        (Some(i), Some(c)) => {
+            assert!(c > i, "the cold start includes the import: {t}");
+            (i, c)
+        }
+        _ => panic!("no import or cold start timed: {report}"),
+    }
+}
+
+#[test]
+fn without_the_init_wait_the_import_runs_at_512_mbs_cpu_share() {
+    let (waited, cold_waited) = import_and_cold_start(false);
+    let (after, cold_after) = import_and_cold_start(true);
+    // Lambda's ratio is 1769 / 512 = 3.45 for the import; a shared machine only lowers it.
+    let ratio = after / waited;
+    println!(
+        "import litellm at 512 MB: in INIT {waited:.2} s (cold start {cold_waited:.2} s), \
+         after INIT {after:.2} s (cold start {cold_after:.2} s), ratio {ratio:.2}"
+    );
+    assert!(
+        ratio > 1.8,
+        "inside INIT {waited} s, after INIT {after} s: ratio {ratio:.2}"
+    );
+    assert!(cold_after > cold_waited, "{cold_after} vs {cold_waited}");
 }

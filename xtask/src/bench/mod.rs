@@ -5,6 +5,7 @@
 //! the only difference between two rows is how the layer was made. Sizes come from the zips'
 //! own entries; build times are wall-clock, with warm caches and (once) with empty ones.
 
+mod coldstart;
 mod guide;
 mod machine;
 mod measure;
@@ -51,6 +52,10 @@ pub struct Variant {
     /// A rebuild with nothing changed: "up to date".
     pub build_unchanged_s: Option<f64>,
     pub build_cold_s: Option<f64>,
+    /// Cold starts at 512 and 1,769 MB, with and without the INIT wait (`coldstart.rs`);
+    /// empty when not measured (the notes say why).
+    #[serde(default)]
+    pub cold_start: Vec<coldstart::ColdStart>,
 }
 
 /// Where the figures came from.
@@ -107,6 +112,17 @@ pub struct BenchOptions {
     pub worker: bool,
     /// `--memory`: Lambda's limits for this size in the verify sandbox.
     pub memory_mb: Option<u32>,
+    /// Which variants get the cold-start columns.
+    pub cold_start: ColdStartScope,
+}
+
+/// `--cold-start`: the columns take minutes per variant (the import after INIT runs at a
+/// fraction of a CPU), so by default only the plain way and the spec's own profile get them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdStartScope {
+    None,
+    Default,
+    All,
 }
 
 impl BenchOptions {
@@ -269,6 +285,8 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
             .unwrap_or(usize::MAX)
     });
     fill_ratios(&mut variants);
+    let measured = format!("profile {default_profile}");
+    cold_starts(spec, flags, &mut variants, &measured, &mut notes, &progress);
 
     notes.extend(closing_notes(flags, &chosen, &default_profile));
 
@@ -290,6 +308,56 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
         notes,
         worker,
     })
+}
+
+/// Fills the cold-start columns of every variant whose preload imported in verify's timing
+/// runs; the notes say how they were measured, or why a column is empty.
+fn cold_starts(
+    spec: &Spec,
+    flags: &BenchOptions,
+    variants: &mut [Variant],
+    default_variant: &str,
+    notes: &mut Vec<String>,
+    progress: &Progress,
+) {
+    let wanted = |v: &Variant| match flags.cold_start {
+        ColdStartScope::None => false,
+        ColdStartScope::All => true,
+        ColdStartScope::Default => v.name.starts_with("plain") || v.name == default_variant,
+    };
+    match flags.cold_start {
+        ColdStartScope::None => {
+            notes.push("cold-start columns not measured: --cold-start none".to_owned());
+            return;
+        }
+        ColdStartScope::Default => notes.push(format!(
+            "cold-start columns for the plain way and {default_variant} only (`--cold-start all` for every variant)"
+        )),
+        ColdStartScope::All => {}
+    }
+    if let Err(why) = coldstart::available() {
+        notes.push(format!(
+            "cold-start columns empty: Lambda's CPU share and memory limit need a control group: {why:#}"
+        ));
+        return;
+    }
+    notes.push(format!(
+        "cold start = interpreter start + import of {:?} + first call (medians of {} runs per cell) in the verify sandbox with `verify --memory MB`'s limits; `wait`: the import runs inside INIT, unthrottled (up to 10 s), as with Worker::spawn_ready; `no wait`: INIT ends at the interpreter's start and the import runs at MB/1769 of one CPU",
+        spec.verify.preload, flags.runs
+    ));
+    for v in variants.iter_mut().filter(|v| wanted(v)) {
+        if v.timings.import_seconds.is_none() {
+            notes.push(format!(
+                "{}: no cold start measured: its import failed in verify's timing runs",
+                v.name
+            ));
+            continue;
+        }
+        progress.line(format!("bench: cold starts of {}", v.name));
+        let mut problems = Vec::new();
+        v.cold_start = coldstart::measure(spec, &v.zip, flags.runs, &mut problems);
+        notes.extend(problems.into_iter().map(|p| format!("{}: {p}", v.name)));
+    }
 }
 
 /// What the report says about the cold builds and the guide's build time.

@@ -87,32 +87,49 @@ pub(super) fn checks(
 }
 
 /// Medians over `plan.timing_runs` fresh processes: the bare interpreter's start, the import of
-/// the preload modules and the workload's first call (from runs whose checks all passed).
+/// the preload modules and the workload's first call (from runs whose checks all passed), and
+/// of their sums per run (the cold start); the preload runs after INIT with
+/// `plan.import_after_init`.
 pub(super) fn timings(plan: &Plan, mock: &MockOpenAi, audit: &mut Audit) -> Timings {
     let base = mock.base_url();
     let want = mock.reply_text();
     let mut starts = Vec::new();
     let mut imports = Vec::new();
     let mut first_calls = Vec::new();
+    let mut cold_starts = Vec::new();
     let timed = plan.workload.is_some() || !plan.preload.is_empty();
+    let mut args = vec![base.as_str(), want, "--timing"];
+    if plan.import_after_init {
+        args.push("--import-after-init");
+    }
     for i in 0..plan.timing_runs {
         let start = run_python(plan, None, &[]);
-        if start.failure.is_none() {
-            starts.push(start.elapsed.as_secs_f64());
-        }
+        let start_s = start
+            .failure
+            .is_none()
+            .then_some(start.elapsed.as_secs_f64());
+        starts.extend(start_s);
         if !timed {
             continue;
         }
         let script = script(plan, plan.workload.as_ref());
-        let t = run_python(plan, Some(&script), &[base.as_str(), want, "--timing"]);
+        let t = run_python(plan, Some(&script), &args);
         audit.add(&format!("timing run {}", i + 1), &t);
         let passed = t
             .field("checks")
             .as_array()
             .is_some_and(|cs| cs.iter().all(|c| c["ok"].as_bool() == Some(true)));
         if t.failure.is_none() && t.field("error").is_null() && passed {
-            imports.extend(t.field("import_s").as_f64());
-            first_calls.extend(t.field("first_call_s").as_f64());
+            let (import, first) = (
+                t.field("import_s").as_f64(),
+                t.field("first_call_s").as_f64(),
+            );
+            imports.extend(import);
+            first_calls.extend(first);
+            // This run's pair: the bare start, then the preload and the first call.
+            if let (Some(s), Some(i), Some(f)) = (start_s, import, first) {
+                cold_starts.push(s + i + f);
+            }
         }
     }
     Timings {
@@ -121,6 +138,7 @@ pub(super) fn timings(plan: &Plan, mock: &MockOpenAi, audit: &mut Audit) -> Timi
         preload: plan.preload.clone(),
         import_seconds: median(imports),
         first_call_seconds: median(first_calls),
+        cold_start_seconds: median(cold_starts),
         peak_rss_bytes: None,
     }
 }

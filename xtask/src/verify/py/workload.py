@@ -4,13 +4,15 @@
 # in the timing runs. The workload records named checks with `check`, may ask the supervisor to
 # count the server's requests with `expect_requests`, and times its first call with `timed`;
 # the supervisor reports what it recorded when the script ends (or `_vfinish` is called).
-# INIT (what Lambda runs unthrottled) ends after the preload in timing runs, at once otherwise.
+# INIT (what Lambda runs unthrottled) ends after the preload in timing runs, at once otherwise;
+# with `--import-after-init` too (a client that does not wait for the preload at INIT).
 import time as _vtime
 
 _vout = {"checks": [], "requests": None, "first_call_s": None}
 MOCK_BASE = _vsys.argv[1] if len(_vsys.argv) > 1 else ""
 MOCK_REPLY = _vsys.argv[2] if len(_vsys.argv) > 2 else ""
 TIMING = "--timing" in _vsys.argv
+_VAFTER_INIT = "--import-after-init" in _vsys.argv
 
 
 def check(name, fn):
@@ -70,9 +72,11 @@ def _vfinish():
 
 def _vrun(name, source, preload):
     try:
-        if TIMING:
+        if TIMING and not _VAFTER_INIT:
             _vpreload(preload)
         _vinit_done()
+        if TIMING and _VAFTER_INIT:
+            _vpreload(preload)
         # The workload's globals are these: `check` and the others are names it can use.
         exec(compile(source, name, "exec"), globals())
     except BaseException as e:  # noqa: BLE001 - the failure is the result
