@@ -5,6 +5,7 @@
 //! the only difference between two rows is how the layer was made. Sizes come from the zips'
 //! own entries; build times are wall-clock, with warm caches and (once) with empty ones.
 
+mod candidates;
 mod coldstart;
 mod guide;
 mod machine;
@@ -82,6 +83,9 @@ pub struct BenchReport {
     pub timing_runs: usize,
     pub variants: Vec<Variant>,
     pub guide_rules: Vec<GuideOutcome>,
+    /// `[requirements] import-candidates`: the spec's lock first, then each candidate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub import_candidates: Vec<candidates::CandidateResult>,
     pub notes: Vec<String>,
     /// `cargo bench -p pythonexec-rs --bench worker -- --json`, with `--worker`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +182,11 @@ pub fn run(options: &BenchOptions) -> Result<ExitCode> {
         .iter()
         .map(|p| Spec::load(p))
         .collect::<Result<_>>()?;
+    for spec in &specs {
+        let r = &spec.requirements;
+        crate::python::candidates::parse(&r.import_candidates, &r.constraints)
+            .with_context(|| spec.path.to_string())?;
+    }
     if specs.len() == 1 {
         let report = run_bench(&specs[0], options)?;
         return write_and_print(options, &report, render(&report));
@@ -284,6 +293,15 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
             .position(|p| v.name == format!("profile {p}"))
             .unwrap_or(usize::MAX)
     });
+    let import_candidates = bench_candidates(
+        spec,
+        flags,
+        &default_profile,
+        &mut variants,
+        &mut notes,
+        &layer_cache,
+        &progress,
+    )?;
     fill_ratios(&mut variants);
     let measured = format!("profile {default_profile}");
     cold_starts(spec, flags, &mut variants, &measured, &mut notes, &progress);
@@ -305,9 +323,40 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
         timing_runs: flags.runs,
         variants,
         guide_rules,
+        import_candidates,
         notes,
         worker,
     })
+}
+
+/// `[requirements] import-candidates`: each locked, built with the spec's profile and measured
+/// as a row of its own; the rows of the comparison (none without candidates).
+fn bench_candidates(
+    spec: &Spec,
+    flags: &BenchOptions,
+    profile: &str,
+    variants: &mut Vec<Variant>,
+    notes: &mut Vec<String>,
+    layer_cache: &Utf8Path,
+    progress: &Progress,
+) -> Result<Vec<candidates::CandidateResult>> {
+    let r = &spec.requirements;
+    let list = crate::python::candidates::parse(&r.import_candidates, &r.constraints)?;
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own = format!("profile {profile}");
+    let mut rows = vec![candidates::baseline(
+        spec,
+        variants.iter().find(|v| v.name == own),
+    )];
+    for c in &list {
+        let (row, variant) = candidates::run_one(spec, flags, c, profile, layer_cache, progress);
+        rows.push(row);
+        variants.extend(variant);
+    }
+    notes.extend(candidates::notes(spec, &rows));
+    Ok(rows)
 }
 
 /// Fills the cold-start columns of every variant whose preload imported in verify's timing
