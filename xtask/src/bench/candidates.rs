@@ -238,6 +238,33 @@ pub fn notes(spec: &Spec, rows: &[CandidateResult]) -> Vec<String> {
     notes
 }
 
+/// `[requirements] import-candidates`: each locked, built with the spec's profile and measured
+/// as a row of its own; the rows of the comparison (none without candidates).
+pub(super) fn bench_candidates(
+    spec: &Spec,
+    flags: &BenchOptions,
+    profile: &str,
+    variants: &mut Vec<Variant>,
+    notes: &mut Vec<String>,
+    layer_cache: &Utf8Path,
+    progress: &Progress,
+) -> Result<Vec<CandidateResult>> {
+    let r = &spec.requirements;
+    let list = crate::python::candidates::parse(&r.import_candidates, &r.constraints)?;
+    if list.is_empty() {
+        return Ok(Vec::new());
+    }
+    let own = format!("profile {profile}");
+    let mut rows = vec![baseline(spec, variants.iter().find(|v| v.name == own))];
+    for c in &list {
+        let (row, variant) = run_one(spec, flags, c, profile, layer_cache, progress);
+        rows.push(row);
+        variants.extend(variant);
+    }
+    notes.extend(self::notes(spec, &rows));
+    Ok(rows)
+}
+
 fn replaces_pin(spec: &Spec, text: &str) -> bool {
     crate::python::candidates::parse(&[text.to_owned()], &[])
         .ok()

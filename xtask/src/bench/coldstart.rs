@@ -12,8 +12,9 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::ARCH;
+use super::{BenchOptions, ColdStartScope, Variant, ARCH};
 use crate::spec::Spec;
+use crate::util::progress::Progress;
 use crate::verify::memory::ONE_VCPU_MB;
 
 /// The memory sizes of the columns: Lambda's usual small size and one full vCPU.
@@ -94,6 +95,56 @@ pub fn measure(
         out.push(one);
     }
     out
+}
+
+/// Fills the cold-start columns of every variant whose preload imported in verify's timing
+/// runs; the notes say how they were measured, or why a column is empty.
+pub(super) fn cold_starts(
+    spec: &Spec,
+    flags: &BenchOptions,
+    variants: &mut [Variant],
+    default_variant: &str,
+    notes: &mut Vec<String>,
+    progress: &Progress,
+) {
+    let wanted = |v: &Variant| match flags.cold_start {
+        ColdStartScope::None => false,
+        ColdStartScope::All => true,
+        ColdStartScope::Default => v.name.starts_with("plain") || v.name == default_variant,
+    };
+    match flags.cold_start {
+        ColdStartScope::None => {
+            notes.push("cold-start columns not measured: --cold-start none".to_owned());
+            return;
+        }
+        ColdStartScope::Default => notes.push(format!(
+            "cold-start columns for the plain way and {default_variant} only (`--cold-start all` for every variant)"
+        )),
+        ColdStartScope::All => {}
+    }
+    if let Err(why) = available() {
+        notes.push(format!(
+            "cold-start columns empty: Lambda's CPU share and memory limit need a control group: {why:#}"
+        ));
+        return;
+    }
+    notes.push(format!(
+        "cold start = interpreter start + import of {:?} + first call (medians of {} runs per cell) in the verify sandbox with `verify --memory MB`'s limits; `wait`: the import runs inside INIT, unthrottled (up to 10 s), as with Worker::spawn_ready; `no wait`: INIT ends at the interpreter's start and the import runs at MB/1769 of one CPU",
+        spec.verify.preload, flags.runs
+    ));
+    for v in variants.iter_mut().filter(|v| wanted(v)) {
+        if v.timings.import_seconds.is_none() {
+            notes.push(format!(
+                "{}: no cold start measured: its import failed in verify's timing runs",
+                v.name
+            ));
+            continue;
+        }
+        progress.line(format!("bench: cold starts of {}", v.name));
+        let mut problems = Vec::new();
+        v.cold_start = measure(spec, &v.zip, flags.runs, &mut problems);
+        notes.extend(problems.into_iter().map(|p| format!("{}: {p}", v.name)));
+    }
 }
 
 /// The column headers, in [`SIZES`] order, each size with the wait first.

@@ -293,7 +293,7 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
             .position(|p| v.name == format!("profile {p}"))
             .unwrap_or(usize::MAX)
     });
-    let import_candidates = bench_candidates(
+    let import_candidates = candidates::bench_candidates(
         spec,
         flags,
         &default_profile,
@@ -304,7 +304,7 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
     )?;
     fill_ratios(&mut variants);
     let measured = format!("profile {default_profile}");
-    cold_starts(spec, flags, &mut variants, &measured, &mut notes, &progress);
+    coldstart::cold_starts(spec, flags, &mut variants, &measured, &mut notes, &progress);
 
     notes.extend(closing_notes(flags, &chosen, &default_profile));
 
@@ -327,86 +327,6 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
         notes,
         worker,
     })
-}
-
-/// `[requirements] import-candidates`: each locked, built with the spec's profile and measured
-/// as a row of its own; the rows of the comparison (none without candidates).
-fn bench_candidates(
-    spec: &Spec,
-    flags: &BenchOptions,
-    profile: &str,
-    variants: &mut Vec<Variant>,
-    notes: &mut Vec<String>,
-    layer_cache: &Utf8Path,
-    progress: &Progress,
-) -> Result<Vec<candidates::CandidateResult>> {
-    let r = &spec.requirements;
-    let list = crate::python::candidates::parse(&r.import_candidates, &r.constraints)?;
-    if list.is_empty() {
-        return Ok(Vec::new());
-    }
-    let own = format!("profile {profile}");
-    let mut rows = vec![candidates::baseline(
-        spec,
-        variants.iter().find(|v| v.name == own),
-    )];
-    for c in &list {
-        let (row, variant) = candidates::run_one(spec, flags, c, profile, layer_cache, progress);
-        rows.push(row);
-        variants.extend(variant);
-    }
-    notes.extend(candidates::notes(spec, &rows));
-    Ok(rows)
-}
-
-/// Fills the cold-start columns of every variant whose preload imported in verify's timing
-/// runs; the notes say how they were measured, or why a column is empty.
-fn cold_starts(
-    spec: &Spec,
-    flags: &BenchOptions,
-    variants: &mut [Variant],
-    default_variant: &str,
-    notes: &mut Vec<String>,
-    progress: &Progress,
-) {
-    let wanted = |v: &Variant| match flags.cold_start {
-        ColdStartScope::None => false,
-        ColdStartScope::All => true,
-        ColdStartScope::Default => v.name.starts_with("plain") || v.name == default_variant,
-    };
-    match flags.cold_start {
-        ColdStartScope::None => {
-            notes.push("cold-start columns not measured: --cold-start none".to_owned());
-            return;
-        }
-        ColdStartScope::Default => notes.push(format!(
-            "cold-start columns for the plain way and {default_variant} only (`--cold-start all` for every variant)"
-        )),
-        ColdStartScope::All => {}
-    }
-    if let Err(why) = coldstart::available() {
-        notes.push(format!(
-            "cold-start columns empty: Lambda's CPU share and memory limit need a control group: {why:#}"
-        ));
-        return;
-    }
-    notes.push(format!(
-        "cold start = interpreter start + import of {:?} + first call (medians of {} runs per cell) in the verify sandbox with `verify --memory MB`'s limits; `wait`: the import runs inside INIT, unthrottled (up to 10 s), as with Worker::spawn_ready; `no wait`: INIT ends at the interpreter's start and the import runs at MB/1769 of one CPU",
-        spec.verify.preload, flags.runs
-    ));
-    for v in variants.iter_mut().filter(|v| wanted(v)) {
-        if v.timings.import_seconds.is_none() {
-            notes.push(format!(
-                "{}: no cold start measured: its import failed in verify's timing runs",
-                v.name
-            ));
-            continue;
-        }
-        progress.line(format!("bench: cold starts of {}", v.name));
-        let mut problems = Vec::new();
-        v.cold_start = coldstart::measure(spec, &v.zip, flags.runs, &mut problems);
-        notes.extend(problems.into_iter().map(|p| format!("{}: {p}", v.name)));
-    }
 }
 
 /// What the report says about the cold builds and the guide's build time.

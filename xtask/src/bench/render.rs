@@ -253,6 +253,7 @@ mod tests {
                 preload: vec!["litellm".to_owned()],
                 import_seconds: ok.then_some(2.5),
                 first_call_seconds: None,
+                import_cpu_seconds: None,
                 cold_start_seconds: None,
                 peak_rss_bytes: ok.then_some(290 << 20),
             },

@@ -63,6 +63,9 @@ pub struct Timings {
     /// Importing the preload modules (reports before the rename: `import_litellm_s`).
     #[serde(alias = "import_litellm_s")]
     pub import_seconds: Option<f64>,
+    /// The same import's CPU time (user + system of the interpreter).
+    #[serde(default)]
+    pub import_cpu_seconds: Option<f64>,
     /// The [verify] workload's first timed call (before the rename: `first_completion_s`).
     #[serde(alias = "first_completion_s")]
     pub first_call_seconds: Option<f64>,
@@ -453,6 +456,7 @@ mod tests {
                 preload: vec!["litellm".to_owned()],
                 import_seconds: Some(2.5),
                 first_call_seconds: None,
+                import_cpu_seconds: None,
                 cold_start_seconds: None,
                 peak_rss_bytes: None,
             },

@@ -97,6 +97,7 @@ pub(super) fn timings(plan: &Plan, mock: &MockOpenAi, audit: &mut Audit) -> Timi
     let mut imports = Vec::new();
     let mut first_calls = Vec::new();
     let mut cold_starts = Vec::new();
+    let mut import_cpu = Vec::new();
     let timed = plan.workload.is_some() || !plan.preload.is_empty();
     let mut args = vec![base.as_str(), want, "--timing"];
     if plan.import_after_init {
@@ -125,6 +126,7 @@ pub(super) fn timings(plan: &Plan, mock: &MockOpenAi, audit: &mut Audit) -> Timi
                 t.field("first_call_s").as_f64(),
             );
             imports.extend(import);
+            import_cpu.extend(t.field("import_cpu_s").as_f64());
             first_calls.extend(first);
             // This run's pair: the bare start, then the preload and the first call.
             if let (Some(s), Some(i), Some(f)) = (start_s, import, first) {
@@ -139,6 +141,7 @@ pub(super) fn timings(plan: &Plan, mock: &MockOpenAi, audit: &mut Audit) -> Timi
         import_seconds: median(imports),
         first_call_seconds: median(first_calls),
         cold_start_seconds: median(cold_starts),
+        import_cpu_seconds: median(import_cpu),
         peak_rss_bytes: None,
     }
 }
