@@ -318,6 +318,35 @@ mod tests {
     }
 
     #[test]
+    fn a_candidates_spec_has_it_in_its_requirements_and_the_original_data() {
+        let mut original = spec();
+        original.path = crate::core::project_root().join("layer/layer.toml");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = crate::util::utf8(tmp.path().to_owned()).expect("utf-8");
+        let c = crate::python::candidates::parse(&["openai==3.30.0".to_owned()], &[])
+            .expect("parses")
+            .remove(0);
+        let written =
+            Spec::load(&write_spec(&original, &c, &dir).expect("written")).expect("loads");
+        assert_eq!(
+            written.requirements.packages,
+            original.requirements.packages
+        );
+        assert_eq!(
+            written.requirements.constraints.last().map(String::as_str),
+            Some("openai==3.30.0")
+        );
+        assert_eq!(written.lock_path(), dir.join("pylock.toml"));
+        assert_eq!(written.data_dir(), original.data_dir());
+        assert_eq!(
+            written.data_path("rules.toml"),
+            original.data_path("rules.toml")
+        );
+        assert!(written.requirements.import_candidates.is_empty());
+        assert_eq!(written.layer.profile, original.layer.profile);
+    }
+
+    #[test]
     fn nothing_is_recommended_within_the_noise_or_without_a_baseline() {
         let rows = [
             row("(the spec's lock)", Some(2.4), true),
