@@ -27,6 +27,8 @@ pub struct CandidateResult {
     /// What the lock holds of [`NAMED`]: `openai 2.30.0`.
     pub locked: Vec<String>,
     pub import_seconds: Option<f64>,
+    /// How many interleaved rounds `import_seconds` is the median of (0: verify's own runs).
+    pub interleaved_runs: usize,
     pub verify_ok: Option<bool>,
     /// The layer's row in the table (`None`: it could not be locked or built).
     pub variant: Option<String>,
@@ -41,6 +43,7 @@ pub fn baseline(spec: &Spec, variant: Option<&Variant>) -> CandidateResult {
             .map(|l| named_versions(&l))
             .unwrap_or_default(),
         import_seconds: variant.and_then(|v| v.timings.import_seconds),
+        interleaved_runs: 0,
         verify_ok: variant.and_then(|v| v.verify_ok),
         variant: variant.map(|v| v.name.clone()),
         error: variant
@@ -62,6 +65,7 @@ pub fn run_one(
         candidate: candidate.text.clone(),
         locked: Vec::new(),
         import_seconds: None,
+        interleaved_runs: 0,
         verify_ok: None,
         variant: None,
         error: None,
@@ -182,7 +186,10 @@ pub fn notes(spec: &Spec, rows: &[CandidateResult]) -> Vec<String> {
     for r in rows {
         let what = match (&r.error, r.import_seconds, r.verify_ok) {
             (Some(e), _, _) => format!("not measured: {e}"),
-            (None, Some(s), Some(true)) => format!("import {s:.2} s, verify passed"),
+            (None, Some(s), Some(true)) => format!(
+                "import {s:.2} s (median of {} interleaved rounds), verify passed",
+                r.interleaved_runs
+            ),
             (None, Some(s), _) => format!("import {s:.2} s, but verify FAILED (not a choice)"),
             (None, None, _) => "no import timed (verify's timing runs failed)".to_owned(),
         };
@@ -255,14 +262,65 @@ pub(super) fn bench_candidates(
         return Ok(Vec::new());
     }
     let own = format!("profile {profile}");
-    let mut rows = vec![baseline(spec, variants.iter().find(|v| v.name == own))];
+    let base = variants.iter().find(|v| v.name == own);
+    let mut layers = vec![base.map(|v| (spec.clone(), v.zip.clone()))];
+    let mut rows = vec![baseline(spec, base)];
     for c in &list {
         let (row, variant) = run_one(spec, flags, c, profile, layer_cache, progress);
+        let spec_path = flags
+            .out
+            .join("candidates")
+            .join(c.label())
+            .join("layer.toml");
+        layers.push(match (&variant, Spec::load(&spec_path)) {
+            (Some(v), Ok(s)) => Some((s, v.zip.clone())),
+            _ => None,
+        });
         rows.push(row);
         variants.extend(variant);
     }
+    retime_interleaved(flags, &layers, &mut rows, progress);
     notes.extend(self::notes(spec, &rows));
     Ok(rows)
+}
+
+/// The rows' import times again, `--runs` rounds of one timing run per layer in turn: built one
+/// after the other, the rows would otherwise be timed minutes apart, under whatever load the
+/// machine had then. Replaces each row's time with the median of its rounds.
+fn retime_interleaved(
+    flags: &BenchOptions,
+    layers: &[Option<(Spec, Utf8PathBuf)>],
+    rows: &mut [CandidateResult],
+    progress: &Progress,
+) {
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); layers.len()];
+    for round in 1..=flags.runs {
+        progress.line(format!(
+            "bench: import candidates, interleaved timing round {round}/{}",
+            flags.runs
+        ));
+        for (i, layer) in layers.iter().enumerate() {
+            let Some((spec, zip)) = layer else { continue };
+            let options = crate::verify::VerifyOptions {
+                timings_only: true,
+                ..crate::verify::VerifyOptions::of_layer(zip, super::ARCH, 1)
+            };
+            if let Ok(r) = crate::verify::verify(spec, &options) {
+                wall[i].extend(r.timings.import_seconds);
+            }
+        }
+    }
+    for (row, times) in rows.iter_mut().zip(wall) {
+        if !times.is_empty() {
+            row.interleaved_runs = times.len();
+            row.import_seconds = median(times);
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 fn replaces_pin(spec: &Spec, text: &str) -> bool {
@@ -281,6 +339,7 @@ mod tests {
             candidate: candidate.to_owned(),
             locked: vec!["openai 3.52.0".to_owned()],
             import_seconds: s,
+            interleaved_runs: 3,
             verify_ok: Some(ok),
             variant: None,
             error: None,
