@@ -288,6 +288,13 @@ pub struct Verify {
     /// after INIT, its CPU share (MB / 1769 of one CPU) through a control group.
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
     pub memory: Option<u32>,
+    /// With --memory: the timing runs import the preload after INIT, at the CPU share, as a
+    /// client that does not wait for it at INIT (the cold start "without the wait").
+    #[arg(long, requires = "memory")]
+    pub import_after_init: bool,
+    /// Only the static checks and the timing runs (and their cold start).
+    #[arg(long, conflicts_with = "static_only")]
+    pub timings_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -330,6 +337,8 @@ impl Verify {
             jobs: self.jobs,
             no_sandbox: self.no_sandbox,
             memory_mb: self.memory,
+            import_after_init: self.import_after_init,
+            timings_only: self.timings_only,
             ..Default::default()
         }
     }
@@ -369,6 +378,11 @@ pub struct Bench {
     /// `verify --memory`).
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
     pub memory: Option<u32>,
+    /// Which variants get the cold-start columns (512 and 1,769 MB, with and without the
+    /// INIT wait; minutes per variant): `default` (the plain way and the spec's profile),
+    /// `all` or `none`.
+    #[arg(long, value_name = "WHICH", default_value = "default", value_parser = ["default", "all", "none"])]
+    pub cold_start: String,
 }
 
 impl Bench {
@@ -384,6 +398,11 @@ impl Bench {
             skip_cold: self.skip_cold,
             worker: self.worker,
             memory_mb: self.memory,
+            cold_start: match self.cold_start.as_str() {
+                "all" => crate::bench::ColdStartScope::All,
+                "none" => crate::bench::ColdStartScope::None,
+                _ => crate::bench::ColdStartScope::Default,
+            },
         })
     }
 }

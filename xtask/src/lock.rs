@@ -21,6 +21,11 @@ pub fn run(spec_path: &Utf8Path) -> Result<ExitCode> {
     // Before resolving: the index may no longer serve an advised release at all, and uv
     // would then only say that no version satisfies the requirement.
     let advisories = AdvisoriesFile::for_spec(&spec)?;
+    // Not used here (`bench` measures them), but a broken list is refused wherever it is read.
+    crate::python::candidates::parse(
+        &spec.requirements.import_candidates,
+        &spec.requirements.constraints,
+    )?;
     advisories.check_requirements(&spec.requirements.packages, "[requirements] packages")?;
     advisories.check_requirements(&spec.requirements.constraints, "[requirements] constraints")?;
     let (text, notes) = lock_with_uv(&spec)?;

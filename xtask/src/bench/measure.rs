@@ -104,5 +104,6 @@ pub(super) fn measure(
         build_warm_s,
         build_unchanged_s: None,
         build_cold_s,
+        cold_start: Vec::new(),
     })
 }

@@ -5,6 +5,8 @@
 //! the only difference between two rows is how the layer was made. Sizes come from the zips'
 //! own entries; build times are wall-clock, with warm caches and (once) with empty ones.
 
+mod candidates;
+mod coldstart;
 mod guide;
 mod machine;
 mod measure;
@@ -51,6 +53,10 @@ pub struct Variant {
     /// A rebuild with nothing changed: "up to date".
     pub build_unchanged_s: Option<f64>,
     pub build_cold_s: Option<f64>,
+    /// Cold starts at 512 and 1,769 MB, with and without the INIT wait (`coldstart.rs`);
+    /// empty when not measured (the notes say why).
+    #[serde(default)]
+    pub cold_start: Vec<coldstart::ColdStart>,
 }
 
 /// Where the figures came from.
@@ -77,6 +83,9 @@ pub struct BenchReport {
     pub timing_runs: usize,
     pub variants: Vec<Variant>,
     pub guide_rules: Vec<GuideOutcome>,
+    /// `[requirements] import-candidates`: the spec's lock first, then each candidate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub import_candidates: Vec<candidates::CandidateResult>,
     pub notes: Vec<String>,
     /// `cargo bench -p pythonexec-rs --bench worker -- --json`, with `--worker`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +116,17 @@ pub struct BenchOptions {
     pub worker: bool,
     /// `--memory`: Lambda's limits for this size in the verify sandbox.
     pub memory_mb: Option<u32>,
+    /// Which variants get the cold-start columns.
+    pub cold_start: ColdStartScope,
+}
+
+/// `--cold-start`: the columns take minutes per variant (the import after INIT runs at a
+/// fraction of a CPU), so by default only the plain way and the spec's own profile get them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdStartScope {
+    None,
+    Default,
+    All,
 }
 
 impl BenchOptions {
@@ -162,6 +182,11 @@ pub fn run(options: &BenchOptions) -> Result<ExitCode> {
         .iter()
         .map(|p| Spec::load(p))
         .collect::<Result<_>>()?;
+    for spec in &specs {
+        let r = &spec.requirements;
+        crate::python::candidates::parse(&r.import_candidates, &r.constraints)
+            .with_context(|| spec.path.to_string())?;
+    }
     if specs.len() == 1 {
         let report = run_bench(&specs[0], options)?;
         return write_and_print(options, &report, render(&report));
@@ -268,7 +293,18 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
             .position(|p| v.name == format!("profile {p}"))
             .unwrap_or(usize::MAX)
     });
+    let import_candidates = candidates::bench_candidates(
+        spec,
+        flags,
+        &default_profile,
+        &mut variants,
+        &mut notes,
+        &layer_cache,
+        &progress,
+    )?;
     fill_ratios(&mut variants);
+    let measured = format!("profile {default_profile}");
+    coldstart::cold_starts(spec, flags, &mut variants, &measured, &mut notes, &progress);
 
     notes.extend(closing_notes(flags, &chosen, &default_profile));
 
@@ -287,6 +323,7 @@ fn run_bench(spec: &Spec, flags: &BenchOptions) -> Result<BenchReport> {
         timing_runs: flags.runs,
         variants,
         guide_rules,
+        import_candidates,
         notes,
         worker,
     })

@@ -14,9 +14,16 @@ pub fn render_specs(runs: &[super::SpecBench]) -> String {
     let _ = writeln!(s, "side by side (zip and unpacked in MB, import in s):\n");
     let _ = writeln!(
         s,
-        "| spec | variant | zip | unpacked | verify | import | first call |"
+        "| spec | variant | zip | unpacked | verify | import | first call | {} |",
+        super::coldstart::headers().join(" | ")
     );
-    let _ = writeln!(s, "| --- | --- | ---: | ---: | --- | ---: | ---: |");
+    let _ = writeln!(
+        s,
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | {}",
+        "---: | "
+            .repeat(super::coldstart::SIZES.len() * 2)
+            .trim_end()
+    );
     for run in runs {
         for v in &run.report.variants {
             let verify = match v.verify_ok {
@@ -27,13 +34,14 @@ pub fn render_specs(runs: &[super::SpecBench]) -> String {
             let secs = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.1} | {:.1} | {verify} | {} | {} |",
+                "| {} | {} | {:.1} | {:.1} | {verify} | {} | {} | {} |",
                 run.requirements.join(" "),
                 v.name,
                 v.zip_bytes as f64 / 1e6,
                 v.unpacked_bytes as f64 / 1e6,
                 secs(v.timings.import_seconds),
                 secs(v.timings.first_call_seconds),
+                super::coldstart::cells(&v.cold_start).join(" | "),
             );
         }
     }
@@ -146,22 +154,30 @@ fn render_worker(w: &serde_json::Value) -> String {
     s
 }
 
-/// One row per variant; sizes in decimal MB, ratios against the plain way (first row).
+/// One row per variant; sizes in decimal MB, ratios against the plain way (first row); the
+/// peak RSS in MiB (as Lambda's memory setting counts).
 pub fn render_table(variants: &[Variant]) -> String {
     let mut s = String::new();
+    let cold = super::coldstart::headers();
     let _ = writeln!(
         s,
-        "| variant | zip MB | unpacked MB | zip vs plain | unpacked vs plain | verify | start | import litellm | first completion | build warm | unchanged | build cold |"
+        "| variant | zip MB | unpacked MB | zip vs plain | unpacked vs plain | verify | start | import litellm | first completion | peak RSS MiB | {} | build warm | unchanged | build cold |",
+        cold.join(" | ")
     );
     let _ = writeln!(
         s,
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | {}---: | ---: | ---: |",
+        "---: | ".repeat(cold.len())
     );
     for v in variants {
         let verify = verify_cell(v);
+        let rss = v.timings.peak_rss_bytes.map_or_else(
+            || "n/a".to_owned(),
+            |b| format!("{:.0}", b as f64 / 1048576.0),
+        );
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2}x | {:.2}x | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2}x | {:.2}x | {} | {} | {} | {} | {rss} | {} | {} | {} | {} |",
             v.name,
             mb(v.zip_bytes),
             mb(v.unpacked_bytes),
@@ -171,6 +187,7 @@ pub fn render_table(variants: &[Variant]) -> String {
             secs(v.timings.interpreter_start_s),
             secs(v.timings.import_seconds),
             secs(v.timings.first_call_seconds),
+            super::coldstart::cells(&v.cold_start).join(" | "),
             secs(v.build_warm_s),
             secs(v.build_unchanged_s),
             secs(v.build_cold_s),
@@ -236,11 +253,22 @@ mod tests {
                 preload: vec!["litellm".to_owned()],
                 import_seconds: ok.then_some(2.5),
                 first_call_seconds: None,
-                peak_rss_bytes: None,
+                import_cpu_seconds: None,
+                cold_start_seconds: None,
+                peak_rss_bytes: ok.then_some(290 << 20),
             },
             build_warm_s: Some(12.345),
             build_unchanged_s: None,
             build_cold_s: None,
+            cold_start: if ok {
+                vec![crate::bench::coldstart::ColdStart {
+                    memory_mb: 512,
+                    init_wait_s: Some(3.1),
+                    no_wait_s: Some(9.87),
+                }]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -258,11 +286,11 @@ mod tests {
         assert_eq!(lines.len(), 4, "{table}");
         assert_eq!(
             lines[2],
-            "| plain | 50.0 | 160.0 | 1.00x | 1.00x | pass | 0.02 s | 2.50 s | n/a | 12.35 s | n/a | n/a |"
+            "| plain | 50.0 | 160.0 | 1.00x | 1.00x | pass | 0.02 s | 2.50 s | n/a | 290 | 3.10 s | 9.87 s | n/a | n/a | 12.35 s | n/a | n/a |"
         );
         assert_eq!(
             lines[3],
-            "| guide | 25.0 | 80.0 | 0.50x | 0.50x | FAIL: package: metadata, litellm: import | 0.02 s | n/a | n/a | 12.35 s | n/a | n/a |"
+            "| guide | 25.0 | 80.0 | 0.50x | 0.50x | FAIL: package: metadata, litellm: import | 0.02 s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | 12.35 s | n/a | n/a |"
         );
     }
 

@@ -97,6 +97,10 @@ pub struct RequirementsSection {
     /// Yanked releases (PEP 592) the lock may hold anyway: `{ "pkg==1.0" = "why" }`.
     #[serde(default)]
     pub allow_yanked: BTreeMap<String, String>,
+    /// Alternative pins (`openai==2.30.0`) whose import `cargo xtask bench` times beside the
+    /// lock's, each locked and built with the spec's profile (`python/candidates.rs`).
+    #[serde(default)]
+    pub import_candidates: Vec<String>,
 }
 
 fn default_advisories() -> Utf8PathBuf {

@@ -90,6 +90,8 @@ pub(super) fn plan(arch: Arch, emulation: &Emulation, timeouts: (u64, u64)) -> P
         workload: None,
         preload: Vec::new(),
         cpu_quota: None,
+        timings_only: false,
+        import_after_init: false,
     }
 }
 

@@ -63,9 +63,16 @@ pub struct Timings {
     /// Importing the preload modules (reports before the rename: `import_litellm_s`).
     #[serde(alias = "import_litellm_s")]
     pub import_seconds: Option<f64>,
+    /// The same import's CPU time (user + system of the interpreter).
+    #[serde(default)]
+    pub import_cpu_seconds: Option<f64>,
     /// The [verify] workload's first timed call (before the rename: `first_completion_s`).
     #[serde(alias = "first_completion_s")]
     pub first_call_seconds: Option<f64>,
+    /// Per run, the bare interpreter's start + the preload's import + the first call: process
+    /// start to first answer, Lambda's INIT and first invocation (`bench`'s cold start).
+    #[serde(default)]
+    pub cold_start_seconds: Option<f64>,
     /// The largest peak RSS (VmHWM) of the workload's and the timing runs' interpreters.
     #[serde(default)]
     pub peak_rss_bytes: Option<u64>,
@@ -132,6 +139,12 @@ pub struct VerifyOptions {
     /// a minimized layer is proven by one run, not two.
     pub workloads: Vec<inside::Workload>,
     pub providers: Vec<String>,
+    /// Only the timing runs, no other runtime check (`bench`'s cold starts; static checks
+    /// still run).
+    pub timings_only: bool,
+    /// With `memory_mb`: the timing runs import the preload after INIT, throttled, as a
+    /// client that does not wait for it at INIT.
+    pub import_after_init: bool,
 }
 
 impl VerifyOptions {
@@ -238,6 +251,13 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
             warnings,
             checks,
             Timings::default(),
+        );
+    }
+    if flags.timings_only {
+        warnings.push(
+            "TIMINGS ONLY: the runtime, import, metadata and workload checks were not run; \
+             this is a measurement, not a verification"
+                .to_owned(),
         );
     }
     let mut plan = runtime_plan(spec, flags, arch, &emulation, contents)?;
@@ -378,6 +398,8 @@ fn runtime_plan(
         None => None,
     };
     plan.preload = spec.verify.preload.clone();
+    plan.timings_only = flags.timings_only;
+    plan.import_after_init = flags.import_after_init;
     Ok(plan)
 }
 
@@ -434,6 +456,8 @@ mod tests {
                 preload: vec!["litellm".to_owned()],
                 import_seconds: Some(2.5),
                 first_call_seconds: None,
+                import_cpu_seconds: None,
+                cold_start_seconds: None,
                 peak_rss_bytes: None,
             },
         }

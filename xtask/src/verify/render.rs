@@ -48,7 +48,13 @@ pub fn render(r: &VerifyReport) -> String {
             format!("import {}", t.preload.join(", "))
         };
         let _ = writeln!(s, "  {import:<17}  {:>9}", secs(t.import_seconds));
+        if t.import_cpu_seconds.is_some() {
+            let _ = writeln!(s, "  (its CPU time)     {:>9}", secs(t.import_cpu_seconds));
+        }
         let _ = writeln!(s, "  first call         {:>9}", secs(t.first_call_seconds));
+        if t.cold_start_seconds.is_some() {
+            let _ = writeln!(s, "  cold start         {:>9}", secs(t.cold_start_seconds));
+        }
         if let Some(b) = t.peak_rss_bytes {
             let mb = b as f64 / f64::from(1 << 20);
             let _ = writeln!(s, "  peak RSS           {:>6.0} MB", mb);

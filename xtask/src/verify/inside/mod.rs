@@ -64,6 +64,14 @@ pub struct Plan {
     /// of its INIT (see `memory.rs`).
     #[serde(default)]
     pub cpu_quota: Option<crate::verify::memory::CpuQuota>,
+    /// Only the timing runs (`bench`'s cold starts): no runtime, import, metadata or
+    /// workload checks; the audit still watches the timing runs.
+    #[serde(default)]
+    pub timings_only: bool,
+    /// The timing runs end INIT before the preload, not after it: a client that does not wait
+    /// for the import at INIT, which then runs at the CPU share after INIT.
+    #[serde(default)]
+    pub import_after_init: bool,
 }
 
 /// What the supervisor found.
@@ -104,25 +112,28 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
         return Ok(workload::traced(plan, &mock));
     }
     let mut audit = checks::Audit::default();
-    let mut all = checks::runtime(plan, &mut audit);
-    all.extend(checks::imports(plan, &mut audit));
-    all.extend(checks::metadata(plan, &mut audit));
+    let mut all = Vec::new();
     let mut first_sample = None;
-    if let Some(w) = &plan.workload {
-        match preload_killed(plan, &audit) {
-            // At 128 MB and 0.07 vCPU the doomed workload would import for minutes first.
-            Some(module) => all.push(Check::new(
-                format!("workload: {}", w.name),
-                false,
-                format!(
-                    "not run: its preload module {module} alone was killed at the memory limit \
-                     (import: {module}), and the workload imports it too"
-                ),
-            )),
-            None => {
-                let (checks, sample) = workload::checks(plan, w, &mock, &mut audit);
-                all.extend(checks);
-                first_sample = sample;
+    if !plan.timings_only {
+        all.extend(checks::runtime(plan, &mut audit));
+        all.extend(checks::imports(plan, &mut audit));
+        all.extend(checks::metadata(plan, &mut audit));
+        if let Some(w) = &plan.workload {
+            match preload_killed(plan, &audit) {
+                // At 128 MB and 0.07 vCPU the doomed workload would import for minutes first.
+                Some(module) => all.push(Check::new(
+                    format!("workload: {}", w.name),
+                    false,
+                    format!(
+                        "not run: its preload module {module} alone was killed at the memory \
+                         limit (import: {module}), and the workload imports it too"
+                    ),
+                )),
+                None => {
+                    let (checks, sample) = workload::checks(plan, w, &mock, &mut audit);
+                    all.extend(checks);
+                    first_sample = sample;
+                }
             }
         }
     }

@@ -42,7 +42,7 @@ pub(super) fn checks(
     let base = mock.base_url();
     let want = mock.reply_text();
     let before = mock.requests();
-    let as_timing = plan.cpu_quota.is_none() && plan.timing_runs > 0;
+    let as_timing = plan.cpu_quota.is_none() && !plan.import_after_init && plan.timing_runs > 0;
     let mut args = vec![base.as_str(), want];
     if as_timing {
         args.push("--preload-first");
@@ -102,6 +102,7 @@ pub(super) fn checks(
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Sample {
     import_s: Option<f64>,
+    import_cpu_s: Option<f64>,
     first_call_s: Option<f64>,
 }
 
@@ -113,13 +114,16 @@ fn sample_of(run: &super::process::PyRun) -> Option<Sample> {
         .is_some_and(|cs| cs.iter().all(|c| c["ok"].as_bool() == Some(true)));
     (run.failure.is_none() && run.field("error").is_null() && passed).then(|| Sample {
         import_s: run.field("import_s").as_f64(),
+        import_cpu_s: run.field("import_cpu_s").as_f64(),
         first_call_s: run.field("first_call_s").as_f64(),
     })
 }
 
 /// Medians over `plan.timing_runs` fresh processes: the bare interpreter's start, the import of
-/// the preload modules and the workload's first call (from runs whose checks all passed).
-/// `first` is the workload check's run when it was a timing run too (see [`checks`]).
+/// the preload modules and the workload's first call (from runs whose checks all passed), and
+/// of their sums per run (the cold start); the preload runs after INIT with
+/// `plan.import_after_init`. `first` is the workload check's run when it was a timing run too
+/// (see [`checks`]).
 pub(super) fn timings(
     plan: &Plan,
     mock: &MockOpenAi,
@@ -131,28 +135,41 @@ pub(super) fn timings(
     let mut starts = Vec::new();
     let mut imports = Vec::new();
     let mut first_calls = Vec::new();
-    let mut add = |s: Sample| {
-        imports.extend(s.import_s);
-        first_calls.extend(s.first_call_s);
-    };
-    if let Some(s) = first {
-        add(s);
-    }
+    let mut cold_starts = Vec::new();
+    let mut import_cpu = Vec::new();
     let timed = plan.workload.is_some() || !plan.preload.is_empty();
+    let mut args = vec![base.as_str(), want, "--timing"];
+    if plan.import_after_init {
+        args.push("--import-after-init");
+    }
     for i in 0..plan.timing_runs {
         let start = run_python(plan, None, &[]);
-        if start.failure.is_none() {
-            starts.push(start.elapsed.as_secs_f64());
-        }
-        // The workload check's run counts as the first timing run when it was one.
-        if !timed || (i == 0 && first.is_some()) {
+        let start_s = start
+            .failure
+            .is_none()
+            .then_some(start.elapsed.as_secs_f64());
+        starts.extend(start_s);
+        if !timed {
             continue;
         }
-        let script = script(plan, plan.workload.as_ref());
-        let t = run_python(plan, Some(&script), &[base.as_str(), want, "--timing"]);
-        audit.add(&format!("timing run {}", i + 1), &t);
-        if let Some(s) = sample_of(&t) {
-            add(s);
+        // The workload check's run counts as the first timing run when it was one.
+        let sample = match first.filter(|_| i == 0) {
+            Some(s) => Some(s),
+            None => {
+                let script = script(plan, plan.workload.as_ref());
+                let t = run_python(plan, Some(&script), &args);
+                audit.add(&format!("timing run {}", i + 1), &t);
+                sample_of(&t)
+            }
+        };
+        if let Some(s) = sample {
+            imports.extend(s.import_s);
+            import_cpu.extend(s.import_cpu_s);
+            first_calls.extend(s.first_call_s);
+            // This run's pair: the bare start, then the preload and the first call.
+            if let (Some(st), Some(im), Some(fc)) = (start_s, s.import_s, s.first_call_s) {
+                cold_starts.push(st + im + fc);
+            }
         }
     }
     Timings {
@@ -161,6 +178,8 @@ pub(super) fn timings(
         preload: plan.preload.clone(),
         import_seconds: median(imports),
         first_call_seconds: median(first_calls),
+        cold_start_seconds: median(cold_starts),
+        import_cpu_seconds: median(import_cpu),
         peak_rss_bytes: None,
     }
 }
