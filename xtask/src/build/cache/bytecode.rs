@@ -57,8 +57,8 @@ pub fn restore(
     interpreter: &str,
     optimize: u8,
 ) -> Result<Vec<(String, bool)>> {
-    let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    // On a few threads: a warm build restores thousands of small files.
+    crate::util::par::map(jobs, |job| {
         let source = fs_err::read(stage.join(&job.source))?;
         let key = pyc_key(
             interpreter,
@@ -77,9 +77,8 @@ pub fn restore(
             }
             None => true,
         };
-        out.push((key, missing));
-    }
-    Ok(out)
+        Ok((key, missing))
+    })
 }
 
 /// Stores the `.pyc` of each compiled job (`compiled` says which compiled) under its key.
