@@ -4,7 +4,6 @@ pub mod cgroup;
 pub mod debian;
 pub mod elf;
 pub mod fmt;
-pub mod par;
 pub mod progress;
 pub mod which;
 pub mod zipinfo;
@@ -161,14 +160,11 @@ pub fn walk(root: &Utf8Path) -> Result<Vec<WalkEntry>> {
 pub fn remove_files_and_empty_dirs<'a>(
     root: &Utf8Path,
     files: impl IntoIterator<Item = &'a Utf8PathBuf>,
-    why: impl Fn(&Utf8Path) -> String + Sync,
+    why: impl Fn(&Utf8Path) -> String,
 ) -> Result<()> {
-    let files: Vec<&Utf8PathBuf> = files.into_iter().collect();
-    par::map(&files, |path| {
-        fs_err::remove_file(root.join(path)).with_context(|| why(path))
-    })?;
     let mut dirs = std::collections::BTreeSet::new();
     for path in files {
+        fs_err::remove_file(root.join(path)).with_context(|| why(path))?;
         let mut p = path.parent();
         while let Some(d) = p.filter(|d| !d.as_str().is_empty()) {
             dirs.insert(d.to_owned());

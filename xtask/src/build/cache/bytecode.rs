@@ -57,8 +57,8 @@ pub fn restore(
     interpreter: &str,
     optimize: u8,
 ) -> Result<Vec<(String, bool)>> {
-    // On a few threads: a warm build restores thousands of small files.
-    crate::util::par::map(jobs, |job| {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
         let source = fs_err::read(stage.join(&job.source))?;
         let key = pyc_key(
             interpreter,
@@ -77,8 +77,9 @@ pub fn restore(
             }
             None => true,
         };
-        Ok((key, missing))
-    })
+        out.push((key, missing));
+    }
+    Ok(out)
 }
 
 /// Stores the `.pyc` of each compiled job (`compiled` says which compiled) under its key.

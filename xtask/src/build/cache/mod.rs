@@ -237,24 +237,19 @@ pub fn exe_identity() -> Result<String> {
 
 /// Copies the tree `from` into `to` (which may exist): folders made, files copied (the kernel
 /// may share their blocks: `copy_file_range`), links recreated. Refuses to replace anything:
-/// `clash` names what is in the way. Folders are made first, in order; files and links are
-/// then copied on a few threads (`util::par`).
+/// `clash` names what is in the way.
 pub fn copy_tree(
     from: &Utf8Path,
     to: &Utf8Path,
-    clash: &(dyn Fn(&Utf8Path) -> String + Sync),
+    clash: &dyn Fn(&Utf8Path) -> String,
 ) -> Result<()> {
-    let mut files = Vec::new();
     for w in crate::util::walk(from)? {
-        if w.file_type.is_dir() {
-            fs_err::create_dir_all(to.join(&w.rel))?;
-        } else {
-            files.push(w);
-        }
-    }
-    crate::util::par::map(&files, |w| {
         let src = from.join(&w.rel);
         let dest = to.join(&w.rel);
+        if w.file_type.is_dir() {
+            fs_err::create_dir_all(&dest)?;
+            continue;
+        }
         if dest.symlink_metadata().is_ok() {
             anyhow::bail!("{}", clash(&w.rel));
         }
@@ -264,8 +259,7 @@ pub fn copy_tree(
         } else {
             fs_err::copy(&src, &dest)?;
         }
-        Ok(())
-    })?;
+    }
     Ok(())
 }
 

@@ -164,18 +164,16 @@ pub fn compile(
             failed
         }
     };
-    let mut dropped = Vec::new();
     for j in jobs {
         if failed_sources.contains(&j.source) {
             continue;
         }
         out.files += 1;
         if j.drop_source {
-            dropped.push(stage.join(&j.source));
+            fs_err::remove_file(stage.join(&j.source))?;
+            out.sources_removed += 1;
         }
     }
-    crate::util::par::map(&dropped, |source| Ok(fs_err::remove_file(source)?))?;
-    out.sources_removed += dropped.len();
     Ok(out)
 }
 
