@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use super::imports::{is_identifier, scan, targets};
+use super::imports::{is_identifier, scan, targets, Import};
 use super::{classify, Entry, FileKind, Plan, Refusal, Rule};
 use crate::spec::rules::Level;
 
@@ -83,15 +83,28 @@ pub fn protect_imports(
         .map(|p| p.to_path_buf())
         .collect();
     let mut scanned: BTreeSet<Utf8PathBuf> = BTreeSet::new();
+    // The modules kept from the start are all scanned, whatever they import: read here, scanned
+    // on two threads. Given-back modules (a few) are read and scanned when they come up.
+    let mut first: BTreeMap<Utf8PathBuf, Vec<Import>> = scan_all(
+        queue
+            .iter()
+            .filter_map(|p| Some((p.clone(), read(p)?)))
+            .collect(),
+    );
     while let Some(importer) = queue.pop() {
         if !scanned.insert(importer.clone()) {
             continue;
         }
-        let (Some(module), Some(source)) = (modules.get(importer.as_path()), read(&importer))
+        let Some(module) = modules.get(importer.as_path()) else {
+            continue;
+        };
+        let Some(imports) = first
+            .remove(&importer)
+            .or_else(|| read(&importer).map(|source| scan(&source)))
         else {
             continue;
         };
-        for import in scan(&source) {
+        for import in imports {
             let Some(names) = targets(&module.name, module.is_package, &import) else {
                 continue;
             };
@@ -117,6 +130,26 @@ pub fn protect_imports(
             }
         }
     }
+}
+
+/// The imports of each source, scanned on two threads (the scan is most of pruning's time).
+fn scan_all(sources: Vec<(Utf8PathBuf, String)>) -> BTreeMap<Utf8PathBuf, Vec<Import>> {
+    let (a, b) = sources.split_at(sources.len() / 2);
+    let scan_part = |part: &[(Utf8PathBuf, String)]| -> Vec<(Utf8PathBuf, Vec<Import>)> {
+        part.iter().map(|(p, s)| (p.clone(), scan(s))).collect()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| scan_part(b));
+        let a = scan_part(a);
+        // A panic there is a bug in the scanner: it goes on here as one.
+        (
+            a,
+            other
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
+    a.into_iter().chain(b).collect()
 }
 
 #[cfg(test)]
