@@ -11,16 +11,6 @@ use std::path::Path;
 
 use serde_json::Value;
 
-fn check<'a>(report: &'a Value, name: &str) -> (bool, &'a str) {
-    let c = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report}"));
-    (c["ok"].as_bool().unwrap(), c["detail"].as_str().unwrap())
-}
-
 /// The workload of `cpu_spin`: the fastest of five loops of 0.25 s of CPU time, in wall
 /// seconds (the fastest, so that a busy machine shows the quota rather than its own load).
 const SPIN: &str = r#"
@@ -50,7 +40,7 @@ fn spin_seconds(layer: &Path, spec: &Path, memory: &str) -> f64 {
     ];
     let (code, report) = common::verify_json(&args);
     assert_eq!(code, 0, "{report}");
-    let (ok, detail) = check(&report, "cpu: spin");
+    let (ok, detail) = common::check(&report, "cpu: spin");
     assert!(ok, "{detail}");
     detail.parse().unwrap()
 }

@@ -121,16 +121,6 @@ fn the_default_layer_holds_todays_litellm_fits_250_mb_and_verifies() {
     }
 }
 
-fn check<'a>(report: &'a Value, name: &str) -> (bool, &'a str) {
-    let c = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check `{name}` in {report}"));
-    (c["ok"].as_bool().unwrap(), c["detail"].as_str().unwrap())
-}
-
 /// `verify --memory`: Lambda's memory limit fails a workload that does not fit, naming the
 /// memory, and passes one that does, naming the smallest standard size it fits in.
 #[test]

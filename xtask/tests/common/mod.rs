@@ -310,6 +310,20 @@ pub fn checks_of(report: &serde_json::Value) -> std::collections::BTreeMap<Strin
         .collect()
 }
 
+/// One check of a verify report: (ok, detail); panics naming it when the report has none.
+pub fn check<'a>(report: &'a serde_json::Value, name: &str) -> (bool, &'a str) {
+    let c = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check `{name}` in {report}"));
+    (
+        c["ok"].as_bool().unwrap_or(false),
+        c["detail"].as_str().unwrap_or(""),
+    )
+}
+
 /// Runs `code` with the layer's interpreter the way Lambda would: the layer read-only at
 /// /opt, the rest of the system read-only, /tmp writable, /root (and this machine's own
 /// Python) hidden, no network.
