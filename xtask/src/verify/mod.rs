@@ -107,6 +107,9 @@ pub struct VerifyReport {
     pub warnings: Vec<String>,
     pub checks: Vec<Check>,
     pub timings: Timings,
+    /// Why passing checks do not make this a verification (`--static-only`, `--timings-only`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_a_verification: Option<String>,
 }
 
 /// Exit codes: a failed check, and runtime checks that could not run.
@@ -308,7 +311,12 @@ pub fn verify(spec: &Spec, flags: &VerifyOptions) -> Result<VerifyReport> {
     checks.extend(outcome.checks);
     if let (Some(mb), Some((group, _))) = (flags.memory_mb, &lambda) {
         let peak_rss = outcome.timings.peak_rss_bytes;
-        checks.push(memory::check(mb, &group.stats(), peak_rss));
+        let mut check = memory::check(mb, &group.stats(), peak_rss);
+        if flags.timings_only {
+            // The peak is the timing runs' (import and first call), not the whole workload's.
+            check.detail += "; timing runs only: the workload's own peak was not measured";
+        }
+        checks.push(check);
     }
     done(execution, warnings, checks, outcome.timings)
 }
@@ -421,6 +429,16 @@ fn finish(
         }
     }
     let ok = checks.iter().all(|c| c.ok);
+    let not_a_verification = if flags.static_only {
+        Some("--static-only: nothing was executed".to_owned())
+    } else if flags.timings_only {
+        Some(
+            "--timings-only: the runtime, import, metadata and workload checks were not run"
+                .to_owned(),
+        )
+    } else {
+        None
+    };
     Ok(VerifyReport {
         ok,
         layer: layers.label.clone(),
@@ -434,6 +452,7 @@ fn finish(
         warnings,
         checks,
         timings,
+        not_a_verification,
     })
 }
 
@@ -450,6 +469,7 @@ mod tests {
             execution,
             warnings: vec![],
             checks,
+            not_a_verification: None,
             timings: Timings {
                 runs: 5,
                 interpreter_start_s: Some(0.02),
@@ -490,6 +510,24 @@ mod tests {
         assert_eq!(line("first call").as_deref(), Some("first call -"));
         assert!(
             text.contains("NOT VERIFIED: 1 of 2 checks failed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn passing_checks_of_a_partial_run_are_not_called_verified() {
+        let mut r = report(
+            vec![Check::new("static: elf machine", true, "")],
+            Execution::NotRun {
+                why: "--static-only".to_owned(),
+            },
+        );
+        assert!(render(&r).contains("verified: all 1 checks passed"));
+        r.not_a_verification = Some("--timings-only: the checks were not run".to_owned());
+        let text = render(&r);
+        assert!(!text.contains("verified:"), "{text}");
+        assert!(
+            text.contains("NOT a verification: 1 checks passed, but --timings-only"),
             "{text}"
         );
     }

@@ -62,7 +62,13 @@ pub fn render(r: &VerifyReport) -> String {
     }
     let failed = r.checks.iter().filter(|c| !c.ok).count();
     let _ = writeln!(s);
-    if r.ok {
+    if let (true, Some(why)) = (r.ok, &r.not_a_verification) {
+        let _ = writeln!(
+            s,
+            "NOT a verification: {} checks passed, but {why}",
+            r.checks.len()
+        );
+    } else if r.ok {
         let _ = writeln!(s, "verified: all {} checks passed", r.checks.len());
     } else {
         let _ = writeln!(
