@@ -54,10 +54,7 @@ fn lock_of_sniffio() -> String {
         .expect("sniffio is in the seeds' lock");
     let entry = &lock[at..];
     let end = entry.find("\n]\n").expect("the end of its wheels") + 3;
-    format!(
-        "lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\n{}",
-        &entry[..end]
-    )
+    common::lock_of(&format!("[[packages]]\n{}", &entry[..end]))
 }
 
 #[test]

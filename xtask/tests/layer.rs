@@ -376,9 +376,9 @@ fn write_lock_of_one(dir: &Path, name: &str, version: &str, wheel: &str, url: &s
     let zeros = "0".repeat(64);
     std::fs::write(
         dir.join("pylock.toml"),
-        format!(
-            "lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"{name}\"\nversion = \"{version}\"\nwheels = [{{ name = \"{wheel}\", url = \"{url}\", hashes = {{ sha256 = \"{zeros}\" }} }}]\n"
-        ),
+        common::lock_of(&format!(
+            "[[packages]]\nname = \"{name}\"\nversion = \"{version}\"\nwheels = [{{ name = \"{wheel}\", url = \"{url}\", hashes = {{ sha256 = \"{zeros}\" }} }}]\n"
+        )),
     )
     .unwrap();
 }

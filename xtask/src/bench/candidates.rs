@@ -13,18 +13,17 @@ use super::measure::{build_profile, measure};
 use super::{BenchOptions, Variant};
 use crate::python::candidates::Candidate;
 use crate::python::pylock::PyLock;
+use crate::python::wheel::normalize;
 use crate::spec::Spec;
 use crate::util::progress::Progress;
-
-/// The distributions whose locked versions a row names (the ones whose import dominates).
-const NAMED: [&str; 2] = ["litellm", "openai"];
 
 /// One row of the comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct CandidateResult {
     /// `(spec's lock)` or the candidate as the spec writes it.
     pub candidate: String,
-    /// What the lock holds of [`NAMED`]: `openai 2.30.0`.
+    /// What the lock holds of the spec's top-level packages and the candidates' distributions:
+    /// `litellm 1.110.2`, `openai 2.30.0`.
     pub locked: Vec<String>,
     pub import_seconds: Option<f64>,
     /// How many interleaved rounds `import_seconds` is the median of (0: verify's own runs).
@@ -36,11 +35,11 @@ pub struct CandidateResult {
 }
 
 /// The spec's own lock as the comparison's first row, from its profile's variant.
-pub fn baseline(spec: &Spec, variant: Option<&Variant>) -> CandidateResult {
+pub fn baseline(spec: &Spec, variant: Option<&Variant>, names: &[String]) -> CandidateResult {
     CandidateResult {
         candidate: "(the spec's lock)".to_owned(),
         locked: PyLock::load(&spec.lock_path())
-            .map(|l| named_versions(&l))
+            .map(|l| named_versions(&l, names))
             .unwrap_or_default(),
         import_seconds: variant.and_then(|v| v.timings.import_seconds),
         interleaved_runs: 0,
@@ -60,6 +59,7 @@ pub fn run_one(
     profile: &str,
     layer_cache: &Utf8Path,
     progress: &Progress,
+    names: &[String],
 ) -> (CandidateResult, Option<Variant>) {
     let mut result = CandidateResult {
         candidate: candidate.text.clone(),
@@ -76,7 +76,7 @@ pub fn run_one(
         progress.line(format!("bench: lock {} ({})", candidate.text, spec_path));
         lock(&spec_path)?;
         let candidate_spec = Spec::load(&spec_path)?;
-        result.locked = named_versions(&PyLock::load(&candidate_spec.lock_path())?);
+        result.locked = named_versions(&PyLock::load(&candidate_spec.lock_path())?, names);
         progress.line(format!("bench: profile {profile} with {}", candidate.text));
         let (zip, warm) = build_profile(
             &candidate_spec,
@@ -169,11 +169,11 @@ fn lock(spec_path: &Utf8Path) -> Result<()> {
     Ok(())
 }
 
-fn named_versions(lock: &PyLock) -> Vec<String> {
-    NAMED
+fn named_versions(lock: &PyLock, names: &[String]) -> Vec<String> {
+    names
         .iter()
         .filter_map(|n| {
-            let p = lock.packages.iter().find(|p| p.name == *n)?;
+            let p = lock.packages.iter().find(|p| normalize(&p.name) == *n)?;
             Some(format!("{n} {}", p.version.as_deref().unwrap_or("?")))
         })
         .collect()
@@ -264,9 +264,10 @@ pub(super) fn bench_candidates(
     let own = format!("profile {profile}");
     let base = variants.iter().find(|v| v.name == own);
     let mut layers = vec![base.map(|v| (spec.clone(), v.zip.clone()))];
-    let mut rows = vec![baseline(spec, base)];
+    let names = crate::python::candidates::shown_names(&r.packages, &list);
+    let mut rows = vec![baseline(spec, base, &names)];
     for c in &list {
-        let (row, variant) = run_one(spec, flags, c, profile, layer_cache, progress);
+        let (row, variant) = run_one(spec, flags, c, profile, layer_cache, progress, &names);
         let spec_path = flags
             .out
             .join("candidates")

@@ -70,6 +70,22 @@ fn normalize(name: &str) -> String {
 }
 
 /// `name[extras]>=1,<2 ; marker` -> (name, `name[extras]`, `>=1,<2`).
+/// The distributions whose versions a comparison of `candidates` shows: the spec's top-level
+/// `packages` and every candidate's, normalized, each once, in that order.
+pub fn shown_names(packages: &[String], candidates: &[Candidate]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let all = packages
+        .iter()
+        .filter_map(|p| split(p).map(|(name, _, _)| normalize(name)))
+        .chain(candidates.iter().map(|c| c.name.clone()));
+    for n in all {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
 fn split(requirement: &str) -> Option<(&str, &str, &str)> {
     let req = requirement.split(';').next()?.trim();
     let name_end = req
@@ -182,5 +198,15 @@ mod tests {
         let (p, k) = c[1].apply(&packages, &constraints);
         assert_eq!(p, packages);
         assert_eq!(k, ["openai>=2.20", "openai==2.30.0"]);
+    }
+
+    #[test]
+    fn the_comparison_shows_the_top_level_packages_and_the_candidates_each_once() {
+        let c = parse(&strings(&["openai==2.30.0", "LiteLLM==1.78.7"]), &[]).expect("parse");
+        let packages = strings(&["litellm[caching]==1.110.2", "Pydantic>=2"]);
+        assert_eq!(
+            shown_names(&packages, &c),
+            ["litellm", "pydantic", "openai"]
+        );
     }
 }

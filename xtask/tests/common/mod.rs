@@ -310,6 +310,11 @@ pub fn checks_of(report: &serde_json::Value) -> std::collections::BTreeMap<Strin
         .collect()
 }
 
+/// A hand-written `pylock.toml` holding `packages` (its `[[packages]]` tables, as TOML text).
+pub fn lock_of(packages: &str) -> String {
+    format!("lock-version = \"1.0\"\ncreated-by = \"test\"\n\n{packages}")
+}
+
 /// One check of a verify report: (ok, detail); panics naming it when the report has none.
 pub fn check<'a>(report: &'a serde_json::Value, name: &str) -> (bool, &'a str) {
     let c = report["checks"]
