@@ -112,6 +112,7 @@ pub struct ProfilePlan {
     pub levels: Vec<String>,
     pub bytecode: Mode,
     pub optimize: u8,
+    pub debug_ranges: bool,
     pub strip: bool,
     pub site_packages_zip: bool,
     /// The rules file and the profile file read.
@@ -335,6 +336,7 @@ fn profile_plan(spec: &Spec, name: Option<&str>) -> Result<ProfilePlan> {
             .collect(),
         bytecode: settings.bytecode,
         optimize: settings.optimize,
+        debug_ranges: settings.debug_ranges,
         strip: settings.strip,
         site_packages_zip: settings.site_packages_zip,
         rules_file,

@@ -40,10 +40,11 @@ pub fn render(plan: &BuildPlan) -> String {
     let _ = writeln!(s, "\nprofile {}: {}", p.name, p.description);
     let _ = writeln!(
         s,
-        "  levels [{}], bytecode {:?} (optimize {}), strip {}, site-packages.zip {}",
+        "  levels [{}], bytecode {:?} (optimize {}, column positions {}), strip {}, site-packages.zip {}",
         p.levels.join(", "),
         p.bytecode,
         p.optimize,
+        yes(p.debug_ranges),
         yes(p.strip),
         yes(p.site_packages_zip)
     );

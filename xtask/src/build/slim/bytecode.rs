@@ -23,6 +23,35 @@ pub struct Job {
     pub drop_source: bool,
 }
 
+/// How the interpreter compiles: both decide the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    /// py_compile's `optimize` (0, 1 or 2).
+    pub optimize: u8,
+    /// `false`: `-X no_debug_ranges`, no column positions in the location tables.
+    pub debug_ranges: bool,
+}
+
+impl Default for Flags {
+    fn default() -> Flags {
+        Flags {
+            optimize: 0,
+            debug_ranges: true,
+        }
+    }
+}
+
+impl Flags {
+    /// The interpreter options that carry these flags.
+    fn interpreter_options(self) -> &'static [&'static str] {
+        if self.debug_ranges {
+            &[]
+        } else {
+            &["-X", "no_debug_ranges"]
+        }
+    }
+}
+
 /// What compiling did.
 #[derive(Debug, Default)]
 pub struct Compiled {
@@ -136,7 +165,7 @@ pub fn compile(
     stage: &Utf8Path,
     jobs: &[Job],
     python: &Utf8Path,
-    optimize: u8,
+    flags: Flags,
     cache: Option<&StageCache>,
 ) -> Result<Compiled> {
     let mut out = Compiled {
@@ -147,9 +176,14 @@ pub fn compile(
         return Ok(out);
     }
     let failed_sources = match cache {
-        None => compile_jobs(stage, jobs, python, optimize, &mut out.failed)?,
+        None => compile_jobs(stage, jobs, python, flags, &mut out.failed)?,
         Some(cache) => {
-            let interpreter = crate::build::cache::bytecode::interpreter_id(python)?;
+            // The interpreter as it is invoked: its options decide the bytes too.
+            let mut interpreter = crate::build::cache::bytecode::interpreter_id(python)?;
+            for o in flags.interpreter_options() {
+                interpreter = format!("{interpreter} {o}");
+            }
+            let optimize = flags.optimize;
             let keys =
                 crate::build::cache::bytecode::restore(cache, stage, jobs, &interpreter, optimize)?;
             let todo: Vec<(&Job, &String)> = jobs
@@ -159,7 +193,7 @@ pub fn compile(
                 .map(|(j, (k, _))| (j, k))
                 .collect();
             let todo_jobs: Vec<Job> = todo.iter().map(|(j, _)| (*j).clone()).collect();
-            let failed = compile_jobs(stage, &todo_jobs, python, optimize, &mut out.failed)?;
+            let failed = compile_jobs(stage, &todo_jobs, python, flags, &mut out.failed)?;
             crate::build::cache::bytecode::store(cache, stage, &todo, &failed)?;
             failed
         }
@@ -182,7 +216,7 @@ fn compile_jobs(
     stage: &Utf8Path,
     jobs: &[Job],
     python: &Utf8Path,
-    optimize: u8,
+    flags: Flags,
     failed: &mut Vec<(Utf8PathBuf, String)>,
 ) -> Result<BTreeSet<Utf8PathBuf>> {
     let mut failed_sources = BTreeSet::new();
@@ -197,10 +231,10 @@ fn compile_jobs(
             .map(|chunk| {
                 s.spawn(move || -> Result<Answer> {
                     let req = serde_json::json!({
-                        "optimize": optimize,
+                        "optimize": flags.optimize,
                         "jobs": chunk.iter().map(|j| (stage.join(&j.source), stage.join(&j.pyc), &j.dfile)).collect::<Vec<_>>(),
                     });
-                    run_script(python, &req.to_string())
+                    run_script(python, flags.interpreter_options(), &req.to_string())
                 })
             })
             .collect();
@@ -225,9 +259,9 @@ fn compile_jobs(
     Ok(failed_sources)
 }
 
-fn run_script(python: &Utf8Path, stdin: &str) -> Result<Answer> {
+fn run_script(python: &Utf8Path, options: &[&str], stdin: &str) -> Result<Answer> {
     let sh = xshell::Shell::new().context("reading the current folder")?;
-    let output = xshell::cmd!(sh, "{python} -I -B -S -c {SCRIPT}")
+    let output = xshell::cmd!(sh, "{python} -I -B -S {options...} -c {SCRIPT}")
         .env("PYTHONHASHSEED", "0")
         .stdin(stdin)
         .quiet()
@@ -300,6 +334,45 @@ mod tests {
 
     /// Needs the host CPython 3.11 this machine has; skipped elsewhere.
     #[test]
+    fn without_debug_ranges_the_pyc_is_smaller_and_has_no_columns() {
+        let python = Utf8Path::new("/root/.pyenv/versions/3.11.7/bin/python3.11");
+        if !python.exists() {
+            eprintln!("skipped: no host CPython 3.11");
+            return;
+        }
+        let source = "def f(a, b):\n    return {'sum': a + b, 'items': [x * 2 for x in range(a)]}\n";
+        let mut sizes = Vec::new();
+        for debug_ranges in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let stage = Utf8Path::from_path(tmp.path()).unwrap();
+            let sp = stage.join("python/lib/python3.11/site-packages");
+            fs_err::create_dir_all(&sp).unwrap();
+            fs_err::write(sp.join("m.py"), source).unwrap();
+            let files = vec![Utf8PathBuf::from("python/lib/python3.11/site-packages/m.py")];
+            let jobs = plan(&files, Mode::Sourceless, "3.11", 0, &none());
+            let flags = Flags {
+                optimize: 0,
+                debug_ranges,
+            };
+            assert_eq!(compile(stage, &jobs, python, flags, None).unwrap().files, 1);
+            let pyc = sp.join("m.pyc");
+            sizes.push(fs_err::metadata(&pyc).unwrap().len());
+            // The module still runs; columns are there or not, lines always.
+            let script = "import marshal, sys; c = marshal.loads(open(sys.argv[1], 'rb').read()[16:]); \
+                          f = [k for k in c.co_consts if hasattr(k, 'co_positions')][0]; \
+                          p = list(f.co_positions()); \
+                          print(all(x[0] is not None for x in p), any(x[2] is not None for x in p))";
+            let out = duct::cmd!(python.as_std_path(), "-I", "-c", script, pyc.as_str())
+                .read()
+                .unwrap();
+            let expected = if debug_ranges { "True True" } else { "True False" };
+            assert_eq!(out.trim(), expected, "debug_ranges = {debug_ranges}");
+        }
+        assert!(sizes[1] < sizes[0], "{sizes:?}");
+    }
+
+    /// Needs the host CPython 3.11 this machine has; skipped elsewhere.
+    #[test]
     fn compiles_unchecked_hash_reproducibly_and_sourceless_imports() {
         let python = Utf8Path::new("/root/.pyenv/versions/3.11.7/bin/python3.11");
         if !python.exists() {
@@ -322,7 +395,7 @@ mod tests {
             Utf8PathBuf::from("python/lib/python3.11/site-packages/pkg/bad.py"),
         ];
         let jobs = plan(&files, Mode::Sourceless, "3.11", 0, &none());
-        let done = compile(stage, &jobs, python, 0, None).unwrap();
+        let done = compile(stage, &jobs, python, Flags::default(), None).unwrap();
         assert_eq!(done.files, 1);
         assert_eq!(done.failed.len(), 1);
         assert_eq!(done.stale_removed, 1);

@@ -238,7 +238,13 @@ pub fn bytecode_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
         &keep_source.build()?,
     );
     let compiled = if jobs.is_empty() {
-        crate::build::slim::bytecode::compile(ctx.stage, &[], Utf8Path::new("python3"), 0, None)?
+        crate::build::slim::bytecode::compile(
+            ctx.stage,
+            &[],
+            Utf8Path::new("python3"),
+            crate::build::slim::bytecode::Flags::default(),
+            None,
+        )?
     } else {
         let python = (ctx.host_python)()?;
         ctx.progress
@@ -247,7 +253,10 @@ pub fn bytecode_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
             ctx.stage,
             &jobs,
             &python,
-            profile.optimize,
+            crate::build::slim::bytecode::Flags {
+                optimize: profile.optimize,
+                debug_ranges: profile.debug_ranges,
+            },
             ctx.cache,
         )?
     };
