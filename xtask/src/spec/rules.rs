@@ -90,6 +90,14 @@ pub struct SourcesSection {
 pub struct SiteZipSection {
     #[serde(default)]
     pub keep_out: Vec<KeepOut>,
+    /// Move the plain modules of distributions that stay unpacked into the zip too
+    /// (`build/slim/sitezip/split.rs`).
+    #[serde(default)]
+    pub split_modules: bool,
+    /// A module whose bytecode holds one of these names may locate files by path: it stays
+    /// unpacked.
+    #[serde(default)]
+    pub split_unless_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +105,13 @@ pub struct SiteZipSection {
 pub struct KeepOut {
     pub distribution: String,
     pub reason: String,
+    /// Whether its plain modules may still go into the zip (`split-modules`).
+    #[serde(default = "yes")]
+    pub split: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl RulesFile {

@@ -334,14 +334,38 @@ pub fn site_packages_zip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Resul
             .get(f)
             .map(|&i| crate::python::wheel::normalize(&names[i]))
     };
-    let keep_out = &ctx.profile.rules_data.site_zip.keep_out;
-    let plan = crate::build::slim::sitezip::plan(&files, &owner, keep_out);
+    let section = &ctx.profile.rules_data.site_zip;
+    let mut plan = crate::build::slim::sitezip::plan(&files, &owner, &section.keep_out);
+    if section.split_modules {
+        use crate::build::slim::sitezip::split;
+        let whole: Vec<String> = section
+            .keep_out
+            .iter()
+            .filter(|k| !k.split)
+            .map(|k| crate::python::wheel::normalize(&k.distribution))
+            .collect();
+        let allowed = |d: &str| plan.kept_out.contains_key(d) && !whole.iter().any(|w| w == d);
+        let candidates = split::candidates(&files, &owner, &allowed);
+        let decided = split::decide(&sp, candidates, &section.split_unless_names)?;
+        plan.add_split(decided);
+    }
     let dest_rel = layout.stdlib().join(crate::build::slim::sitezip::FILE_NAME);
     let entries =
         crate::build::slim::sitezip::write(&sp, &ctx.stage.join(&dest_rel), &plan, ctx.cache)?;
     for (dist, why) in &plan.kept_out {
         out.notes
             .push(format!("kept out of site-packages.zip: {dist}: {why}"));
+    }
+    for (dist, (moved, stayed, names)) in &plan.split.by_distribution {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut note = format!("site-packages.zip also holds {moved} plain modules of {dist}");
+        if *stayed > 0 {
+            note += &format!(
+                "; {stayed} stay unpacked because their bytecode names {}",
+                names.join(", ")
+            );
+        }
+        out.notes.push(note);
     }
     out.zip_entries = entries
         .into_iter()

@@ -1,6 +1,9 @@
 //! `site-packages.zip`: the distributions that can run from a zip, moved into one zip that
 //! `sitecustomize.py` puts on `sys.path`. Bytecode goes where zipimport looks (the legacy place),
-//! every folder gets a directory entry so namespace packages resolve.
+//! every folder gets a directory entry so namespace packages resolve. The plain modules of the
+//! distributions that stay unpacked can join them (`split`).
+
+pub mod split;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +24,18 @@ pub struct Plan {
     pub zipped: Vec<(Utf8PathBuf, String)>,
     /// Distributions that stay unpacked, with why.
     pub kept_out: BTreeMap<String, String>,
+    /// Modules of distributions that stay unpacked, moved into the zip anyway.
+    pub split: split::Split,
+}
+
+impl Plan {
+    /// Adds the modules `split` moves to what the zip holds.
+    pub fn add_split(&mut self, split: split::Split) {
+        self.zipped
+            .extend(split.moved.iter().map(|c| (c.rel.clone(), c.rel.to_string())));
+        self.zipped.sort_by(|a, b| a.1.cmp(&b.1));
+        self.split = split;
+    }
 }
 
 /// `pkg/__pycache__/mod.cpython-311.pyc` -> `pkg/mod.pyc` (where zipimport looks); other
@@ -118,6 +133,15 @@ pub fn write(
         crate::build::zip::write_in_order(&mut *file, &zip_entries(&names, site_packages), 9, cache)
     })
     .with_context(|| format!("writing {dest}"))?;
+    if !plan.split.packages.is_empty() {
+        let list = dest.with_file_name(split::LIST_FILE);
+        crate::util::write_atomic(&list, |file| {
+            use std::io::Write;
+            file.write_all(split::list_text(&plan.split.packages).as_bytes())
+                .map_err(Into::into)
+        })
+        .with_context(|| format!("writing {list}"))?;
+    }
 
     crate::util::remove_files_and_empty_dirs(
         site_packages,
@@ -188,6 +212,7 @@ mod tests {
         let keep = [KeepOut {
             distribution: "bypath".into(),
             reason: "opens data by path".into(),
+            split: true,
         }];
         let p = plan(&files(), &owner_table, &keep);
         assert!(p.kept_out["nat"].contains("native code"));
