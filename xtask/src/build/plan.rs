@@ -115,6 +115,7 @@ pub struct ProfilePlan {
     pub debug_ranges: bool,
     pub strip: bool,
     pub site_packages_zip: bool,
+    pub stdlib_zip: bool,
     /// The rules file and the profile file read.
     pub rules_file: Utf8PathBuf,
     pub profiles_file: Utf8PathBuf,
@@ -339,6 +340,7 @@ fn profile_plan(spec: &Spec, name: Option<&str>) -> Result<ProfilePlan> {
         debug_ranges: settings.debug_ranges,
         strip: settings.strip,
         site_packages_zip: settings.site_packages_zip,
+        stdlib_zip: settings.stdlib_zip,
         rules_file,
         profiles_file,
         rules: rule_defs.iter().map(|r| r.name.clone()).collect(),

@@ -40,13 +40,14 @@ pub fn render(plan: &BuildPlan) -> String {
     let _ = writeln!(s, "\nprofile {}: {}", p.name, p.description);
     let _ = writeln!(
         s,
-        "  levels [{}], bytecode {:?} (optimize {}, column positions {}), strip {}, site-packages.zip {}",
+        "  levels [{}], bytecode {:?} (optimize {}, column positions {}), strip {}, site-packages.zip {}, standard library zip {}",
         p.levels.join(", "),
         p.bytecode,
         p.optimize,
         yes(p.debug_ranges),
         yes(p.strip),
-        yes(p.site_packages_zip)
+        yes(p.site_packages_zip),
+        yes(p.stdlib_zip)
     );
     let _ = writeln!(
         s,

@@ -41,6 +41,9 @@ pub struct Profile {
     pub strip: bool,
     #[serde(default)]
     pub site_packages_zip: bool,
+    /// The standard library's bytecode in `python/lib/python3X.zip` (`sitezip/stdlib.rs`).
+    #[serde(default)]
+    pub stdlib_zip: bool,
     /// Trace a workload and keep only what it touched (`minimize.rs`).
     #[serde(default)]
     pub minimize: bool,
@@ -72,6 +75,9 @@ impl ProfilesFile {
                 bail!("{path}: profile `{name}`: optimize > 0 needs bytecode = \"sourceless\"");
             }
             // The trace records paths on disk; what sits inside a zip is one file to it.
+            if p.minimize && p.stdlib_zip {
+                bail!("{path}: profile `{name}`: minimize cannot be combined with stdlib-zip");
+            }
             if p.minimize && p.site_packages_zip {
                 bail!(
                     "{path}: profile `{name}`: minimize cannot be combined with site-packages-zip"

@@ -64,6 +64,8 @@ pub struct RulesFile {
     pub sources: SourcesSection,
     #[serde(default)]
     pub site_zip: SiteZipSection,
+    #[serde(default)]
+    pub stdlib_zip: StdlibZipSection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -98,6 +100,14 @@ pub struct SiteZipSection {
     /// unpacked.
     #[serde(default)]
     pub split_unless_names: Vec<String>,
+}
+
+/// `[stdlib-zip]`: top-level standard-library modules that stay in the folder.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StdlibZipSection {
+    #[serde(default)]
+    pub keep: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

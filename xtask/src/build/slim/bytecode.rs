@@ -340,7 +340,8 @@ mod tests {
             eprintln!("skipped: no host CPython 3.11");
             return;
         }
-        let source = "def f(a, b):\n    return {'sum': a + b, 'items': [x * 2 for x in range(a)]}\n";
+        let source =
+            "def f(a, b):\n    return {'sum': a + b, 'items': [x * 2 for x in range(a)]}\n";
         let mut sizes = Vec::new();
         for debug_ranges in [true, false] {
             let tmp = tempfile::tempdir().unwrap();
@@ -348,7 +349,9 @@ mod tests {
             let sp = stage.join("python/lib/python3.11/site-packages");
             fs_err::create_dir_all(&sp).unwrap();
             fs_err::write(sp.join("m.py"), source).unwrap();
-            let files = vec![Utf8PathBuf::from("python/lib/python3.11/site-packages/m.py")];
+            let files = vec![Utf8PathBuf::from(
+                "python/lib/python3.11/site-packages/m.py",
+            )];
             let jobs = plan(&files, Mode::Sourceless, "3.11", 0, &none());
             let flags = Flags {
                 optimize: 0,
@@ -365,7 +368,11 @@ mod tests {
             let out = duct::cmd!(python.as_std_path(), "-I", "-c", script, pyc.as_str())
                 .read()
                 .unwrap();
-            let expected = if debug_ranges { "True True" } else { "True False" };
+            let expected = if debug_ranges {
+                "True True"
+            } else {
+                "True False"
+            };
             assert_eq!(out.trim(), expected, "debug_ranges = {debug_ranges}");
         }
         assert!(sizes[1] < sizes[0], "{sizes:?}");

@@ -315,11 +315,19 @@ pub fn strip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
 }
 
 /// Step "site-packages zip": pure-Python distributions into `site-packages.zip`, when the
-/// profile says so (`sitezip::plan` decides which stay out).
+/// profile says so (`sitezip::plan` decides which stay out), and the standard library's
+/// bytecode into `python3X.zip`, when it says that.
 pub fn site_packages_zip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
-    if !ctx.profile.site_packages_zip {
-        return Ok(());
+    if ctx.profile.site_packages_zip {
+        site_zip(ctx, out)?;
     }
+    if ctx.profile.stdlib_zip {
+        stdlib_zip(ctx, out)?;
+    }
+    Ok(())
+}
+
+fn site_zip(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
     let layout = layout(ctx);
     let sp = ctx.stage.join(ctx.site_packages);
     let files: Vec<Utf8PathBuf> = crate::util::walk(&sp)?
@@ -375,6 +383,49 @@ pub fn site_packages_zip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Resul
         })
         .collect();
     out.site_zip = Some(dest_rel);
+    Ok(())
+}
+
+/// The standard library's bytecode into `python/lib/python3X.zip` (`sitezip::stdlib`).
+fn stdlib_zip(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
+    use crate::build::slim::sitezip::{stdlib, write_zip};
+    let layout = layout(ctx);
+    let dir = ctx.stage.join(layout.stdlib());
+    let files = stdlib::candidates(&dir)?;
+    let names = &ctx.profile.rules_data.site_zip.split_unless_names;
+    let plan = stdlib::plan(
+        &files,
+        &ctx.profile.rules_data.stdlib_zip.keep,
+        &mut stdlib::reader(&dir, names),
+    )?;
+    let dest = ctx
+        .stage
+        .join(layout.python())
+        .join("lib")
+        .join(stdlib::file_name(&layout.xy));
+    let zipped: Vec<(Utf8PathBuf, String)> = plan
+        .zipped
+        .iter()
+        .map(|f| (f.clone(), f.to_string()))
+        .collect();
+    write_zip(&dir, &dest, &zipped, ctx.cache)?;
+    crate::util::remove_files_and_empty_dirs(&dir, &plan.zipped, |path| {
+        format!("removing {path}, now in {dest}")
+    })?;
+    let stayed: Vec<String> = plan
+        .stayed
+        .iter()
+        .filter(|(_, why)| why.contains("names"))
+        .map(|(top, _)| top.trim_end_matches(".pyc").to_owned())
+        .collect();
+    out.notes.push(format!(
+        "{} holds {} standard-library files; {} modules and packages stay in the folder \
+         (bytecode naming files or resources: {})",
+        stdlib::file_name(&layout.xy),
+        plan.zipped.len(),
+        plan.stayed.len(),
+        stayed.join(", ")
+    ));
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! distributions that stay unpacked can join them (`split`).
 
 pub mod split;
+pub mod stdlib;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,8 +32,12 @@ pub struct Plan {
 impl Plan {
     /// Adds the modules `split` moves to what the zip holds.
     pub fn add_split(&mut self, split: split::Split) {
-        self.zipped
-            .extend(split.moved.iter().map(|c| (c.rel.clone(), c.rel.to_string())));
+        self.zipped.extend(
+            split
+                .moved
+                .iter()
+                .map(|c| (c.rel.clone(), c.rel.to_string())),
+        );
         self.zipped.sort_by(|a, b| a.1.cmp(&b.1));
         self.split = split;
     }
@@ -120,19 +125,7 @@ pub fn write(
     plan: &Plan,
     cache: Option<&crate::build::cache::StageCache>,
 ) -> Result<Vec<EntryStat>> {
-    let mut names: BTreeMap<String, Option<&Utf8Path>> = BTreeMap::new();
-    for (disk, name) in &plan.zipped {
-        let mut p = Utf8Path::new(name).parent();
-        while let Some(d) = p.filter(|d| !d.as_str().is_empty()) {
-            names.entry(format!("{d}/")).or_insert(None);
-            p = d.parent();
-        }
-        names.insert(name.clone(), Some(disk));
-    }
-    crate::util::write_atomic(dest, |file| {
-        crate::build::zip::write_in_order(&mut *file, &zip_entries(&names, site_packages), 9, cache)
-    })
-    .with_context(|| format!("writing {dest}"))?;
+    write_zip(site_packages, dest, &plan.zipped, cache)?;
     if !plan.split.packages.is_empty() {
         let list = dest.with_file_name(split::LIST_FILE);
         crate::util::write_atomic(&list, |file| {
@@ -152,7 +145,30 @@ pub fn write(
     Ok(stats.entries)
 }
 
-/// The entries of `site-packages.zip`, in name order (folders are the names without a file).
+/// Writes `dest` with `zipped` ((path under `root`, name in the zip)) and a directory entry for
+/// every folder: reproducibly (sorted, fixed times and modes).
+pub fn write_zip(
+    root: &Utf8Path,
+    dest: &Utf8Path,
+    zipped: &[(Utf8PathBuf, String)],
+    cache: Option<&crate::build::cache::StageCache>,
+) -> Result<()> {
+    let mut names: BTreeMap<String, Option<&Utf8Path>> = BTreeMap::new();
+    for (disk, name) in zipped {
+        let mut p = Utf8Path::new(name).parent();
+        while let Some(d) = p.filter(|d| !d.as_str().is_empty()) {
+            names.entry(format!("{d}/")).or_insert(None);
+            p = d.parent();
+        }
+        names.insert(name.clone(), Some(disk));
+    }
+    crate::util::write_atomic(dest, |file| {
+        crate::build::zip::write_in_order(&mut *file, &zip_entries(&names, root), 9, cache)
+    })
+    .with_context(|| format!("writing {dest}"))
+}
+
+/// The entries of a zip, in name order (folders are the names without a file).
 fn zip_entries(
     names: &BTreeMap<String, Option<&Utf8Path>>,
     site_packages: &Utf8Path,

@@ -134,12 +134,19 @@ pub struct Split {
 }
 
 /// Reads each candidate's bytecode and keeps unpacked those that name one of `names`.
-pub fn decide(site_packages: &Utf8Path, candidates: Vec<Candidate>, names: &[String]) -> Result<Split> {
+pub fn decide(
+    site_packages: &Utf8Path,
+    candidates: Vec<Candidate>,
+    names: &[String],
+) -> Result<Split> {
     let mut out = Split::default();
     for c in candidates {
         let bytes = fs_err::read(site_packages.join(&c.rel))?;
         let hits = names_in_pyc(&bytes, names);
-        let entry = out.by_distribution.entry(c.distribution.clone()).or_default();
+        let entry = out
+            .by_distribution
+            .entry(c.distribution.clone())
+            .or_default();
         if hits.is_empty() {
             entry.0 += 1;
             if let Some(p) = &c.package {
@@ -199,7 +206,14 @@ mod tests {
             "other/mod.pyc",
         ]);
         let owner = |f: &Utf8Path| {
-            Some(if f.as_str().starts_with("other") { "other" } else { "pkg" }.to_owned())
+            Some(
+                if f.as_str().starts_with("other") {
+                    "other"
+                } else {
+                    "pkg"
+                }
+                .to_owned(),
+            )
         };
         let c = candidates(&files, &owner, &|d| d == "pkg");
         let got: Vec<(&str, Option<&str>)> = c
@@ -249,7 +263,11 @@ mod tests {
             .to_vec();
         let by_path = compiled(dir, "a", "import os\nHERE = os.path.dirname(__file__)\n");
         assert_eq!(names_in_pyc(&by_path, &names), ["__file__"]);
-        let walks = compiled(dir, "b", "import os\ndef f(d):\n    return list(os.walk(d))\n");
+        let walks = compiled(
+            dir,
+            "b",
+            "import os\ndef f(d):\n    return list(os.walk(d))\n",
+        );
         assert_eq!(names_in_pyc(&walks, &names), ["walk"]);
         let data = compiled(dir, "c", "from importlib import resources\nX = 1\n");
         assert_eq!(names_in_pyc(&data, &names), ["resources"]);
@@ -273,7 +291,9 @@ mod tests {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
-        let stdlib = Utf8Path::from_path(tmp.path()).unwrap().join("lib/python3.11");
+        let stdlib = Utf8Path::from_path(tmp.path())
+            .unwrap()
+            .join("lib/python3.11");
         let sp = stdlib.join("site-packages");
         fs_err::create_dir_all(sp.join("pkg/sub")).unwrap();
         fs_err::create_dir_all(sp.join("pkg/ns")).unwrap();
@@ -309,7 +329,10 @@ mod tests {
         let mut plan = super::super::plan(&files, &owner, &keep);
         let names = vec!["__file__".to_owned()];
         let split = decide(&sp, candidates(&files, &owner, &|_| true), &names).unwrap();
-        assert_eq!(split.by_distribution["pkg"].0, 3, "plain, sub.deep, ns.loose move");
+        assert_eq!(
+            split.by_distribution["pkg"].0, 3,
+            "plain, sub.deep, ns.loose move"
+        );
         assert_eq!(split.by_distribution["pkg"].1, 2, "here and ns.stays stay");
         plan.add_split(split);
         super::super::write(&sp, &stdlib.join(super::super::FILE_NAME), &plan, None).unwrap();
@@ -320,17 +343,35 @@ mod tests {
             template.replace("__LAYER_ENV__", "{}"),
         )
         .unwrap();
-        let script = "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import sitecustomize; \
+        let script =
+            "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import sitecustomize; \
                       import pkg, pkg.here, pkg.sub.deep, pkg.ns.loose, pkg.ns.stays; \
                       print(pkg.plain.VALUE, pkg.here.DATA, pkg.ns.loose.X, pkg.ns.stays.X, \
                             pkg.plain.__file__, pkg.sub.deep.__file__, pkg.ns.loose.__file__)";
-        let out = duct::cmd!(PYTHON, "-I", "-S", "-c", script, stdlib.as_str(), sp.as_str())
-            .read()
-            .unwrap();
+        let out = duct::cmd!(
+            PYTHON,
+            "-I",
+            "-S",
+            "-c",
+            script,
+            stdlib.as_str(),
+            sp.as_str()
+        )
+        .read()
+        .unwrap();
         let words: Vec<&str> = out.split_whitespace().collect();
         assert_eq!(&words[..4], ["42", "data", "loose", "stays.pyc"], "{out}");
-        assert!(words[4].ends_with("site-packages.zip/pkg/plain.pyc"), "{out}");
-        assert!(words[5].ends_with("site-packages.zip/pkg/sub/deep.pyc"), "{out}");
-        assert!(words[6].ends_with("site-packages.zip/pkg/ns/loose.pyc"), "{out}");
+        assert!(
+            words[4].ends_with("site-packages.zip/pkg/plain.pyc"),
+            "{out}"
+        );
+        assert!(
+            words[5].ends_with("site-packages.zip/pkg/sub/deep.pyc"),
+            "{out}"
+        );
+        assert!(
+            words[6].ends_with("site-packages.zip/pkg/ns/loose.pyc"),
+            "{out}"
+        );
     }
 }
