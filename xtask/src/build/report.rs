@@ -503,6 +503,8 @@ impl Report {
                         "strip" => "ELF files",
                         "zip" => "zip entries",
                         "trace" => "traces",
+                        "imports" => "import scans (one per distribution)",
+                        "proof" => "proofs",
                         _ => "items",
                     };
                     format!(

@@ -40,15 +40,18 @@ pub enum Stage {
     Zip,
     /// Minimization's trace of a tree (by its content, the workloads, providers and xtask).
     Trace,
+    /// The import scans of pruning, per distribution (by the scanner and the sources).
+    Imports,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Install,
         Stage::Bytecode,
         Stage::Strip,
         Stage::Zip,
         Stage::Trace,
+        Stage::Imports,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Stage {
             Stage::Strip => "strip",
             Stage::Zip => "zip",
             Stage::Trace => "trace",
+            Stage::Imports => "imports",
         }
     }
 
@@ -77,8 +81,8 @@ pub struct StageCount {
 /// The stage cache of one build; counts its hits and misses per stage.
 pub struct StageCache {
     root: Utf8PathBuf,
-    hits: [AtomicU64; 5],
-    misses: [AtomicU64; 5],
+    hits: [AtomicU64; Stage::ALL.len()],
+    misses: [AtomicU64; Stage::ALL.len()],
 }
 
 /// The key of an entry: a hash of the stage, the format and each part (length-prefixed, so
