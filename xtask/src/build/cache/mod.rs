@@ -42,16 +42,19 @@ pub enum Stage {
     Trace,
     /// The import scans of pruning, per distribution (by the scanner and the sources).
     Imports,
+    /// Passing proofs of minimized layers (by the zip's sha256 and every verify input).
+    Proof,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Install,
         Stage::Bytecode,
         Stage::Strip,
         Stage::Zip,
         Stage::Trace,
         Stage::Imports,
+        Stage::Proof,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Stage {
             Stage::Zip => "zip",
             Stage::Trace => "trace",
             Stage::Imports => "imports",
+            Stage::Proof => "proof",
         }
     }
 
