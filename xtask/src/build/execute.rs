@@ -11,7 +11,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::build::cache::StageCache;
 use crate::build::fetch::Fetcher;
-use crate::build::minimize::stage::{minimize_stage, prove_minimized, Minimized};
+use crate::build::minimize::proof::prove;
+use crate::build::minimize::stage::{minimize_stage, Minimized};
 use crate::build::plan::{BuildPlan, ChosenWheel};
 use crate::build::report::StepTime;
 use crate::build::runtime::RuntimeInfo;
@@ -141,11 +142,15 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     fs_err::rename(&stage_path, tree)?;
 
     // A minimized layer must still pass verify and its workload; otherwise the build fails and
-    // names the removal that broke it. The report is written only for a layer that passed.
+    // names the removal that broke it. The report is written only for a layer that passed. The
+    // passing verify of the identical zip under the same inputs is reused, and the report says so.
     if let Some(m) = &minimized {
-        clock.time("minimize", || {
-            prove_minimized(plan, &plan.paths.zip, &site_rel, &m.plan, &progress)
+        let proof = clock.time("minimize", || {
+            prove(plan, &plan.paths.zip, &site_rel, &m.plan, &cache, &progress)
         })?;
+        if let Some(summary) = report.minimized.as_mut() {
+            summary.proof = Some(proof);
+        }
     }
     crate::build::split::drop_single_zip(plan)?;
     report.timings = clock.steps;

@@ -430,6 +430,9 @@ impl Report {
                 mb(m.removed_bytes),
                 m.removed_modules
             );
+            if let Some(proof) = &m.proof {
+                let _ = writeln!(s, "  {}", proof.describe());
+            }
             if !m.dropped_accelerators.is_empty() {
                 let _ = writeln!(
                     s,
@@ -503,6 +506,8 @@ impl Report {
                         "strip" => "ELF files",
                         "zip" => "zip entries",
                         "trace" => "traces",
+                        "imports" => "import scans (one per distribution)",
+                        "proof" => "proofs",
                         _ => "items",
                     };
                     format!(

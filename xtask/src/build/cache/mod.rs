@@ -40,15 +40,21 @@ pub enum Stage {
     Zip,
     /// Minimization's trace of a tree (by its content, the workloads, providers and xtask).
     Trace,
+    /// The import scans of pruning, per distribution (by the scanner and the sources).
+    Imports,
+    /// Passing proofs of minimized layers (by the zip's sha256 and every verify input).
+    Proof,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Install,
         Stage::Bytecode,
         Stage::Strip,
         Stage::Zip,
         Stage::Trace,
+        Stage::Imports,
+        Stage::Proof,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +64,8 @@ impl Stage {
             Stage::Strip => "strip",
             Stage::Zip => "zip",
             Stage::Trace => "trace",
+            Stage::Imports => "imports",
+            Stage::Proof => "proof",
         }
     }
 
@@ -77,8 +85,8 @@ pub struct StageCount {
 /// The stage cache of one build; counts its hits and misses per stage.
 pub struct StageCache {
     root: Utf8PathBuf,
-    hits: [AtomicU64; 5],
-    misses: [AtomicU64; 5],
+    hits: [AtomicU64; Stage::ALL.len()],
+    misses: [AtomicU64; Stage::ALL.len()],
 }
 
 /// The key of an entry: a hash of the stage, the format and each part (length-prefixed, so

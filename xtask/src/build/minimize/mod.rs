@@ -10,6 +10,7 @@
 
 mod accelerators;
 mod explain;
+pub mod proof;
 pub mod stage;
 mod trace;
 
@@ -60,6 +61,10 @@ pub struct Summary {
     /// Distributions whose native accelerators were left out (`[minimize] drop-accelerators`).
     #[serde(default)]
     pub dropped_accelerators: Vec<String>,
+    /// How the minimized layer was proven: verify ran in this build, or the passing verify of
+    /// the identical zip was reused (`proof`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<proof::Proof>,
 }
 
 /// The module a file under site-packages defines, if it is one (`a/b/__init__.pyc` -> `a.b`,

@@ -71,6 +71,7 @@ pub fn minimize_stage(
         distributions: plan.per_dist.clone(),
         removed_modules: plan.removed_modules.len(),
         dropped_accelerators: Vec::new(),
+        proof: None,
     };
     progress.line(format!(
         "minimize: kept {} files of python/lib, removed {} ({:.1} MB), {} distribution(s) whole",
@@ -213,6 +214,13 @@ fn needed_files(
     Ok(needed)
 }
 
+/// What a passing proof found: how many checks passed, and the findings that are the runtime's,
+/// not minimization's (shown, not blamed).
+pub struct Proven {
+    pub checks_passed: usize,
+    pub inherited: Vec<String>,
+}
+
 /// Runs `verify` on the minimized zip, the workload in the same sandbox run; on failure,
 /// names the removed files that explain it.
 pub fn prove_minimized(
@@ -221,13 +229,10 @@ pub fn prove_minimized(
     site_rel: &Utf8Path,
     plan: &super::Plan,
     progress: &Progress,
-) -> Result<()> {
+) -> Result<Proven> {
     let spec = &build.spec;
     progress.line("minimize: verifying the minimized layer and running the workload on it");
-    let mut options = crate::verify::VerifyOptions::of_layer(zip_path, build.arch, 1);
-    options.workloads = super::workloads(spec)?;
-    options.providers = spec.minimize.providers.clone();
-    let report = crate::verify::verify(spec, &options)?;
+    let report = crate::verify::verify(spec, &super::proof::verify_options(build, zip_path)?)?;
     // The workload's proof counts only the way Lambda runs it (as a separate run did before).
     if let crate::verify::Execution::Plain { why, .. } | crate::verify::Execution::NotRun { why } =
         &report.execution
@@ -242,10 +247,13 @@ pub fn prove_minimized(
         .iter()
         .filter(|c| !c.ok)
         .partition(|c| c.name.starts_with("static: glibc") || c.name == "static: elf machine");
-    for c in inherited {
+    let inherited: Vec<String> = inherited
+        .iter()
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    for line in &inherited {
         progress.line(format!(
-            "minimize: not caused by minimization, left to verify: {}: {}",
-            c.name, c.detail
+            "minimize: not caused by minimization, left to verify: {line}"
         ));
     }
     let failures: Vec<(String, String)> = failed
@@ -253,7 +261,10 @@ pub fn prove_minimized(
         .map(|c| (c.name.clone(), c.detail.clone()))
         .collect();
     if failures.is_empty() {
-        return Ok(());
+        return Ok(Proven {
+            checks_passed: report.checks.iter().filter(|c| c.ok).count(),
+            inherited,
+        });
     }
     bail!(
         "the minimized layer {zip_path} does not work:\n  {}",

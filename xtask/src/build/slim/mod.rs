@@ -168,12 +168,13 @@ pub fn prune_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
     )?;
     let entries = crate::build::slim::prune::entries(ctx.stage, ctx.owners)?;
     let mut plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
-    crate::build::slim::prune::protect_imports(
+    crate::build::slim::prune::protect_imports_cached(
         &mut plan,
         &entries,
         &rules,
         &layout.site_packages(),
         &|p| fs_err::read_to_string(ctx.stage.join(p)).ok(),
+        ctx.cache,
     );
     crate::build::slim::prune::execute(ctx.stage, &plan, &rules)?;
     out.removed_distributions = removed_distributions(ctx.owners, &plan, &rules);

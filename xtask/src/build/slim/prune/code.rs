@@ -7,9 +7,9 @@
 //! is refused per file (`Protections::refuses`), and after planning, a static scan of the kept
 //! sources refuses any `safe` or `check` deletion of a module they import.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 use super::imports::{is_identifier, scan, targets, Import};
 use super::{classify, Entry, FileKind, Plan, Refusal, Rule};
@@ -69,38 +69,66 @@ pub fn protect_imports(
     site_packages: &Utf8Path,
     read: &dyn Fn(&Utf8Path) -> Option<String>,
 ) {
-    let mut by_module: BTreeMap<String, Vec<&Entry>> = BTreeMap::new();
-    let mut modules: BTreeMap<&Utf8Path, Module> = BTreeMap::new();
-    for e in entries {
+    protect_imports_cached(plan, entries, rules, site_packages, read, None);
+}
+
+/// `protect_imports`, with the scans of unchanged distributions read from the stage cache
+/// (`scancache`) instead of scanned again.
+pub fn protect_imports_cached(
+    plan: &mut Plan,
+    entries: &[Entry],
+    rules: &[Rule],
+    site_packages: &Utf8Path,
+    read: &dyn Fn(&Utf8Path) -> Option<String>,
+    cache: Option<&crate::build::cache::StageCache>,
+) {
+    // Entries by index, not by path: a path comparison walks components, and this loop makes
+    // hundreds of thousands of lookups (seconds in a debug build).
+    let mut by_module: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut modules: Vec<Option<Module>> = vec![None; entries.len()];
+    for (i, e) in entries.iter().enumerate() {
         if let Some(m) = module_of(&e.path, site_packages) {
-            by_module.entry(m.name.clone()).or_default().push(e);
-            modules.insert(&e.path, m);
+            by_module.entry(m.name.clone()).or_default().push(i);
+            modules[i] = Some(m);
         }
     }
-    let mut queue: Vec<Utf8PathBuf> = modules
-        .keys()
-        .filter(|p| p.extension() == Some("py") && !plan.delete.contains_key(**p))
-        .map(|p| p.to_path_buf())
+    let mut deleted: Vec<Option<usize>> = entries
+        .iter()
+        .map(|e| plan.delete.get(&e.path).copied())
         .collect();
-    let mut scanned: BTreeSet<Utf8PathBuf> = BTreeSet::new();
+    // In path order (a sorted list costs one comparison per entry), popped from the end.
+    let mut queue: Vec<usize> = (0..entries.len())
+        .filter(|&i| {
+            modules[i].is_some()
+                && entries[i].path.extension() == Some("py")
+                && deleted[i].is_none()
+        })
+        .collect();
+    queue.sort_by(|&a, &b| entries[a].path.cmp(&entries[b].path));
+    queue.dedup_by(|a, b| entries[*a].path == entries[*b].path);
+    let mut scanned = vec![false; entries.len()];
     // The modules kept from the start are all scanned, whatever they import: read here, scanned
-    // on two threads. Given-back modules (a few) are read and scanned when they come up.
-    let mut first: BTreeMap<Utf8PathBuf, Vec<Import>> = scan_all(
-        queue
-            .iter()
-            .filter_map(|p| Some((p.clone(), read(p)?)))
-            .collect(),
-    );
+    // on two threads or read from the cache. Given-back modules (a few) are read and scanned
+    // when they come up.
+    let mut first: Vec<Option<Vec<Import>>> = vec![None; entries.len()];
+    let sources: Vec<(usize, String)> = queue
+        .iter()
+        .filter_map(|&i| Some((i, read(&entries[i].path)?)))
+        .collect();
+    for (i, imports) in super::scancache::scan_all(sources, entries, cache) {
+        first[i] = Some(imports);
+    }
     while let Some(importer) = queue.pop() {
-        if !scanned.insert(importer.clone()) {
+        if std::mem::replace(&mut scanned[importer], true) {
             continue;
         }
-        let Some(module) = modules.get(importer.as_path()) else {
+        let Some(module) = &modules[importer] else {
             continue;
         };
-        let Some(imports) = first
-            .remove(&importer)
-            .or_else(|| read(&importer).map(|source| scan(&source)))
+        let importer_path = &entries[importer].path;
+        let Some(imports) = first[importer]
+            .take()
+            .or_else(|| read(importer_path).map(|source| scan(&source)))
         else {
             continue;
         };
@@ -108,48 +136,30 @@ pub fn protect_imports(
             let Some(names) = targets(&module.name, module.is_package, &import) else {
                 continue;
             };
-            for file in names.iter().flat_map(|n| by_module.get(n)).flatten() {
-                let Some(&i) = plan.delete.get(&file.path) else {
+            for &f in names.iter().flat_map(|n| by_module.get(n)).flatten() {
+                let Some(i) = deleted[f] else {
                     continue;
                 };
+                let file = &entries[f];
                 let rule = &rules[i];
                 if rule.level == Level::Risky || (rule.claims_whole(file) && !import.top_level) {
                     continue;
                 }
+                deleted[f] = None;
                 plan.delete.remove(&file.path);
                 plan.totals[i].1 -= 1;
                 plan.totals[i].2 -= file.bytes;
                 plan.refused.push(Refusal {
                     rule: rule.name.clone(),
                     path: file.path.clone(),
-                    why: format!("code a kept module imports ({importer})"),
+                    why: format!("code a kept module imports ({importer_path})"),
                 });
                 if file.path.extension() == Some("py") {
-                    queue.push(file.path.clone());
+                    queue.push(f);
                 }
             }
         }
     }
-}
-
-/// The imports of each source, scanned on two threads (the scan is most of pruning's time).
-fn scan_all(sources: Vec<(Utf8PathBuf, String)>) -> BTreeMap<Utf8PathBuf, Vec<Import>> {
-    let (a, b) = sources.split_at(sources.len() / 2);
-    let scan_part = |part: &[(Utf8PathBuf, String)]| -> Vec<(Utf8PathBuf, Vec<Import>)> {
-        part.iter().map(|(p, s)| (p.clone(), scan(s))).collect()
-    };
-    let (a, b) = std::thread::scope(|s| {
-        let other = s.spawn(|| scan_part(b));
-        let a = scan_part(a);
-        // A panic there is a bug in the scanner: it goes on here as one.
-        (
-            a,
-            other
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-        )
-    });
-    a.into_iter().chain(b).collect()
 }
 
 #[cfg(test)]
@@ -157,6 +167,7 @@ mod tests {
     use super::*;
     use crate::core::Layout;
     use crate::spec::rules::RulesFile;
+    use std::collections::BTreeSet;
 
     const SP: &str = "python/lib/python3.11/site-packages";
 

@@ -13,9 +13,10 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 mod classify;
 mod code;
 mod imports;
+mod scancache;
 
 pub use classify::{classify, FileKind};
-pub use code::protect_imports;
+pub use code::{protect_imports, protect_imports_cached};
 
 /// One file (or link) of the staged layer.
 #[derive(Debug, Clone)]
