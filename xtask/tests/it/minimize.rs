@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// The minimized x86_64 layer with the repository's spec, built once.
 fn minimal() -> BuiltLayer {
