@@ -47,23 +47,32 @@ cargo fetch --locked 2>/dev/null || cargo fetch
 
 export CI="${CI:-true}"
 
+# Everything compiled once, with the features of the whole workspace: `cargo xtask` alone
+# (`cargo run -p xtask`) resolves its dependencies' features for xtask only, so serde, tokio,
+# rustls and the rest would be compiled a second time for `cargo test --workspace`. The set-up
+# below runs the binary this built, the one the xtask tests run too.
+log "cargo test --workspace --no-run"
+cargo test --workspace --no-run
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+xtask=$target_dir/debug/xtask
+
 # The default x86_64 layer, built as the README says, is what pythonexec-rs's LiteLLM tests run
 # against; the xtask tests reuse it (same folder as their fixture cache).
-fixtures=target/test-fixtures
+fixtures=$target_dir/test-fixtures
 archive=$fixtures/cpython-fixture-x86_64-install_only.tar.gz
 mkdir -p "$fixtures"
 if [ ! -f "$archive" ]; then
-  log "cargo xtask fixture-runtime --arch x86_64"
-  cargo xtask fixture-runtime --arch x86_64 --out "$archive"
+  log "xtask fixture-runtime --arch x86_64"
+  "$xtask" fixture-runtime --arch x86_64 --out "$archive"
 fi
 if [ ! -f "$fixtures/layer-x86_64-default/report.json" ]; then
-  log "cargo xtask layer --arch x86_64 (fixture runtime)"
-  cargo xtask layer --arch x86_64 --out "$fixtures/layer-x86_64-default" \
+  log "xtask layer --arch x86_64 (fixture runtime)"
+  "$xtask" layer --arch x86_64 --out "$fixtures/layer-x86_64-default" \
     --python-archive "$archive" --python-sha256 "$(sha256sum "$archive" | cut -d' ' -f1)"
 fi
-export PYTHONEXEC_TEST_PYTHON="$PWD/$fixtures/layer-x86_64-default/tree/python/bin/python3.11"
+export PYTHONEXEC_TEST_PYTHON="$fixtures/layer-x86_64-default/tree/python/bin/python3.11"
 # The same layer for the Node.js client's sandbox test (bubblewrap, layer at /opt).
-export PYTHONEXEC_TEST_LAYER="$PWD/$fixtures/layer-x86_64-default/tree"
+export PYTHONEXEC_TEST_LAYER="$fixtures/layer-x86_64-default/tree"
 
 log "cargo test --workspace"
 status=0

@@ -3,9 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
-use common::{text, xtask};
+use crate::common;
+use crate::common::{text, xtask};
 
 #[test]
 fn an_unknown_profile_is_refused_before_any_build() {

@@ -5,14 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
 use base64::Engine as _;
-use common::*;
 use sha2::Digest as _;
+
+use crate::common::*;
 
 const SITE: &str = "python/lib/python3.11/site-packages";
 

@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// The minimized x86_64 layer with the repository's spec, built once.
 fn minimal() -> BuiltLayer {
@@ -16,9 +14,12 @@ fn minimal() -> BuiltLayer {
 }
 
 /// A copy of the seeds' spec whose [minimize] providers are `providers`, in its own folder
-/// (the lock and the data files stay the repository's, by absolute path).
+/// (the lock and the data files stay the repository's, by absolute path). Two tests write the
+/// same one at once: a spec already right is left alone, and one that is not is replaced whole
+/// (by a rename), so that a build reading it never sees it half-written.
 fn spec_with_providers(name: &str, providers: &[&str]) -> PathBuf {
     let dir = fixtures_dir().join(name);
+    let _guard = lock(name);
     std::fs::create_dir_all(&dir).expect("spec folder");
     let list: Vec<String> = providers.iter().map(|p| format!("{p:?}")).collect();
     let spec = format!(
@@ -26,8 +27,13 @@ fn spec_with_providers(name: &str, providers: &[&str]) -> PathBuf {
         seeds_spec_text(),
         list.join(", ")
     );
-    std::fs::write(dir.join("layer.toml"), spec).expect("write spec");
-    dir.join("layer.toml")
+    let path = dir.join("layer.toml");
+    if std::fs::read(&path).ok().as_deref() != Some(spec.as_bytes()) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &spec).expect("write spec");
+        std::fs::rename(&tmp, &path).expect("rename spec");
+    }
+    path
 }
 
 /// Builds the minimal profile of `spec` once into the fixtures folder.

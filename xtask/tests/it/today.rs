@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 /// Lambda's limits (bytes), as the tool reports them.
 const DIRECT_UPLOAD: u64 = 52_428_800;
@@ -170,8 +169,8 @@ fn the_minimal_layer_of_todays_litellm_fits_one_direct_upload_and_verifies() {
 
 /// Under qemu-user on this project's 2-core CI machine `import litellm` of today's litellm
 /// takes about 130 s (8 s natively) and the whole verify about 18 minutes, so the suite leaves
-/// it out; run it with `cargo test -p xtask --test today -- --ignored`. CI verifies the seeds'
-/// arm64 layer under qemu (verify.rs) and builds nothing else for arm64.
+/// it out; run it with `cargo test -p xtask --test it today:: -- --ignored`. CI verifies the
+/// seeds' arm64 layer under qemu (verify.rs) and builds nothing else for arm64.
 #[test]
 #[ignore = "about 20 minutes under qemu: run with --ignored"]
 fn the_arm64_default_layer_of_todays_litellm_verifies_under_qemu() {

@@ -6,12 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The cache folder the other tests fill (their wheels are copied from it), as
 /// `core::cache_dir` finds it.

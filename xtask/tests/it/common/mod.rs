@@ -1,15 +1,14 @@
 //! Shared fixtures for the end-to-end tests: they run the real `xtask` binary.
 //!
 //! Fixture runtimes and built layers are expensive (tens of seconds), so each is made once
-//! under `target/test-fixtures/` and reused by every test and test binary; a file lock keeps
-//! concurrent test processes from building the same thing twice.
+//! under `target/test-fixtures/` and reused by every test; a file lock keeps concurrent tests
+//! (threads of this binary, or two `cargo test` runs) from building the same thing twice.
 
 #![allow(dead_code)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -226,12 +225,10 @@ pub fn built_layer(arch: &str, profile: Option<&str>) -> BuiltLayer {
     built(Which::Seeds, arch, profile)
 }
 
+/// No in-process lock beside the file lock: `flock` excludes the threads of this binary from
+/// each other too (each call opens the lock file anew), and one mutex for all layers would
+/// hold every test that wants a built layer behind whichever layer is being built.
 pub fn built(which: Which, arch: &str, profile: Option<&str>) -> BuiltLayer {
-    static CACHE: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
-    let _in_process = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let name = format!("{}-{arch}-{}", which.prefix(), profile.unwrap_or("default"));
     let out = fixtures_dir().join(&name);
     let (archive, sha) = fixture_archive(arch);

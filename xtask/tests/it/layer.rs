@@ -3,11 +3,10 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common;
+use crate::common::*;
 
 /// The spec's asset name for an architecture, as the mirror must serve it.
 fn asset(arch_triple: &str) -> String {

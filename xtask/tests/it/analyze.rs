@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
-use common::*;
+
+use crate::common;
+use crate::common::*;
 
 const SP: &str = "python/lib/python3.11/site-packages";
 

@@ -5,11 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::path::Path;
 
 use serde_json::Value;
+
+use crate::common;
 
 /// The workload of `cpu_spin`: the fastest of five loops of 0.25 s of CPU time, in wall
 /// seconds (the fastest, so that a busy machine shows the quota rather than its own load).

@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 fn profile_json(args: &[&std::ffi::OsStr]) -> Value {
     let out = run_ok(xtask().args(["analyze", "--imports", "--json"]).args(args));

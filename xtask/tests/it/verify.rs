@@ -3,11 +3,9 @@
 //!
 //! The good layer is the default spec built with the `standard` profile (everything a plain
 //! install holds) on the fixture runtime, shared with the other end-to-end tests
-//! (`tests/common`). `VERIFY_TEST_LAYER=path.zip` uses another zip instead.
+//! (`tests/it/common`). `VERIFY_TEST_LAYER=path.zip` uses another zip instead.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -16,6 +14,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
+
+use crate::common;
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 

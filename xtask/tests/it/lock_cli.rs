@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{root, text, xtask};
+use crate::common::{root, text, xtask};
 
 /// The repository's spec with other requirements and `runtime = "al2"`, in a fresh folder.
 fn al2_spec(packages: &str) -> tempfile::TempDir {

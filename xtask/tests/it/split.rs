@@ -5,14 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{fixtures_dir, layer_cmd, lock, seeds_spec_text, text};
 use serde_json::Value;
+
+use crate::common;
+use crate::common::{fixtures_dir, layer_cmd, lock, seeds_spec_text, text};
 
 const BUDGET: u64 = 15_000_000;
 
