@@ -116,7 +116,39 @@ fn the_same_trace_gives_the_same_zip() {
             .arg(min.out.join("trace-x86_64.json")),
     );
     let again = out.join("python-litellm-x86_64.zip");
-    assert_eq!(sha256_file(&min.zip), sha256_file(&again));
+    let sha = sha256_file(&min.zip);
+    assert_eq!(sha, sha256_file(&again));
+    let proof_of = |out: &Path| -> serde_json::Value {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        report["minimized"]["proof"].clone()
+    };
+    let first = proof_of(&out);
+    assert_eq!(first["layer_sha256"], sha.as_str(), "{first}");
+
+    // The same zip again, under the same verify inputs: the passing proof of those bytes is
+    // reused, and the build says so, with the zip's sha256 and when that verify ran.
+    let out2 = fixtures_dir().join("seeds-x86_64-minimal-again-2");
+    let built = run_ok(
+        layer_cmd(&Which::Seeds.spec(), "minimal", &out2)
+            .arg("--trace")
+            .arg(min.out.join("trace-x86_64.json")),
+    );
+    let proof = proof_of(&out2);
+    assert_eq!(proof["verify"], "reused", "{proof}");
+    assert_eq!(proof["layer_sha256"], sha.as_str(), "{proof}");
+    let said = format!(
+        "proof: reused the passing verify of the identical layer sha256 {sha} from {}",
+        proof["verified_at"].as_str().unwrap()
+    );
+    assert!(text(&built).contains(&said), "{}", text(&built));
+    assert!(
+        !text(&built).contains("verifying the minimized layer"),
+        "{}",
+        text(&built)
+    );
+    let size_report = std::fs::read_to_string(out2.join("layer-size-report.txt")).unwrap();
+    assert!(size_report.contains(&said), "{size_report}");
 }
 
 #[test]
