@@ -367,7 +367,11 @@ fn site_zip(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
     }
     for (dist, (moved, stayed, names)) in &plan.split.by_distribution {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut note = format!("site-packages.zip also holds {moved} plain modules of {dist}");
+        let mut note = if *moved == 0 {
+            format!("site-packages.zip holds no module of {dist}")
+        } else {
+            format!("site-packages.zip also holds {moved} plain modules of {dist}")
+        };
         if *stayed > 0 {
             note += &format!(
                 "; {stayed} stay unpacked because their bytecode names {}",
