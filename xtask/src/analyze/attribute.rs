@@ -321,9 +321,14 @@ pub fn attribute(raw: RawLayer) -> Layer {
             let Some(first) = rel.components().next().map(|c| c.as_str()) else {
                 continue;
             };
-            f.dist = dists.iter().zip(names.iter()).position(|(d, tops)| {
-                d.site == site && tops.iter().any(|t| is_top_level(first, t))
-            });
+            let owns = |tops: &Vec<String>| tops.iter().any(|t| is_top_level(first, t));
+            // Same site first; then any: a split package's modules sit in site-packages.zip
+            // while its distribution (and RECORD) stays in the folder.
+            f.dist = dists
+                .iter()
+                .zip(names.iter())
+                .position(|(d, tops)| d.site == site && owns(tops))
+                .or_else(|| names.iter().position(owns));
         }
     }
     // Bytecode compiled after installation belongs to its source's distribution.

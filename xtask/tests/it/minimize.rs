@@ -70,15 +70,18 @@ except Exception as e:
 }
 
 #[test]
-fn minimal_layer_verifies_and_is_at_most_70_percent_of_slim() {
+fn minimal_layer_verifies_and_is_at_most_75_percent_of_slim() {
     let min = minimal();
     let slim = built_layer("x86_64", Some("slim"));
     let (a, b) = (
         min.report["zip_bytes"].as_u64().expect("zip_bytes"),
         slim.report["zip_bytes"].as_u64().expect("zip_bytes"),
     );
+    // 70 % until bytecode lost its column positions (slim and minimal both): that shrank the
+    // .pyc files both share, so the native code minimization cannot remove is a larger share
+    // (seeds' spec: 24.3 MB of 34.3 MB, 70.7 %).
     assert!(
-        a * 100 <= b * 70,
+        a * 100 <= b * 75,
         "minimal's zip is {a} bytes, {:.1} % of slim's {b}",
         a as f64 * 100.0 / b as f64
     );

@@ -34,7 +34,7 @@ pub struct Candidate {
 /// are all importable names; of the distributions `split` allows. Its package is the nearest
 /// folder above it with an `__init__`: the folders in between are namespace packages, whose
 /// `__path__` Python derives from that package's, so that one gets the zip folder. With no such
-/// folder, the zip's place on `sys.path` already makes the namespace span both.
+/// folder (a namespace package at the top), the module stays.
 pub fn candidates(
     files: &[Utf8PathBuf],
     owner: &dyn Fn(&Utf8Path) -> Option<String>,
@@ -65,6 +65,11 @@ pub fn candidates(
             .filter(|d| !d.as_str().is_empty())
             .find(|d| is_package(d))
             .map(|d| d.as_str().replace('/', "."));
+        // A namespace package at the top is a plug-in point (tiktoken_ext: tiktoken lists it
+        // with pkgutil): its modules stay where the distribution put them.
+        if package.is_none() && !dir.as_str().is_empty() {
+            continue;
+        }
         let Some(dist) = owner(f).or_else(|| owner(&f.with_extension("py"))) else {
             continue;
         };
@@ -202,6 +207,7 @@ mod tests {
             "pkg/not-a-name/x.pyc",
             "pkg/__pycache__/stray.pyc",
             "top.pyc",
+            "plugins_ns/plugin.pyc",
             "other/__init__.pyc",
             "other/mod.pyc",
         ]);
