@@ -12,6 +12,7 @@ pub mod patch;
 pub mod plan;
 mod plan_text;
 pub mod report;
+mod report_text;
 pub mod runtime;
 pub mod sbom;
 pub mod slim;

@@ -155,6 +155,15 @@ pub fn walk(root: &Utf8Path) -> Result<Vec<WalkEntry>> {
     Ok(out)
 }
 
+/// The files (not folders) under `root`, relative to it, in `walk`'s order.
+pub fn files_under(root: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    Ok(walk(root)?
+        .into_iter()
+        .filter(|w| w.file_type.is_file())
+        .map(|w| w.rel)
+        .collect())
+}
+
 /// Deletes `files` (relative to `root`), then every folder they leave empty, deepest first.
 /// `why` names the reason of a deletion in its error.
 pub fn remove_files_and_empty_dirs<'a>(

@@ -212,11 +212,7 @@ pub fn bytecode_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
     let profile = &ctx.profile.settings;
     let layout = layout(ctx);
     materialize_linked_sources(ctx.stage)?;
-    let files: Vec<Utf8PathBuf> = crate::util::walk(ctx.stage)?
-        .into_iter()
-        .filter(|w| w.file_type.is_file())
-        .map(|w| w.rel)
-        .collect();
+    let files: Vec<Utf8PathBuf> = crate::util::files_under(ctx.stage)?;
     let mut keep_source = globset::GlobSetBuilder::new();
     for g in ctx
         .profile
@@ -331,11 +327,7 @@ pub fn site_packages_zip_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Resul
 fn site_zip(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
     let layout = layout(ctx);
     let sp = ctx.stage.join(ctx.site_packages);
-    let files: Vec<Utf8PathBuf> = crate::util::walk(&sp)?
-        .into_iter()
-        .filter(|w| w.file_type.is_file())
-        .map(|w| w.rel)
-        .collect();
+    let files: Vec<Utf8PathBuf> = crate::util::files_under(&sp)?;
     let names: Vec<String> = ctx.owners.dists.iter().map(|d| d.0.clone()).collect();
     let owner = |f: &Utf8Path| {
         ctx.owners

@@ -269,12 +269,7 @@ mod tests {
             fs_err::create_dir_all(sp.join(path).parent().unwrap()).unwrap();
             fs_err::write(sp.join(path), text).unwrap();
         }
-        let files: Vec<Utf8PathBuf> = crate::util::walk(&sp)
-            .unwrap()
-            .into_iter()
-            .filter(|w| w.file_type.is_file())
-            .map(|w| w.rel)
-            .collect();
+        let files: Vec<Utf8PathBuf> = crate::util::files_under(&sp).unwrap();
         let p = plan(&files, &owner_table, &[]);
         let dest = root.join(FILE_NAME);
         write(&sp, &dest, &p, None).unwrap();

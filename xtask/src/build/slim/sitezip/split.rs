@@ -320,12 +320,7 @@ mod tests {
             fs_err::remove_file(dir.join(format!("{stem}.py"))).unwrap();
         }
         fs_err::write(sp.join("pkg/data.txt"), "data").unwrap();
-        let files: Vec<Utf8PathBuf> = crate::util::walk(&sp)
-            .unwrap()
-            .into_iter()
-            .filter(|w| w.file_type.is_file())
-            .map(|w| w.rel)
-            .collect();
+        let files: Vec<Utf8PathBuf> = crate::util::files_under(&sp).unwrap();
         let owner = |_: &Utf8Path| Some("pkg".to_owned());
         let keep = [crate::spec::rules::KeepOut {
             distribution: "pkg".into(),

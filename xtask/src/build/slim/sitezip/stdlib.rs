@@ -102,10 +102,8 @@ pub fn candidates(stdlib: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
         super::FILE_NAME,
         super::split::LIST_FILE,
     ];
-    Ok(crate::util::walk(stdlib)?
+    Ok(crate::util::files_under(stdlib)?
         .into_iter()
-        .filter(|w| w.file_type.is_file())
-        .map(|w| w.rel)
         .filter(|r| {
             let top = r.components().next().map(|c| c.as_str()).unwrap_or("");
             !skip.contains(&top)
