@@ -263,7 +263,7 @@ fn install(
     let mut notes = Vec::new();
     let bar = progress.bar(downloaded.len() as u64, "installing wheels", false);
     for (chosen, path) in plan.wheels.iter().zip(downloaded) {
-        let installed = crate::build::cache::install::install(
+        let (installed, changed) = crate::build::cache::install::install(
             cache,
             path,
             chosen.sha256.as_str(),
@@ -276,6 +276,7 @@ fn install(
                 chosen.package, chosen.version, chosen.file
             )
         })?;
+        notes.extend(changed);
         owners.add(
             &installed.name,
             &installed.version,

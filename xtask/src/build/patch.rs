@@ -109,9 +109,9 @@ fn apply_one(p: &PatchPlan, stage: &Utf8Path, owners: &Owners) -> Result<Applied
     let original = text(original, &p.file)?;
     let diff = text(diff, &p.diff)?;
     let patched = apply_diff(&original, &diff)?;
-    fs_err::write(&target, patched.as_bytes())?;
+    crate::util::rewrite_file(&target, patched.as_bytes())?;
     let new_record = update_record(&record, p.file.as_str(), patched.as_bytes())?;
-    fs_err::write(&record_path, new_record)?;
+    crate::util::rewrite_file(&record_path, new_record.as_bytes())?;
     Ok(AppliedPatch {
         distribution: p.distribution.clone(),
         version: p.version.clone(),

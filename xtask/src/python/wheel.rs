@@ -323,7 +323,7 @@ pub fn read_name_version(metadata: &Utf8Path) -> Option<(String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn target(arch: Arch, glibc: (u32, u32)) -> Target {
@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(normalize("a__b"), "a-b");
     }
 
-    fn make_wheel(
+    pub(crate) fn make_wheel(
         dir: &Utf8Path,
         entries: &[(&str, &[u8])],
         record_override: Option<&str>,

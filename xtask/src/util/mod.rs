@@ -76,6 +76,26 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Replaces the file at `path` with `bytes`, keeping its permissions: a new file, never a
+/// write through the old one, so a hard link to the old bytes (a stage cache entry the
+/// install linked into the layer) keeps them.
+pub fn rewrite_file(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    let permissions = fs_err::metadata(path)?.permissions();
+    fs_err::remove_file(path)?;
+    fs_err::write(path, bytes)?;
+    fs_err::set_permissions(path, permissions)?;
+    Ok(())
+}
+
+/// Links `from` at `to` (a new name for the same file), or copies it when the two are on
+/// different file systems or linking is refused.
+pub fn link_or_copy(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        fs_err::copy(from, to)?;
+    }
+    Ok(())
+}
+
 /// 0666 for a file created with it (the kernel takes the umask off, as for any new file).
 pub fn new_file_permissions() -> std::fs::Permissions {
     use std::os::unix::fs::PermissionsExt;
@@ -122,6 +142,8 @@ pub struct WalkEntry {
     pub file_type: std::fs::FileType,
     pub len: u64,
     pub mode: u32,
+    /// Last modification, nanoseconds since the epoch.
+    pub mtime_ns: i128,
 }
 
 /// Every entry under `root` (not `root` itself), sorted by relative path, links not followed.
@@ -148,11 +170,32 @@ pub fn walk(root: &Utf8Path) -> Result<Vec<WalkEntry>> {
                 file_type,
                 len: meta.len(),
                 mode: meta.permissions().mode(),
+                mtime_ns: mtime_ns(&meta),
             });
         }
     }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // The order of `Utf8Path`'s comparison (component by component), by comparing bytes with
+    // the separator below every other byte: the same order, without walking components for
+    // each of the ~400,000 comparisons a layer's tree takes (a second in a debug build).
+    out.sort_by_cached_key(|w| path_order_key(&w.rel));
     Ok(out)
+}
+
+/// The modification time of `meta`, nanoseconds since the epoch.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+/// A key whose byte order is `Utf8Path`'s order for a relative path without `.` or `..`.
+pub fn path_order_key(path: &Utf8Path) -> Vec<u8> {
+    let mut key = path.as_str().as_bytes().to_vec();
+    for b in &mut key {
+        if *b == b'/' {
+            *b = 0;
+        }
+    }
+    key
 }
 
 /// The files (not folders) under `root`, relative to it, in `walk`'s order.

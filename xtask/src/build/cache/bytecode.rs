@@ -66,17 +66,11 @@ pub fn restore(
             &crate::util::sha256_hex(&source),
             &job.dfile,
         );
-        let missing = match cache.get_file(Stage::Bytecode, &key) {
-            Some(pyc) => {
-                let dest = stage.join(&job.pyc);
-                if let Some(parent) = dest.parent() {
-                    fs_err::create_dir_all(parent)?;
-                }
-                fs_err::write(&dest, pyc)?;
-                false
-            }
-            None => true,
-        };
+        let dest = stage.join(&job.pyc);
+        if let Some(parent) = dest.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        let missing = !cache.link_file(Stage::Bytecode, &key, &dest)?;
         out.push((key, missing));
     }
     Ok(out)

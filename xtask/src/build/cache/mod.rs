@@ -132,6 +132,21 @@ impl StageCache {
         found
     }
 
+    /// Links the file entry `key` at `dest` (replacing what is there; copied across file
+    /// systems), counted as a hit; `false` (a miss) when there is none.
+    pub fn link_file(&self, stage: Stage, key: &str, dest: &Utf8Path) -> Result<bool> {
+        let path = self.path(stage, key);
+        let found = path.is_file();
+        self.count(stage, found);
+        if found {
+            if dest.symlink_metadata().is_ok() {
+                fs_err::remove_file(dest)?;
+            }
+            crate::util::link_or_copy(&path, dest)?;
+        }
+        Ok(found)
+    }
+
     /// Stores `bytes` as the file entry `key`: written beside it, then renamed into place.
     pub fn put_file(&self, stage: Stage, key: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(stage, key);
@@ -159,6 +174,19 @@ impl StageCache {
         let found = path.is_dir();
         self.count(stage, found);
         found.then_some(path)
+    }
+
+    /// Removes the folder entry `key` (renamed aside first, so no reader sees half of it).
+    pub fn remove_dir(&self, stage: Stage, key: &str) -> Result<()> {
+        let path = self.path(stage, key);
+        let aside = path.with_file_name(format!(".removed-{key}-{}", std::process::id()));
+        match std::fs::rename(&path, &aside) {
+            Ok(()) => fs_err::remove_dir_all(&aside)?,
+            // Another build removed it first.
+            Err(_) if !path.exists() => {}
+            Err(err) => return Err(err).with_context(|| format!("removing {path}")),
+        }
+        Ok(())
     }
 
     /// Makes the folder entry `key`: `fill` writes it under a temporary name inside the
@@ -243,15 +271,18 @@ pub fn exe_identity() -> Result<String> {
     ))
 }
 
-/// Copies the tree `from` into `to` (which may exist): folders made, files copied (the kernel
-/// may share their blocks: `copy_file_range`), links recreated. Refuses to replace anything:
-/// `clash` names what is in the way.
-pub fn copy_tree(
+/// Puts the tree `from` (walked: `walked`) into `to` (which may exist): folders made, files hard-linked (copied
+/// across file systems), symbolic links recreated. Refuses to replace anything: `clash` names
+/// what is in the way. Linking costs one directory entry per file, where a copy writes every
+/// byte again. The build changes a linked file only by replacing it (`util::rewrite_file`), so
+/// the entry keeps its bytes; the finished tree still shares the bytes of what it did not change.
+pub fn link_tree(
     from: &Utf8Path,
+    walked: &[crate::util::WalkEntry],
     to: &Utf8Path,
     clash: &dyn Fn(&Utf8Path) -> String,
 ) -> Result<()> {
-    for w in crate::util::walk(from)? {
+    for w in walked {
         let src = from.join(&w.rel);
         let dest = to.join(&w.rel);
         if w.file_type.is_dir() {
@@ -265,7 +296,7 @@ pub fn copy_tree(
             std::os::unix::fs::symlink(fs_err::read_link(&src)?, &dest)
                 .with_context(|| format!("linking {dest}"))?;
         } else {
-            fs_err::copy(&src, &dest)?;
+            crate::util::link_or_copy(&src, &dest)?;
         }
     }
     Ok(())

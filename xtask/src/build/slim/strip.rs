@@ -147,7 +147,8 @@ pub fn strip_file(
     });
     if let (Some((cache, _)), Some(key)) = (cache, &key) {
         if let Some(after) = cache.get_file(crate::build::cache::Stage::Strip, key) {
-            fs_err::write(path, &after).with_context(|| format!("writing the stripped {path}"))?;
+            crate::util::rewrite_file(path, &after)
+                .with_context(|| format!("writing the stripped {path}"))?;
             return Ok(Some(Outcome::Stripped {
                 before: before.len() as u64,
                 after: after.len() as u64,
@@ -172,7 +173,8 @@ pub fn strip_file(
     if let Some(why) = check_stripped(&before, &after) {
         return Ok(Some(Outcome::Kept(why)));
     }
-    fs_err::write(path, &after).with_context(|| format!("writing the stripped {path}"))?;
+    crate::util::rewrite_file(path, &after)
+        .with_context(|| format!("writing the stripped {path}"))?;
     if let (Some((cache, _)), Some(key)) = (cache, &key) {
         cache.put_file(crate::build::cache::Stage::Strip, key, &after)?;
     }

@@ -96,7 +96,7 @@ pub fn protect_imports_cached(
         .iter()
         .map(|e| plan.delete.get(&e.path).copied())
         .collect();
-    // In path order (a sorted list costs one comparison per entry), popped from the end.
+    // In path order (entries come in `util::walk`'s order), popped from the end.
     let mut queue: Vec<usize> = (0..entries.len())
         .filter(|&i| {
             modules[i].is_some()
@@ -104,8 +104,6 @@ pub fn protect_imports_cached(
                 && deleted[i].is_none()
         })
         .collect();
-    queue.sort_by(|&a, &b| entries[a].path.cmp(&entries[b].path));
-    queue.dedup_by(|a, b| entries[*a].path == entries[*b].path);
     let mut scanned = vec![false; entries.len()];
     // The modules kept from the start are all scanned, whatever they import: read here, scanned
     // on two threads or read from the cache. Given-back modules (a few) are read and scanned

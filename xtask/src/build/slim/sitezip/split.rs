@@ -97,30 +97,26 @@ pub fn names_in_pyc<'n>(pyc: &[u8], names: &'n [String]) -> Vec<&'n str> {
     // marshal.c: TYPE_ASCII 'a', TYPE_ASCII_INTERNED 'A', TYPE_SHORT_ASCII 'z',
     // TYPE_SHORT_ASCII_INTERNED 'Z', TYPE_UNICODE 'u', TYPE_INTERNED 't'; FLAG_REF (0x80) may
     // be set on each.
+    // Each name is searched for (memchr's searcher, fast even in a debug build) and an
+    // occurrence counts when the bytes before it are a string's type and exact length.
     const SHORT: [u8; 2] = [b'z', b'Z'];
     const LONG: [u8; 4] = [b'a', b'A', b'u', b't'];
-    let wanted: HashSet<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-    let mut found: HashSet<&[u8]> = HashSet::new();
-    let mut i = 0;
-    while i < pyc.len() {
-        let t = pyc[i] & 0x7f;
-        let s = if SHORT.contains(&t) && i + 1 < pyc.len() {
-            let n = usize::from(pyc[i + 1]);
-            pyc.get(i + 2..i + 2 + n)
-        } else if LONG.contains(&t) && i + 4 < pyc.len() {
-            let n = u32::from_le_bytes([pyc[i + 1], pyc[i + 2], pyc[i + 3], pyc[i + 4]]);
-            usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= 256)
-                .and_then(|n| pyc.get(i + 5..i + 5 + n))
-        } else {
-            None
-        };
-        if let Some(s) = s.filter(|s| wanted.contains(s)) {
-            found.insert(s);
-        }
-        i += 1;
-    }
+    let is_string = |at: usize, n: usize| {
+        let short =
+            at >= 2 && usize::from(pyc[at - 1]) == n && SHORT.contains(&(pyc[at - 2] & 0x7f));
+        let long = at >= 5
+            && n <= 256
+            && u32::from_le_bytes([pyc[at - 4], pyc[at - 3], pyc[at - 2], pyc[at - 1]])
+                == u32::try_from(n).unwrap_or(u32::MAX)
+            && LONG.contains(&(pyc[at - 5] & 0x7f));
+        short || long
+    };
+    let found: HashSet<&[u8]> = names
+        .iter()
+        .map(|n| n.as_bytes())
+        .filter(|n| !n.is_empty())
+        .filter(|n| memchr::memmem::find_iter(pyc, n).any(|at| is_string(at, n.len())))
+        .collect();
     names
         .iter()
         .filter(|n| found.contains(n.as_bytes()))
