@@ -217,6 +217,7 @@ impl Report {
                         "trace" => "traces",
                         "imports" => "import scans (one per distribution)",
                         "proof" => "proofs",
+                        "prune" => "pruning plans",
                         _ => "items",
                     };
                     format!(

@@ -44,10 +44,13 @@ pub enum Stage {
     Imports,
     /// Passing proofs of minimized layers (by the zip's sha256 and every verify input).
     Proof,
+    /// Pruning's decisions for a whole tree (by its listing, its sources, the rules and
+    /// protections, and xtask).
+    Prune,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Install,
         Stage::Bytecode,
         Stage::Strip,
@@ -55,6 +58,7 @@ impl Stage {
         Stage::Trace,
         Stage::Imports,
         Stage::Proof,
+        Stage::Prune,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Stage {
             Stage::Trace => "trace",
             Stage::Imports => "imports",
             Stage::Proof => "proof",
+            Stage::Prune => "prune",
         }
     }
 

@@ -167,15 +167,43 @@ pub fn prune_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
         &ctx.spec.prune.keep,
     )?;
     let entries = crate::build::slim::prune::entries(ctx.stage, ctx.owners)?;
-    let mut plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
-    crate::build::slim::prune::protect_imports_cached(
-        &mut plan,
-        &entries,
-        &rules,
-        &layout.site_packages(),
-        &|p| fs_err::read_to_string(ctx.stage.join(p)).ok(),
-        ctx.cache,
-    );
+    let make_plan = || {
+        let mut plan = crate::build::slim::prune::plan(&entries, &rules, &protections);
+        crate::build::slim::prune::protect_imports_cached(
+            &mut plan,
+            &entries,
+            &rules,
+            &layout.site_packages(),
+            &|p| fs_err::read_to_string(ctx.stage.join(p)).ok(),
+            ctx.cache,
+        );
+        plan
+    };
+    let plan = match ctx.cache {
+        None => make_plan(),
+        Some(cache) => {
+            use crate::build::slim::prune::plancache;
+            // Everything `plan` and `protect_imports` decide by, besides the tree itself.
+            let settings = format!(
+                "{defs:?}\n{:?}\n{startup:?}\n{needed:?}\n{:?}\n{}",
+                rules_file.protect.paths, ctx.spec.prune.keep, layout.xy
+            );
+            let key = plancache::plan_key(
+                &entries,
+                &layout.site_packages(),
+                &|p| fs_err::read(ctx.stage.join(p)).ok(),
+                &[settings.as_bytes()],
+            )?;
+            match plancache::get(cache, &key) {
+                Some(plan) => plan,
+                None => {
+                    let plan = make_plan();
+                    plancache::put(cache, &key, &plan)?;
+                    plan
+                }
+            }
+        }
+    };
     crate::build::slim::prune::execute(ctx.stage, &plan, &rules)?;
     out.removed_distributions = removed_distributions(ctx.owners, &plan, &rules);
     for (rule, files, bytes) in &plan.totals {

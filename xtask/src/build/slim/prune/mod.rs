@@ -13,6 +13,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 mod classify;
 mod code;
 mod imports;
+pub mod plancache;
 mod scancache;
 
 pub use classify::{classify, FileKind};
@@ -209,7 +210,7 @@ impl Protections {
 }
 
 /// A file a rule would have deleted but may not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Refusal {
     pub rule: String,
     pub path: Utf8PathBuf,
@@ -217,7 +218,7 @@ pub struct Refusal {
 }
 
 /// What pruning will do; computed without touching the disk.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Path -> index of the rule that claimed it.
     pub delete: BTreeMap<Utf8PathBuf, usize>,
