@@ -96,6 +96,21 @@ pub fn link_or_copy(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
     Ok(())
 }
 
+/// Gives each file under `root` that `pick` chooses and that shares its bytes with another
+/// name (a hard link) bytes of its own; returns how many it gave.
+pub fn unshare_files(root: &Utf8Path, pick: impl Fn(&Utf8Path) -> bool) -> Result<usize> {
+    use std::os::unix::fs::MetadataExt;
+    let mut unshared = 0;
+    for rel in files_under(root)?.into_iter().filter(|rel| pick(rel)) {
+        let path = root.join(&rel);
+        if fs_err::symlink_metadata(&path)?.nlink() > 1 {
+            rewrite_file(&path, &fs_err::read(&path)?)?;
+            unshared += 1;
+        }
+    }
+    Ok(unshared)
+}
+
 /// 0666 for a file created with it (the kernel takes the umask off, as for any new file).
 pub fn new_file_permissions() -> std::fs::Permissions {
     use std::os::unix::fs::PermissionsExt;
