@@ -211,7 +211,7 @@ pub fn compile(
     Ok(out)
 }
 
-/// Compiles `jobs` in two processes; returns the sources that failed (also noted in `failed`).
+/// Compiles `jobs` in one process per core (at least two); returns the sources that failed (also noted in `failed`).
 fn compile_jobs(
     stage: &Utf8Path,
     jobs: &[Job],
@@ -223,16 +223,25 @@ fn compile_jobs(
     if jobs.is_empty() {
         return Ok(failed_sources);
     }
-    let workers = 2.min(jobs.len());
-    let per = jobs.len().div_ceil(workers);
+    // Dealt out in turn, not in two halves: a package's modules sit together and vary in
+    // size, and halves left one process compiling alone for seconds. Each process still
+    // compiles its share in a fixed order.
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get().clamp(2, 8))
+        .min(jobs.len());
     let answers: Vec<Result<Answer>> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .chunks(per)
-            .map(|chunk| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
                 s.spawn(move || -> Result<Answer> {
+                    let share: Vec<_> = jobs
+                        .iter()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|j| (stage.join(&j.source), stage.join(&j.pyc), &j.dfile))
+                        .collect();
                     let req = serde_json::json!({
                         "optimize": flags.optimize,
-                        "jobs": chunk.iter().map(|j| (stage.join(&j.source), stage.join(&j.pyc), &j.dfile)).collect::<Vec<_>>(),
+                        "jobs": share,
                     });
                     run_script(python, flags.interpreter_options(), &req.to_string())
                 })
