@@ -51,14 +51,16 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         .tempdir_in(&plan.paths.out)
         .with_context(|| format!("creating a staging folder in {}", plan.paths.out))?;
     let stage = crate::util::utf8(staging.path().to_path_buf())?;
-    let runtime = clock.time("unpack runtime", || unpack_runtime(plan, &archive, &stage))?;
+    let (runtime, runtime_note) = clock.time("unpack runtime", || {
+        unpack_runtime(plan, &archive, &stage, &cache)
+    })?;
     let site_rel = Utf8PathBuf::from(format!("python/lib/python{}/site-packages", runtime.xy));
     fs_err::create_dir_all(stage.join(&site_rel))?;
     let lock = plan.spec.lock_path();
     let wheels = clock.time("fetch", || {
         fetch_wheels(&fetcher, &plan.wheels, &lock, &progress)
     })?;
-    let (owners, install_notes) = clock.time("install", || {
+    let (owners, mut install_notes) = clock.time("install", || {
         let installed = install(plan, &wheels, &stage, &site_rel, &cache, &progress)?;
         write_sitecustomize(
             &plan.spec,
@@ -67,6 +69,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
         )?;
         Ok(installed)
     })?;
+    install_notes.extend(runtime_note);
     // Before prune and bytecode: those see the patched file, RECORD names its new hash.
     let patches = clock.time("patch", || {
         crate::build::patch::apply_all(&plan.patches, &stage, &owners)
@@ -238,10 +241,21 @@ fn fetch_runtime(plan: &BuildPlan, fetcher: &Fetcher, progress: &Progress) -> Re
         })
 }
 
-/// Step "unpack runtime": the archive into the staging folder as `python/`; its minor version
-/// must be the spec's.
-fn unpack_runtime(plan: &BuildPlan, archive: &Utf8Path, stage: &Utf8Path) -> Result<RuntimeInfo> {
-    let runtime = crate::build::runtime::extract(archive, stage, plan.arch)?;
+/// Step "unpack runtime": the archive into the staging folder as `python/` (linked from the
+/// stage cache's unpacked copy); its minor version must be the spec's.
+fn unpack_runtime(
+    plan: &BuildPlan,
+    archive: &Utf8Path,
+    stage: &Utf8Path,
+    cache: &StageCache,
+) -> Result<(RuntimeInfo, Option<String>)> {
+    let (runtime, note) = crate::build::cache::runtime::unpack(
+        cache,
+        archive,
+        plan.runtime.sha256.as_str(),
+        plan.arch,
+        stage,
+    )?;
     if Some(runtime.xy.clone()) != plan.spec.python_minor() {
         bail!(
             "the runtime archive holds Python {} but the spec asks for {}: pass an archive of the same minor version",
@@ -249,7 +263,7 @@ fn unpack_runtime(plan: &BuildPlan, archive: &Utf8Path, stage: &Utf8Path) -> Res
             plan.spec.python.version
         );
     }
-    Ok(runtime)
+    Ok((runtime, note))
 }
 
 /// Step "install": every chosen wheel into site-packages (PEP 427); returns who owns which

@@ -218,6 +218,7 @@ impl Report {
                         "imports" => "import scans (one per distribution)",
                         "proof" => "proofs",
                         "prune" => "pruning plans",
+                        "runtime" => "runtimes",
                         _ => "items",
                     };
                     format!(

@@ -124,12 +124,12 @@ fn cold_concurrent_and_warm_builds_give_the_same_zip_and_an_unchanged_one_is_up_
         "the warm build differs from the cold ones"
     );
     let counts = cache_counts(&out_a);
-    // install, bytecode, strip, zip entries and the pruning plan (whose hit leaves the import
-    // scans unasked): every one a hit, no miss.
+    // install, bytecode, strip, zip entries, the runtime and the pruning plan (whose hit leaves
+    // the import scans unasked): every one a hit, no miss.
     let stages: Vec<&str> = counts.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(
         stages,
-        ["install", "bytecode", "strip", "zip", "prune"],
+        ["install", "bytecode", "strip", "zip", "runtime", "prune"],
         "{counts:?}"
     );
     for (stage, hits, misses) in &counts {

@@ -3,7 +3,7 @@
 //! (`link_tree`: no step writes through a linked file, and the finished tree shares none).
 
 use anyhow::{Context, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 use super::{key, Stage, StageCache};
 use crate::python::wheel::{install_wheel, Installed};
@@ -45,7 +45,7 @@ pub fn install(
         None => cache.put_dir(Stage::Install, &key, fill)?,
     };
     let mut walked = crate::util::walk(&entry.join(FILES))?;
-    if let Some(changed) = changed_since_made(&entry, &walked)? {
+    if let Some(changed) = super::changed_since(&entry.join(ABOUT), &walked)? {
         note = Some(format!(
             "the stage cache's install of {wheel} had been changed since it was made ({changed} \
              is newer than the entry: a file of a built tree edited in place?); installed anew"
@@ -64,19 +64,6 @@ pub fn install(
         )
     })?;
     Ok((installed, note))
-}
-
-/// The first file of the entry modified after the entry was made, if any. The layer's tree
-/// links these files, so an edit in place there (which keeps the link) shows here.
-fn changed_since_made(
-    entry: &Utf8Path,
-    walked: &[crate::util::WalkEntry],
-) -> Result<Option<Utf8PathBuf>> {
-    let made = crate::util::mtime_ns(&fs_err::metadata(entry.join(ABOUT))?);
-    Ok(walked
-        .iter()
-        .find(|w| w.file_type.is_file() && w.mtime_ns > made)
-        .map(|w| w.rel.clone()))
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 //! Safe for concurrent builds the way the download cache is: an entry is written into a
 //! temporary name inside the cache and renamed into place, so a reader sees a whole entry or
 //! none; two builds racing to write the same key write the same bytes, and the loser's copy
-//! is thrown away. Entries are never changed in place: users copy out of them.
+//! is thrown away. Entries are never changed in place: builds link or copy out of them, and
+//! replace (never write through) what they linked.
 
 pub mod bytecode;
 pub mod install;
+pub mod runtime;
 pub mod uptodate;
 pub mod zipentry;
 
@@ -44,13 +46,15 @@ pub enum Stage {
     Imports,
     /// Passing proofs of minimized layers (by the zip's sha256 and every verify input).
     Proof,
+    /// Each runtime archive, unpacked and checked (by its sha256, the architecture, xtask).
+    Runtime,
     /// Pruning's decisions for a whole tree (by its listing, its sources, the rules and
     /// protections, and xtask).
     Prune,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Install,
         Stage::Bytecode,
         Stage::Strip,
@@ -58,6 +62,7 @@ impl Stage {
         Stage::Trace,
         Stage::Imports,
         Stage::Proof,
+        Stage::Runtime,
         Stage::Prune,
     ];
 
@@ -70,6 +75,7 @@ impl Stage {
             Stage::Trace => "trace",
             Stage::Imports => "imports",
             Stage::Proof => "proof",
+            Stage::Runtime => "runtime",
             Stage::Prune => "prune",
         }
     }
@@ -305,6 +311,20 @@ pub fn link_tree(
         }
     }
     Ok(())
+}
+
+/// The first file of a cache entry modified after the entry was made (the time of `about`,
+/// which the entry writes last), if any. A built tree links these files, so an edit in place
+/// there (which keeps the link) shows here.
+pub fn changed_since(
+    about: &Utf8Path,
+    walked: &[crate::util::WalkEntry],
+) -> Result<Option<Utf8PathBuf>> {
+    let made = crate::util::mtime_ns(&fs_err::metadata(about)?);
+    Ok(walked
+        .iter()
+        .find(|w| w.file_type.is_file() && w.mtime_ns > made)
+        .map(|w| w.rel.clone()))
 }
 
 #[cfg(test)]

@@ -277,6 +277,52 @@ mod tests {
     }
 
     #[test]
+    fn the_stage_cache_unpacks_once_links_and_mends_an_entry_edited_in_place() {
+        use crate::build::cache::{runtime::unpack, StageCache};
+        use std::io::Write;
+        let elf = elf_bytes(Arch::X86_64);
+        let c = case(
+            &build(&install_only(&elf), false),
+            "cpython-install_only.tar.gz",
+        );
+        let cache = StageCache::new(&c.dest.join("cache"));
+        let sha = "c".repeat(64);
+        let os_py = |stage: &Utf8Path| {
+            fs_err::read_to_string(stage.join("python/lib/python3.11/os.py")).expect("os.py")
+        };
+        let a = c.dest.join("a");
+        let (info, note) = unpack(&cache, &c.archive, &sha, Arch::X86_64, &a).expect("unpack");
+        assert_eq!(
+            (info.root, info.xy.as_str(), note),
+            (a.join("python"), "3.11", None)
+        );
+        assert!(fs_err::symlink_metadata(a.join("python/bin/python3"))
+            .expect("link")
+            .file_type()
+            .is_symlink());
+        // The second comes from the cache: same files, no note.
+        let b = c.dest.join("b");
+        let (_, note) = unpack(&cache, &c.archive, &sha, Arch::X86_64, &b).expect("again");
+        assert_eq!((os_py(&b).as_str(), note), ("# os\n", None));
+
+        // An edit in place through a built tree reaches the shared bytes: seen and mended.
+        let mut file = fs_err::OpenOptions::new()
+            .append(true)
+            .open(b.join("python/lib/python3.11/os.py"))
+            .expect("open");
+        file.write_all(b"import evil\n").expect("write");
+        file.file()
+            .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .expect("mtime");
+        drop(file);
+        let d = c.dest.join("d");
+        let (_, note) = unpack(&cache, &c.archive, &sha, Arch::X86_64, &d).expect("mended");
+        assert_eq!(os_py(&d), "# os\n");
+        let note = note.expect("the changed entry is noted");
+        assert!(note.contains("python/lib/python3.11/os.py"), "{note}");
+    }
+
+    #[test]
     fn install_only_gz_keeps_links_and_modes() {
         let elf = elf_bytes(Arch::X86_64);
         let c = case(
