@@ -282,11 +282,12 @@ pub fn exe_identity() -> Result<String> {
     ))
 }
 
-/// Puts the tree `from` (walked: `walked`) into `to` (which may exist): folders made, files hard-linked (copied
-/// across file systems), symbolic links recreated. Refuses to replace anything: `clash` names
-/// what is in the way. Linking costs one directory entry per file, where a copy writes every
-/// byte again. The build changes a linked file only by replacing it (`util::rewrite_file`), so
-/// the entry keeps its bytes; the finished tree still shares the bytes of what it did not change.
+/// Puts the tree `from` (walked: `walked`) into `to` (which may exist): folders made, files
+/// hard-linked (copied across file systems), symbolic links recreated. Refuses to replace
+/// anything: `clash` names what is in the way. Linking costs one directory entry per file,
+/// where a copy writes every byte again. The build changes a linked file only by replacing it
+/// (`util::rewrite_file`), so the entry keeps its bytes; the finished tree still shares the
+/// bytes of what it did not change (`changed_since` notices an edit in place).
 pub fn link_tree(
     from: &Utf8Path,
     walked: &[crate::util::WalkEntry],

@@ -158,9 +158,9 @@ fn remove_existing(stage: &Utf8Path) -> Result<usize> {
     Ok(removed)
 }
 
-/// Compiles every job with `python` (host interpreter of the target's minor version), two
-/// processes at a time, then deletes the sources of sourceless jobs that compiled. With a
-/// stage cache, the `.pyc` files it holds are copied instead and only the others compiled.
+/// Compiles every job with `python` (host interpreter of the target's minor version), one
+/// process per core, then deletes the sources of sourceless jobs that compiled. With a
+/// stage cache, the `.pyc` files it holds are linked instead and only the others compiled.
 pub fn compile(
     stage: &Utf8Path,
     jobs: &[Job],
@@ -211,7 +211,8 @@ pub fn compile(
     Ok(out)
 }
 
-/// Compiles `jobs` in one process per core (at least two); returns the sources that failed (also noted in `failed`).
+/// Compiles `jobs` in one process per core (at least two); returns the sources that failed
+/// (also noted in `failed`).
 fn compile_jobs(
     stage: &Utf8Path,
     jobs: &[Job],
