@@ -175,7 +175,10 @@ pub fn walk(root: &Utf8Path) -> Result<Vec<WalkEntry>> {
                 .into_string()
                 .map_err(|n| anyhow::anyhow!("file name is not UTF-8 in {dir}: {n:?}"))?;
             let child = rel.join(name);
-            let meta = fs_err::symlink_metadata(root.join(&child))?;
+            // fstatat on the open folder (links not followed): no path lookup per entry.
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("reading the metadata of {}", root.join(&child)))?;
             let file_type = meta.file_type();
             if file_type.is_dir() {
                 stack.push(child.clone());
