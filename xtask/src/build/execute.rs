@@ -94,7 +94,7 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
     clock.time("bytecode", || crate::build::slim::bytecode_step(&ctx, slim))?;
     clock.time("strip", || crate::build::slim::strip_step(&ctx, slim))?;
     clock.time("site-packages zip", || {
-        crate::build::slim::site_packages_zip_step(&ctx, slim)
+        crate::build::slim::sitezip::site_packages_zip_step(&ctx, slim)
     })?;
     let minimized = clock.time("minimize", || {
         minimize(plan, &stage, &site_rel, &owners, &cache, &progress)

@@ -39,25 +39,18 @@ pub fn install(
         fs_err::write(dir.join(ABOUT), serde_json::to_vec(&installed)?)?;
         Ok(())
     };
-    let mut note = None;
-    let mut entry = match cache.get_dir(Stage::Install, &key) {
-        Some(entry) => entry,
-        None => cache.put_dir(Stage::Install, &key, fill)?,
-    };
-    let mut walked = crate::util::walk(&entry.join(FILES))?;
-    if let Some(changed) = super::changed_since(&entry.join(ABOUT), &walked)? {
-        note = Some(format!(
+    let dir = cache.linked_dir(Stage::Install, &key, FILES, ABOUT, fill)?;
+    let note = dir.remade.map(|changed| {
+        format!(
             "the stage cache's install of {wheel} had been changed since it was made ({changed} \
              is newer than the entry: a file of a built tree edited in place?); installed anew"
-        ));
-        cache.remove_dir(Stage::Install, &key)?;
-        entry = cache.put_dir(Stage::Install, &key, fill)?;
-        walked = crate::util::walk(&entry.join(FILES))?;
-    }
+        )
+    });
+    let entry = dir.entry;
     let about = entry.join(ABOUT);
     let installed: Installed = serde_json::from_slice(&fs_err::read(&about)?)
         .with_context(|| format!("reading the stage cache entry {about}"))?;
-    super::link_tree(&entry.join(FILES), &walked, site_packages, &|rel| {
+    super::link_tree(&entry.join(FILES), &dir.walked, site_packages, &|rel| {
         format!(
             "{}: {rel} is already installed by another distribution",
             installed.wheel

@@ -234,6 +234,39 @@ impl StageCache {
         Ok(path)
     }
 
+    /// The folder entry `key` whose files `files` a build links (made by `fill`, which writes
+    /// the file `about` last): made when missing, and made anew when one of its files is newer
+    /// than `about` (edited in place through a built tree).
+    pub fn linked_dir(
+        &self,
+        stage: Stage,
+        key: &str,
+        files: &str,
+        about: &str,
+        fill: impl Fn(&Utf8Path) -> Result<()>,
+    ) -> Result<LinkedDir> {
+        let entry = match self.get_dir(stage, key) {
+            Some(entry) => entry,
+            None => self.put_dir(stage, key, &fill)?,
+        };
+        let walked = crate::util::walk(&entry.join(files))?;
+        let Some(changed) = changed_since(&entry.join(about), &walked)? else {
+            return Ok(LinkedDir {
+                entry,
+                walked,
+                remade: None,
+            });
+        };
+        self.remove_dir(stage, key)?;
+        let entry = self.put_dir(stage, key, &fill)?;
+        let walked = crate::util::walk(&entry.join(files))?;
+        Ok(LinkedDir {
+            entry,
+            walked,
+            remade: Some(changed),
+        })
+    }
+
     /// Hits and misses per stage so far, for the stages that were asked at all.
     pub fn counts(&self) -> Vec<StageCount> {
         Stage::ALL
@@ -317,7 +350,7 @@ pub fn link_tree(
 /// The first file of a cache entry modified after the entry was made (the time of `about`,
 /// which the entry writes last), if any. A built tree links these files, so an edit in place
 /// there (which keeps the link) shows here.
-pub fn changed_since(
+fn changed_since(
     about: &Utf8Path,
     walked: &[crate::util::WalkEntry],
 ) -> Result<Option<Utf8PathBuf>> {
@@ -326,6 +359,15 @@ pub fn changed_since(
         .iter()
         .find(|w| w.file_type.is_file() && w.mtime_ns > made)
         .map(|w| w.rel.clone()))
+}
+
+/// A folder entry that builds link files out of, checked before use.
+pub struct LinkedDir {
+    pub entry: Utf8PathBuf,
+    /// The walk of `entry/<files>`.
+    pub walked: Vec<crate::util::WalkEntry>,
+    /// The file (under `<files>`) found changed since the entry was made, when it was made anew.
+    pub remade: Option<Utf8PathBuf>,
 }
 
 #[cfg(test)]

@@ -55,28 +55,21 @@ pub fn unpack(
         fs_err::write(dir.join(ABOUT), serde_json::to_vec(&about)?)?;
         Ok(())
     };
-    let mut entry = match cache.get_dir(Stage::Runtime, &key) {
-        Some(entry) => entry,
-        None => cache.put_dir(Stage::Runtime, &key, fill)?,
-    };
-    let mut walked = crate::util::walk(&entry.join("python"))?;
-    let mut note = None;
-    if let Some(changed) = super::changed_since(&entry.join(ABOUT), &walked)? {
-        note = Some(format!(
+    let dir = cache.linked_dir(Stage::Runtime, &key, "python", ABOUT, fill)?;
+    let note = dir.remade.map(|changed| {
+        format!(
             "the stage cache's unpacked runtime {archive} had been changed since it was made \
              (python/{changed} is newer than the entry: a file of a built tree edited in place?); \
              unpacked anew"
-        ));
-        cache.remove_dir(Stage::Runtime, &key)?;
-        entry = cache.put_dir(Stage::Runtime, &key, fill)?;
-        walked = crate::util::walk(&entry.join("python"))?;
-    }
+        )
+    });
+    let entry = dir.entry;
     let about_path = entry.join(ABOUT);
     let about: About = serde_json::from_slice(&fs_err::read(&about_path)?)
         .with_context(|| format!("reading the stage cache entry {about_path}"))?;
     let root = stage.join("python");
     fs_err::create_dir_all(&root)?;
-    super::link_tree(&entry.join("python"), &walked, &root, &|rel| {
+    super::link_tree(&entry.join("python"), &dir.walked, &root, &|rel| {
         format!("python/{rel} is already in the staging folder")
     })?;
     Ok((

@@ -58,14 +58,36 @@ pub fn plan_key(
     Ok(key(Stage::Prune, &parts))
 }
 
+/// The plan of `entries` from the stage cache when it holds it (keyed by `plan_key` with
+/// `settings`), else made by `make` (and stored); always `make` without a cache.
+pub fn cached(
+    cache: Option<&StageCache>,
+    entries: &[Entry],
+    site_packages: &Utf8Path,
+    read: &dyn Fn(&Utf8Path) -> Option<Vec<u8>>,
+    settings: &[u8],
+    make: impl FnOnce() -> Plan,
+) -> Result<Plan> {
+    let Some(cache) = cache else {
+        return Ok(make());
+    };
+    let key = plan_key(entries, site_packages, read, &[settings])?;
+    if let Some(plan) = get(cache, &key) {
+        return Ok(plan);
+    }
+    let plan = make();
+    put(cache, &key, &plan)?;
+    Ok(plan)
+}
+
 /// The plan stored under `key`, if any (a damaged entry counts as none).
-pub fn get(cache: &StageCache, key: &str) -> Option<Plan> {
+fn get(cache: &StageCache, key: &str) -> Option<Plan> {
     let bytes = cache.get_file(Stage::Prune, key)?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Stores `plan` under `key`.
-pub fn put(cache: &StageCache, key: &str, plan: &Plan) -> Result<()> {
+fn put(cache: &StageCache, key: &str, plan: &Plan) -> Result<()> {
     cache.put_file(Stage::Prune, key, &serde_json::to_vec(plan)?)
 }
 

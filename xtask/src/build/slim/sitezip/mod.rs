@@ -5,6 +5,9 @@
 
 pub mod split;
 pub mod stdlib;
+mod step;
+
+pub use step::site_packages_zip_step;
 
 use std::collections::{BTreeMap, BTreeSet};
 
