@@ -105,10 +105,8 @@ pub fn execute(plan: &BuildPlan) -> Result<Built> {
 
     let removed = removed_distributions(&slimmed, minimized.as_ref());
     let stats = clock.time("package", || {
-        // The bytecode step linked cached `.pyc` files; those still in the tree get bytes of
-        // their own (a few hundred small files), so no edit of the tree reaches the cache.
-        // The install's linked files are checked instead (`cache::install`): the big ones.
-        crate::util::unshare_files(&stage, |rel| rel.extension() == Some("pyc"))?;
+        // The tree shares its linked files' bytes with the stage cache; an edit in place
+        // there shows at the next build (`StageCache::link_file`, `linked_dir`).
         write_manifest(
             plan,
             &stage,

@@ -2,6 +2,7 @@
 
 pub mod cgroup;
 pub mod debian;
+pub mod digest;
 pub mod elf;
 pub mod fmt;
 pub mod progress;
@@ -84,6 +85,8 @@ pub fn rewrite_file(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
     fs_err::remove_file(path)?;
     fs_err::write(path, bytes)?;
     fs_err::set_permissions(path, permissions)?;
+    // The bytes are at hand: later steps (the zips) take their hash from the tag.
+    digest::tag(path, bytes);
     Ok(())
 }
 
@@ -94,21 +97,6 @@ pub fn link_or_copy(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
         fs_err::copy(from, to)?;
     }
     Ok(())
-}
-
-/// Gives each file under `root` that `pick` chooses and that shares its bytes with another
-/// name (a hard link) bytes of its own; returns how many it gave.
-pub fn unshare_files(root: &Utf8Path, pick: impl Fn(&Utf8Path) -> bool) -> Result<usize> {
-    use std::os::unix::fs::MetadataExt;
-    let mut unshared = 0;
-    for rel in files_under(root)?.into_iter().filter(|rel| pick(rel)) {
-        let path = root.join(&rel);
-        if fs_err::symlink_metadata(&path)?.nlink() > 1 {
-            rewrite_file(&path, &fs_err::read(&path)?)?;
-            unshared += 1;
-        }
-    }
-    Ok(unshared)
 }
 
 /// 0666 for a file created with it (the kernel takes the umask off, as for any new file).

@@ -59,13 +59,9 @@ pub fn restore(
 ) -> Result<Vec<(String, bool)>> {
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let source = fs_err::read(stage.join(&job.source))?;
-        let key = pyc_key(
-            interpreter,
-            optimize,
-            &crate::util::sha256_hex(&source),
-            &job.dfile,
-        );
+        // A source linked from the install stage is not read: its tag gives the hash.
+        let source = crate::util::digest::sha256(&stage.join(&job.source))?;
+        let key = pyc_key(interpreter, optimize, &source, &job.dfile);
         let dest = stage.join(&job.pyc);
         if let Some(parent) = dest.parent() {
             fs_err::create_dir_all(parent)?;

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 /// Bumped whenever what an entry holds, or how it is made, changes: old entries are then
 /// never found again (and `cargo xtask cache --clean` removes them).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The folder under the cache folder that holds the stages.
 pub const STAGES_DIR: &str = "stages";
@@ -98,6 +98,7 @@ pub struct StageCache {
     root: Utf8PathBuf,
     hits: [AtomicU64; Stage::ALL.len()],
     misses: [AtomicU64; Stage::ALL.len()],
+    tags_work: std::sync::OnceLock<bool>,
 }
 
 /// The key of an entry: a hash of the stage, the format and each part (length-prefixed, so
@@ -119,6 +120,7 @@ impl StageCache {
             root: cache.join(STAGES_DIR),
             hits: Default::default(),
             misses: Default::default(),
+            tags_work: std::sync::OnceLock::new(),
         }
     }
 
@@ -143,19 +145,49 @@ impl StageCache {
         found
     }
 
-    /// Links the file entry `key` at `dest` (replacing what is there; copied across file
-    /// systems), counted as a hit; `false` (a miss) when there is none.
+    /// Puts the file entry `key` at `dest` (replacing what is there), counted as a hit;
+    /// `false` (a miss) when there is none, or when it changed since it was stored.
+    ///
+    /// An entry whose tag (`util::digest`, set by `put_file`) is current is hard-linked: the
+    /// built tree then shares its bytes, and an edit in place there shows as a stale tag here.
+    /// A stale or missing tag where tags work means exactly that: the entry is a miss, made
+    /// again and stored anew. Where the file system keeps no tags, the bytes are copied.
     pub fn link_file(&self, stage: Stage, key: &str, dest: &Utf8Path) -> Result<bool> {
         let path = self.path(stage, key);
-        let found = path.is_file();
-        self.count(stage, found);
-        if found {
+        let linked = path.is_file() && crate::util::digest::tagged(&path).is_some();
+        let copied = !linked && path.is_file() && !self.tags_work();
+        self.count(stage, linked || copied);
+        if linked || copied {
             if dest.symlink_metadata().is_ok() {
                 fs_err::remove_file(dest)?;
             }
-            crate::util::link_or_copy(&path, dest)?;
+            if linked {
+                crate::util::link_or_copy(&path, dest)?;
+            } else {
+                fs_err::copy(&path, dest)?;
+            }
         }
-        Ok(found)
+        Ok(linked || copied)
+    }
+
+    /// Whether the cache's file system keeps the tags of `util::digest` (asked once).
+    fn tags_work(&self) -> bool {
+        *self.tags_work.get_or_init(|| {
+            let Ok(()) = fs_err::create_dir_all(&self.root) else {
+                return false;
+            };
+            let Ok(probe) = tempfile::Builder::new()
+                .prefix(".tag-probe-")
+                .tempfile_in(&self.root)
+            else {
+                return false;
+            };
+            let Some(path) = Utf8Path::from_path(probe.path()) else {
+                return false;
+            };
+            crate::util::digest::tag(path, b"");
+            crate::util::digest::tagged(path).is_some()
+        })
     }
 
     /// Stores `bytes` as the file entry `key`: written beside it, then renamed into place.
@@ -173,6 +205,10 @@ impl StageCache {
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .with_context(|| format!("setting the permissions of a temporary file in {dir}"))?;
+        // A build that links this entry reads its hash from the tag (`util::digest`).
+        if let Some(tmp_path) = Utf8Path::from_path(tmp.path()) {
+            crate::util::digest::tag(tmp_path, bytes);
+        }
         // A concurrent build renaming the same bytes onto the same name is harmless.
         tmp.persist(&path)
             .with_context(|| format!("moving a stage cache entry into {path}"))?;
@@ -236,7 +272,8 @@ impl StageCache {
 
     /// The folder entry `key` whose files `files` a build links (made by `fill`, which writes
     /// the file `about` last): made when missing, and made anew when one of its files is newer
-    /// than `about` (edited in place through a built tree).
+    /// than `about` (edited in place through a built tree). Each file is tagged with its hash
+    /// (`util::digest`), which the links share.
     pub fn linked_dir(
         &self,
         stage: Stage,
@@ -245,6 +282,11 @@ impl StageCache {
         about: &str,
         fill: impl Fn(&Utf8Path) -> Result<()>,
     ) -> Result<LinkedDir> {
+        let fill = |dir: &Utf8Path| {
+            fill(dir)?;
+            // A tag changes no modification time: `about` stays the newest.
+            crate::util::digest::tag_tree(&dir.join(files))
+        };
         let entry = match self.get_dir(stage, key) {
             Some(entry) => entry,
             None => self.put_dir(stage, key, &fill)?,
@@ -291,7 +333,7 @@ pub fn tree_hash(root: &Utf8Path) -> Result<String> {
         } else if w.file_type.is_symlink() {
             format!("link {}", fs_err::read_link(&path)?.display())
         } else {
-            crate::util::sha256_file(&path)?
+            crate::util::digest::sha256(&path)?
         };
         h.update(format!("{} {:o} {what}\n", w.rel, w.mode & 0o7777));
     }
@@ -384,6 +426,42 @@ mod tests {
         assert_ne!(base, key(Stage::Strip, &[b"src", b"3.11", b"0"]));
         assert_ne!(base, key(Stage::Bytecode, &[b"sr", b"c3.11", b"0"]));
         assert_eq!(base.len(), 64);
+    }
+
+    #[test]
+    fn a_linked_file_entry_edited_in_place_is_a_miss_and_stored_anew() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let cache = StageCache::new(&dir.join("cache"));
+        let k = key(Stage::Bytecode, &[b"a.py"]);
+        cache.put_file(Stage::Bytecode, &k, b"compiled").unwrap();
+        let tree = dir.join("tree.pyc");
+        assert!(cache.link_file(Stage::Bytecode, &k, &tree).unwrap());
+        assert_eq!(fs_err::read(&tree).unwrap(), b"compiled");
+        if !cache.tags_work() {
+            let entry = fs_err::metadata(cache.path(Stage::Bytecode, &k)).unwrap();
+            assert_ne!(entry.ino(), fs_err::metadata(&tree).unwrap().ino(), "copied");
+            eprintln!("skipped: the cache's file system keeps no tags");
+            return;
+        }
+        let entry = cache.path(Stage::Bytecode, &k);
+        assert_eq!(
+            fs_err::metadata(&entry).unwrap().ino(),
+            fs_err::metadata(&tree).unwrap().ino(),
+            "linked"
+        );
+        // An edit in place through the built tree reaches the entry: the next build must not
+        // take it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs_err::write(&tree, b"edited!!").unwrap();
+        let again = dir.join("again.pyc");
+        assert!(!cache.link_file(Stage::Bytecode, &k, &again).unwrap());
+        assert!(!again.exists());
+        cache.put_file(Stage::Bytecode, &k, b"compiled").unwrap();
+        assert!(cache.link_file(Stage::Bytecode, &k, &again).unwrap());
+        assert_eq!(fs_err::read(&again).unwrap(), b"compiled");
+        assert_eq!(fs_err::read(&tree).unwrap(), b"edited!!", "the old tree keeps its edit");
     }
 
     #[test]

@@ -32,14 +32,24 @@ pub fn deflate(
     level: i64,
     mode: u32,
 ) -> Result<Vec<u8>> {
-    let bytes = fs_err::read(path)?;
-    let key = entry_key(&crate::util::sha256_hex(&bytes), level, mode);
+    // A file linked from the stage cache is not read: its tag gives the hash.
+    let (sha256, bytes) = crate::util::digest::sha256_and_bytes(path)?;
+    let key = entry_key(&sha256, level, mode);
     if let Some(one) = cache.get_file(Stage::Zip, &key) {
         // A damaged entry is made again rather than copied into a layer.
         if zip::ZipArchive::new(Cursor::new(&one)).is_ok_and(|z| z.len() == 1) {
             return Ok(one);
         }
     }
+    let (bytes, key) = match bytes {
+        Some(bytes) => (bytes, key),
+        // Stored under the hash of the bytes compressed, whatever the tag said.
+        None => {
+            let bytes = fs_err::read(path)?;
+            let key = entry_key(&crate::util::sha256_hex(&bytes), level, mode);
+            (bytes, key)
+        }
+    };
     let prepared = zip::PreparedZipFile::from_data("entry", options, &bytes)
         .with_context(|| format!("compressing {path}"))?;
     let mut one = zip::ZipWriter::new(Cursor::new(Vec::new()));

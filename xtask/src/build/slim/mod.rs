@@ -188,7 +188,7 @@ pub fn prune_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
         ctx.cache,
         &entries,
         &layout.site_packages(),
-        &|p| fs_err::read(ctx.stage.join(p)).ok(),
+        &|p| crate::util::digest::sha256(&ctx.stage.join(p)).ok(),
         settings.as_bytes(),
         make_plan,
     )?;

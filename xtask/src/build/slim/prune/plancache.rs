@@ -5,7 +5,8 @@
 //! The key holds everything the plan is a function of: the listing of the tree (path, size and
 //! owning distribution of every entry), the bytes of every source the import scan reads (the
 //! `.py` files under site-packages), the rules and protections as the caller describes them,
-//! and the xtask binary. The sources are read to make the key; that is the one cost a hit pays.
+//! and the xtask binary. The sources' hashes make the key (from their tags, `util::digest`,
+//! for files linked from the install stage); that is the one cost a hit pays.
 
 use anyhow::Result;
 use camino::Utf8Path;
@@ -13,12 +14,13 @@ use camino::Utf8Path;
 use super::{Entry, Plan};
 use crate::build::cache::{key, Stage, StageCache};
 
-/// The key of the plan for `entries` (in `util::walk`'s order); `read` gives a file's bytes
-/// (relative to the layer root), `settings` each describe the rules and protections.
+/// The key of the plan for `entries` (in `util::walk`'s order); `sha256` gives a file's hash
+/// (relative to the layer root; `None` when it cannot be read), `settings` each describe the
+/// rules and protections.
 pub fn plan_key(
     entries: &[Entry],
     site_packages: &Utf8Path,
-    read: &dyn Fn(&Utf8Path) -> Option<Vec<u8>>,
+    sha256: &dyn Fn(&Utf8Path) -> Option<String>,
     settings: &[&[u8]],
 ) -> Result<String> {
     use sha2::{Digest, Sha256};
@@ -34,12 +36,12 @@ pub fn plan_key(
         listing.update(line.as_bytes());
         if e.path.starts_with(site_packages) && e.path.extension() == Some("py") {
             // A source that cannot be read is keyed as such: the scan would skip it too.
-            let bytes = read(&e.path);
+            let hash = sha256(&e.path);
             sources.update(e.path.as_str().as_bytes());
-            match bytes {
-                Some(b) => {
+            match hash {
+                Some(h) => {
                     sources.update(b"\x01");
-                    sources.update(Sha256::digest(&b));
+                    sources.update(h.as_bytes());
                 }
                 None => sources.update(b"\x00"),
             }
@@ -64,14 +66,14 @@ pub fn cached(
     cache: Option<&StageCache>,
     entries: &[Entry],
     site_packages: &Utf8Path,
-    read: &dyn Fn(&Utf8Path) -> Option<Vec<u8>>,
+    sha256: &dyn Fn(&Utf8Path) -> Option<String>,
     settings: &[u8],
     make: impl FnOnce() -> Plan,
 ) -> Result<Plan> {
     let Some(cache) = cache else {
         return Ok(make());
     };
-    let key = plan_key(entries, site_packages, read, &[settings])?;
+    let key = plan_key(entries, site_packages, sha256, &[settings])?;
     if let Some(plan) = get(cache, &key) {
         return Ok(plan);
     }
@@ -113,7 +115,8 @@ mod tests {
     #[test]
     fn the_key_follows_sources_listing_and_settings_and_a_plan_round_trips() {
         let sp = Utf8Path::new("python/lib/python3.11/site-packages");
-        let source = |text: &'static str| move |_: &Utf8Path| Some(text.as_bytes().to_vec());
+        let source =
+            |text: &'static str| move |_: &Utf8Path| Some(crate::util::sha256_hex(text.as_bytes()));
         let base = plan_key(&entries(), sp, &source("x=1"), &[b"rules"]).unwrap();
         assert_eq!(
             base,
