@@ -139,6 +139,26 @@ pub(super) fn guessed_modules(norm: &str) -> Vec<String> {
         .collect()
 }
 
+/// The top-level modules an `entry_points.txt` points into (`litellm = litellm_cli.main:cli`
+/// -> `litellm_cli`): a distribution's console scripts and plug-ins name its own modules.
+pub(super) fn entry_point_modules(entry_points: &str) -> Vec<String> {
+    let mut out: Vec<String> = entry_points
+        .lines()
+        .filter(|l| !l.trim_start().starts_with(['[', '#', ';']))
+        .filter_map(|l| l.split_once('='))
+        .filter_map(|(_, target)| {
+            let module = target.trim().split([':', '.', ' ', '[']).next()?;
+            let ok = !module.is_empty()
+                && module.chars().all(|c| c.is_alphanumeric() || c == '_')
+                && !module.starts_with(|c: char| c.is_ascii_digit());
+            ok.then(|| module.to_owned())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The module name a first path component stands for: `six.py` -> `six`, `yaml/` -> `yaml`.
 pub(super) fn module_of(first: &str) -> Option<&str> {
     if first.ends_with(".dist-info") || first.ends_with(".data") || first == "__pycache__" {
@@ -253,6 +273,7 @@ pub fn attribute(raw: RawLayer) -> Layer {
 
     let mut dists = Vec::new();
     let mut top_levels: Vec<Vec<String>> = Vec::new();
+    let mut entry_points: Vec<Vec<String>> = Vec::new();
     for (info, site) in &infos {
         let metadata = text(&info.join("METADATA")).unwrap_or_default();
         let dir_name = info.file_name().unwrap_or_default();
@@ -296,6 +317,11 @@ pub fn attribute(raw: RawLayer) -> Layer {
             tops.push(norm.replace('-', "_"));
         }
         top_levels.push(tops);
+        entry_points.push(
+            text(&info.join("entry_points.txt"))
+                .map(|t| entry_point_modules(&t))
+                .unwrap_or_default(),
+        );
         dists.push(Dist {
             name,
             norm,
@@ -310,9 +336,11 @@ pub fn attribute(raw: RawLayer) -> Layer {
         });
     }
     // Files no RECORD lists (RECORD pruned, or never there): by top-level name, first the names
-    // the distribution declares, then names guessed from its own.
+    // the distribution declares, then names guessed from its own, then the modules its entry
+    // points name (litellm's wheel has no top_level.txt, and its `litellm_cli` is named only
+    // by its console scripts).
     let guesses: Vec<Vec<String>> = dists.iter().map(|d| guessed_modules(&d.norm)).collect();
-    for names in [&top_levels, &guesses] {
+    for names in [&top_levels, &guesses, &entry_points] {
         for f in files.iter_mut().filter(|f| f.dist.is_none()) {
             let Some(site) = f.site else { continue };
             let Ok(rel) = f.path.strip_prefix(&sites[site]) else {
@@ -464,6 +492,12 @@ mod tests {
             assert!(guessed_modules(dist).contains(&module.to_owned()), "{dist}");
         }
         assert_eq!(module_of("six-1.0.dist-info"), None);
+        assert_eq!(
+            entry_point_modules(
+                "[console_scripts]\nlite=litellm_cli.main:cli\nlitellm = litellm_cli.main:proxy_server\n# x = y:z\n\n[a.b]\nplug = pkg_x [extra]\nbad = 9x:y\n"
+            ),
+            ["litellm_cli", "pkg_x"]
+        );
         assert_eq!(module_of("distutils-precedence.pth"), None);
     }
 
@@ -477,6 +511,7 @@ mod tests {
             (format!("{sp}/a/__pycache__/__init__.cpython-311.pyc"), 50),
             (format!("{sp}/b-2.0.dist-info/METADATA"), 10),
             (format!("{sp}/b_pkg/mod.pyc"), 30),
+            (format!("{sp}/b_cli/main.pyc"), 9),
             (format!("{sp}/stray.py"), 7),
             ("python/lib/python3.11/os.py".to_owned(), 1000),
             // Lambda's classic layout beside it: `python/` itself is a site folder.
@@ -493,6 +528,10 @@ mod tests {
             (format!("{sp}/a-1.0.dist-info/RECORD"), record_a),
             (format!("{sp}/b-2.0.dist-info/METADATA"), meta_b),
             (format!("{sp}/b-2.0.dist-info/top_level.txt"), "b_pkg\n"),
+            (
+                format!("{sp}/b-2.0.dist-info/entry_points.txt"),
+                "[console_scripts]\nb = b_cli.main:run\n",
+            ),
             ("python/c-3.0.dist-info/METADATA".to_owned(), meta_c),
         ];
         let contents: Vec<(&str, &str)> = contents.iter().map(|(p, c)| (p.as_str(), *c)).collect();
@@ -510,6 +549,11 @@ mod tests {
             owner(&format!("{sp}/b_pkg/mod.pyc")),
             Some("b"),
             "top_level.txt"
+        );
+        assert_eq!(
+            owner(&format!("{sp}/b_cli/main.pyc")),
+            Some("b"),
+            "named by an entry point"
         );
         assert_eq!(owner(&format!("{sp}/stray.py")), None);
         assert_eq!(owner("python/lib/python3.11/os.py"), None);

@@ -59,7 +59,11 @@ pub fn wanted(path: &Utf8Path) -> bool {
         .parent()
         .and_then(Utf8Path::file_name)
         .is_some_and(|p| p.ends_with(".dist-info"));
-    (in_dist_info && matches!(name, "METADATA" | "RECORD" | "top_level.txt"))
+    (in_dist_info
+        && matches!(
+            name,
+            "METADATA" | "RECORD" | "top_level.txt" | "entry_points.txt"
+        ))
         // `site` executes their `import` lines at every start: analyze lists them.
         || name.ends_with(".pth")
         || (path.parent().and_then(Utf8Path::file_name) == Some("bin")
@@ -240,6 +244,7 @@ mod tests {
             ),
             ("python/six-1.16.0.dist-info/RECORD", true),
             ("x.dist-info/top_level.txt", true),
+            ("x.dist-info/entry_points.txt", true),
             ("x.dist-info/licenses/METADATA", false),
             // The payload's own files are data: `RawLayer::also_read` names them.
             (

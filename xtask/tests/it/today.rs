@@ -127,6 +127,17 @@ fn the_default_layer_holds_todays_litellm_fits_250_mb_and_verifies() {
             checks["size: zip"]
         );
     }
+    // `analyze` finds an owner for every file, though this layer keeps no RECORD and
+    // litellm's wheel has no top_level.txt: `litellm_cli` is named by its console scripts.
+    let out = xtask()
+        .args(["analyze", "--json"])
+        .arg(&layer.zip)
+        .current_dir(root())
+        .output()
+        .expect("run xtask analyze");
+    assert!(out.status.success(), "{}", text(&out));
+    let a: Value = serde_json::from_slice(&out.stdout).expect("analyze --json is JSON");
+    assert_eq!(a["unattributed"]["files"], 0, "{}", a["unattributed"]);
 }
 
 /// `verify --memory`: Lambda's memory limit fails a workload that does not fit, naming the
