@@ -127,7 +127,11 @@ mod tests {
         std::fs::hard_link(&file, &link).unwrap();
         assert_eq!(sha256(&link).unwrap(), real, "a hard link carries the tag");
         let (hash, bytes) = sha256_and_bytes(&link).unwrap();
-        assert_eq!((hash.as_str(), bytes), (real.as_str(), None), "nothing read");
+        assert_eq!(
+            (hash.as_str(), bytes),
+            (real.as_str(), None),
+            "nothing read"
+        );
 
         // An edit in place (through the link, same size) moves the time: the tag stops counting.
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -441,7 +441,11 @@ mod tests {
         assert_eq!(fs_err::read(&tree).unwrap(), b"compiled");
         if !cache.tags_work() {
             let entry = fs_err::metadata(cache.path(Stage::Bytecode, &k)).unwrap();
-            assert_ne!(entry.ino(), fs_err::metadata(&tree).unwrap().ino(), "copied");
+            assert_ne!(
+                entry.ino(),
+                fs_err::metadata(&tree).unwrap().ino(),
+                "copied"
+            );
             eprintln!("skipped: the cache's file system keeps no tags");
             return;
         }
@@ -461,7 +465,11 @@ mod tests {
         cache.put_file(Stage::Bytecode, &k, b"compiled").unwrap();
         assert!(cache.link_file(Stage::Bytecode, &k, &again).unwrap());
         assert_eq!(fs_err::read(&again).unwrap(), b"compiled");
-        assert_eq!(fs_err::read(&tree).unwrap(), b"edited!!", "the old tree keeps its edit");
+        assert_eq!(
+            fs_err::read(&tree).unwrap(),
+            b"edited!!",
+            "the old tree keeps its edit"
+        );
     }
 
     #[test]
