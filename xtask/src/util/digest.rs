@@ -6,7 +6,9 @@
 //! A tag counts only while the file's size and modification time are the ones it recorded: an
 //! edit in place changes the time, and the file is then read and hashed as if untagged. So is
 //! a file with no tag, one on a file system without user attributes (tmpfs before Linux 6.6,
-//! some network file systems), or one the caller may not tag: tagging is best effort.
+//! some network file systems), or one the caller may not tag: tagging is best effort. Like
+//! `make` and git's index, this trusts that a file whose size and modification time did not
+//! change did not change; only the build writes a cache entry, just before it tags it.
 
 use anyhow::Result;
 use camino::Utf8Path;
