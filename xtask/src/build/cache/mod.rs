@@ -289,7 +289,7 @@ impl StageCache {
         };
         let entry = match self.get_dir(stage, key) {
             Some(entry) => entry,
-            None => self.put_dir(stage, key, &fill)?,
+            None => self.put_dir(stage, key, fill)?,
         };
         let walked = crate::util::walk(&entry.join(files))?;
         let Some(changed) = changed_since(&entry.join(about), &walked)? else {
@@ -300,7 +300,7 @@ impl StageCache {
             });
         };
         self.remove_dir(stage, key)?;
-        let entry = self.put_dir(stage, key, &fill)?;
+        let entry = self.put_dir(stage, key, fill)?;
         let walked = crate::util::walk(&entry.join(files))?;
         Ok(LinkedDir {
             entry,
