@@ -50,6 +50,22 @@ fn layer_cmd(cache: &Path, out: &Path, archive: &Path, sha: &str) -> Command {
     cmd
 }
 
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(walk_files(&entry.path()));
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    out
+}
+
 fn zip_of(out: &Path) -> PathBuf {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
@@ -144,6 +160,44 @@ fn cold_concurrent_and_warm_builds_give_the_same_zip_and_an_unchanged_one_is_up_
         "{}",
         text(&warm)
     );
+
+    // A `.pyc` of a built tree edited in place changes its cache entry too (they are one file,
+    // linked by the warm build): the next build notices, compiles that module again, says so,
+    // and writes the same zip.
+    let edited = walk_files(&out_a.join("tree"))
+        .into_iter()
+        .find(|p| {
+            use std::os::unix::fs::MetadataExt;
+            p.extension().is_some_and(|e| e == "pyc")
+                && std::fs::metadata(p).is_ok_and(|m| m.nlink() > 1)
+        })
+        .expect("a .pyc linked from the stage cache");
+    {
+        use std::io::Write;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&edited)
+            .unwrap();
+        f.write_all(b"edited in place").unwrap();
+    }
+    let out_c = tmp.path().join("c");
+    let mended = run_ok(&mut layer_cmd(&cache, &out_c, &archive, &sha));
+    let notes = std::fs::read_to_string(out_c.join("report.json")).unwrap();
+    assert!(
+        notes.contains("1 of the stage cache's .pyc files had been changed since they were stored"),
+        "{}",
+        text(&mended)
+    );
+    assert!(
+        std::fs::read(zip_of(&out_c)).unwrap() == a_zip,
+        "the build after an edit in place differs"
+    );
+    let bytecode = cache_counts(&out_c)
+        .into_iter()
+        .find(|c| c.0 == "bytecode")
+        .unwrap();
+    assert_eq!(bytecode.2, 1, "one module compiled again: {bytecode:?}");
 
     // cache --size, then --clean empties the stage cache and keeps the downloads.
     let size = run_ok(

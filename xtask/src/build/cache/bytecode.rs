@@ -49,15 +49,17 @@ pub fn pyc_key(interpreter: &str, optimize: u8, source_sha256: &str, dfile: &str
 }
 
 /// Writes the `.pyc` of every job the cache holds into `stage`; returns the key of each
-/// job and whether it still has to be compiled.
+/// job and whether it still has to be compiled, and how many cached `.pyc` files had changed
+/// since they were stored (compiled again).
 pub fn restore(
     cache: &StageCache,
     stage: &Utf8Path,
     jobs: &[Job],
     interpreter: &str,
     optimize: u8,
-) -> Result<Vec<(String, bool)>> {
+) -> Result<(Vec<(String, bool)>, usize)> {
     let mut out = Vec::with_capacity(jobs.len());
+    let mut changed = 0;
     for job in jobs {
         // A source linked from the install stage is not read: its tag gives the hash.
         let source = crate::util::digest::sha256(&stage.join(&job.source))?;
@@ -66,10 +68,11 @@ pub fn restore(
         if let Some(parent) = dest.parent() {
             fs_err::create_dir_all(parent)?;
         }
-        let missing = !cache.link_file(Stage::Bytecode, &key, &dest)?;
-        out.push((key, missing));
+        let found = cache.link_file(Stage::Bytecode, &key, &dest)?;
+        changed += usize::from(found == super::FileEntry::Changed);
+        out.push((key, !found.found()));
     }
-    Ok(out)
+    Ok((out, changed))
 }
 
 /// Stores the `.pyc` of each compiled job (`compiled` says which compiled) under its key.

@@ -85,6 +85,26 @@ impl Stage {
     }
 }
 
+/// What `StageCache::link_file` found for a file entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileEntry {
+    /// Linked: its tag is current.
+    Linked,
+    /// Copied: the cache's file system keeps no tags.
+    Copied,
+    /// None stored.
+    Missing,
+    /// Changed since it was stored (a stale tag: edited in place through a built tree).
+    Changed,
+}
+
+impl FileEntry {
+    /// Whether the entry is now at the destination.
+    pub fn found(self) -> bool {
+        matches!(self, FileEntry::Linked | FileEntry::Copied)
+    }
+}
+
 /// Hits and misses of one stage in one build (report.json `cache`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageCount {
@@ -145,29 +165,36 @@ impl StageCache {
         found
     }
 
-    /// Puts the file entry `key` at `dest` (replacing what is there), counted as a hit;
-    /// `false` (a miss) when there is none, or when it changed since it was stored.
+    /// Puts the file entry `key` at `dest` (replacing what is there), counted as a hit; a miss
+    /// when there is none, or when it changed since it was stored.
     ///
     /// An entry whose tag (`util::digest`, set by `put_file`) is current is hard-linked: the
     /// built tree then shares its bytes, and an edit in place there shows as a stale tag here.
     /// A stale or missing tag where tags work means exactly that: the entry is a miss, made
     /// again and stored anew. Where the file system keeps no tags, the bytes are copied.
-    pub fn link_file(&self, stage: Stage, key: &str, dest: &Utf8Path) -> Result<bool> {
+    pub fn link_file(&self, stage: Stage, key: &str, dest: &Utf8Path) -> Result<FileEntry> {
         let path = self.path(stage, key);
-        let linked = path.is_file() && crate::util::digest::tagged(&path).is_some();
-        let copied = !linked && path.is_file() && !self.tags_work();
-        self.count(stage, linked || copied);
-        if linked || copied {
+        let found = if !path.is_file() {
+            FileEntry::Missing
+        } else if crate::util::digest::tagged(&path).is_some() {
+            FileEntry::Linked
+        } else if self.tags_work() {
+            FileEntry::Changed
+        } else {
+            FileEntry::Copied
+        };
+        self.count(stage, found.found());
+        if found.found() {
             if dest.symlink_metadata().is_ok() {
                 fs_err::remove_file(dest)?;
             }
-            if linked {
+            if found == FileEntry::Linked {
                 crate::util::link_or_copy(&path, dest)?;
             } else {
                 fs_err::copy(&path, dest)?;
             }
         }
-        Ok(linked || copied)
+        Ok(found)
     }
 
     /// Whether the cache's file system keeps the tags of `util::digest` (asked once).
@@ -437,7 +464,7 @@ mod tests {
         let k = key(Stage::Bytecode, &[b"a.py"]);
         cache.put_file(Stage::Bytecode, &k, b"compiled").unwrap();
         let tree = dir.join("tree.pyc");
-        assert!(cache.link_file(Stage::Bytecode, &k, &tree).unwrap());
+        assert!(cache.link_file(Stage::Bytecode, &k, &tree).unwrap().found());
         assert_eq!(fs_err::read(&tree).unwrap(), b"compiled");
         if !cache.tags_work() {
             let entry = fs_err::metadata(cache.path(Stage::Bytecode, &k)).unwrap();
@@ -460,10 +487,16 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs_err::write(&tree, b"edited!!").unwrap();
         let again = dir.join("again.pyc");
-        assert!(!cache.link_file(Stage::Bytecode, &k, &again).unwrap());
+        assert_eq!(
+            cache.link_file(Stage::Bytecode, &k, &again).unwrap(),
+            FileEntry::Changed
+        );
         assert!(!again.exists());
         cache.put_file(Stage::Bytecode, &k, b"compiled").unwrap();
-        assert!(cache.link_file(Stage::Bytecode, &k, &again).unwrap());
+        assert_eq!(
+            cache.link_file(Stage::Bytecode, &k, &again).unwrap(),
+            FileEntry::Linked
+        );
         assert_eq!(fs_err::read(&again).unwrap(), b"compiled");
         assert_eq!(
             fs_err::read(&tree).unwrap(),

@@ -60,6 +60,8 @@ pub struct Compiled {
     pub failed: Vec<(Utf8PathBuf, String)>,
     pub sources_removed: usize,
     pub stale_removed: usize,
+    /// Cached `.pyc` files found changed since they were stored, so compiled again.
+    pub cache_changed: usize,
 }
 
 /// `cpython-311` for `3.11`.
@@ -184,8 +186,9 @@ pub fn compile(
                 interpreter = format!("{interpreter} {o}");
             }
             let optimize = flags.optimize;
-            let keys =
+            let (keys, changed) =
                 crate::build::cache::bytecode::restore(cache, stage, jobs, &interpreter, optimize)?;
+            out.cache_changed = changed;
             let todo: Vec<(&Job, &String)> = jobs
                 .iter()
                 .zip(&keys)

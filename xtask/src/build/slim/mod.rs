@@ -273,6 +273,12 @@ pub fn bytecode_step(ctx: &SlimContext<'_>, out: &mut Slimmed) -> Result<()> {
             ctx.cache,
         )?
     };
+    if compiled.cache_changed > 0 {
+        out.notes.push(format!(
+            "{} of the stage cache's .pyc files had been changed since they were stored (a file of a built tree edited in place?); compiled again",
+            compiled.cache_changed
+        ));
+    }
     if compiled.stale_removed > 0 {
         out.notes.push(format!(
             "removed {} .pyc files the runtime or wheels brought (replaced by unchecked-hash bytecode)",
