@@ -174,10 +174,11 @@ impl StageCache {
     /// again and stored anew. Where the file system keeps no tags, the bytes are copied.
     pub fn link_file(&self, stage: Stage, key: &str, dest: &Utf8Path) -> Result<FileEntry> {
         let path = self.path(stage, key);
-        let found = if !path.is_file() {
-            FileEntry::Missing
-        } else if crate::util::digest::tagged(&path).is_some() {
+        // A current tag means the file is there: the hit costs no `stat` of its own.
+        let found = if crate::util::digest::tagged(&path).is_some() {
             FileEntry::Linked
+        } else if !path.is_file() {
+            FileEntry::Missing
         } else if self.tags_work() {
             FileEntry::Changed
         } else {
