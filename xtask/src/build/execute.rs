@@ -201,18 +201,27 @@ struct Stopwatch {
 impl Stopwatch {
     fn time<T>(&mut self, step: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
         let start = std::time::Instant::now();
+        let cpu_start = crate::util::cpu::seconds();
         let result = run();
         let seconds = start.elapsed().as_secs_f64();
-        self.add(step, seconds);
+        let cpu = cpu_start.zip(crate::util::cpu::seconds());
+        self.add(step, seconds, cpu.map(|(a, b)| (b - a).max(0.0)));
         result
     }
 
-    fn add(&mut self, step: &str, seconds: f64) {
+    fn add(&mut self, step: &str, seconds: f64, cpu_seconds: Option<f64>) {
         match self.steps.iter_mut().find(|s| s.step == step) {
-            Some(s) => s.seconds = millis(s.seconds + seconds),
+            Some(s) => {
+                s.seconds = millis(s.seconds + seconds);
+                s.cpu_seconds = match (s.cpu_seconds, cpu_seconds) {
+                    (Some(a), Some(b)) => Some(millis(a + b)),
+                    _ => None,
+                };
+            }
             None => self.steps.push(StepTime {
                 step: step.to_owned(),
                 seconds: millis(seconds),
+                cpu_seconds: cpu_seconds.map(millis),
             }),
         }
     }
@@ -512,9 +521,9 @@ mod tests {
     #[test]
     fn a_step_timed_twice_adds_up_in_first_run_order() {
         let mut clock = Stopwatch::default();
-        clock.add("fetch", 0.25);
-        clock.add("unpack runtime", 1.0004);
-        clock.add("fetch", 0.5);
+        clock.add("fetch", 0.25, Some(0.125));
+        clock.add("unpack runtime", 1.0004, None);
+        clock.add("fetch", 0.5, Some(0.25));
         let value: Result<u8> = clock.time("install", || Ok(7));
         assert_eq!(value.unwrap(), 7);
         let steps: Vec<(&str, f64)> = clock
@@ -523,7 +532,10 @@ mod tests {
             .map(|s| (s.step.as_str(), s.seconds))
             .collect();
         assert_eq!(steps[..2], [("fetch", 0.75), ("unpack runtime", 1.0)]);
+        assert_eq!(clock.steps[0].cpu_seconds, Some(0.375));
+        assert_eq!(clock.steps[1].cpu_seconds, None, "not measured");
         assert_eq!(steps[2].0, "install");
+        assert!(clock.steps[2].cpu_seconds.is_some(), "measured on Linux");
         assert!(clock
             .time("strip", || -> Result<()> { bail!("no") })
             .is_err());

@@ -67,7 +67,12 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepTime {
     pub step: String,
+    /// Wall-clock seconds.
     pub seconds: f64,
+    /// CPU seconds (user plus system) of the build and of the processes it ran and waited
+    /// for during the step: above `seconds` when the step used several cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

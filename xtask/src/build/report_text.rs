@@ -203,6 +203,19 @@ impl Report {
                 .map(|t| format!("{} {:.2}", t.step, t.seconds))
                 .collect();
             let _ = writeln!(s, "time    {total:.2} s: {}", steps.join(", "));
+            // CPU seconds per step, where every step has them: more than the wall time is
+            // the cores at work, less is waiting (downloads, disk).
+            let cpu: Option<Vec<f64>> = self.timings.iter().map(|t| t.cpu_seconds).collect();
+            if let Some(cpu) = cpu {
+                let steps: Vec<String> = self
+                    .timings
+                    .iter()
+                    .zip(&cpu)
+                    .map(|(t, c)| format!("{} {c:.2}", t.step))
+                    .collect();
+                let total: f64 = cpu.iter().sum();
+                let _ = writeln!(s, "cpu     {total:.2} s: {}", steps.join(", "));
+            }
         }
         if !self.cache.is_empty() {
             let stages: Vec<String> = self
@@ -269,15 +282,24 @@ mod tests {
             crate::build::report::StepTime {
                 step: "fetch".into(),
                 seconds: 0.25,
+                cpu_seconds: None,
             },
             crate::build::report::StepTime {
                 step: "site-packages zip".into(),
                 seconds: 1.5,
+                cpu_seconds: Some(2.75),
             },
         ];
         let text = report.to_text();
         assert!(
             text.contains("time    1.75 s: fetch 0.25, site-packages zip 1.50"),
+            "{text}"
+        );
+        assert!(!text.contains("cpu "), "not every step has CPU seconds: {text}");
+        report.timings[0].cpu_seconds = Some(0.5);
+        let text = report.to_text();
+        assert!(
+            text.contains("cpu     3.25 s: fetch 0.50, site-packages zip 2.75"),
             "{text}"
         );
         report.cache = vec![crate::build::cache::StageCount {

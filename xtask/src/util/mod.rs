@@ -1,6 +1,7 @@
 //! Small helpers shared by every subcommand: where things live, hashing, atomic writes.
 
 pub mod cgroup;
+pub mod cpu;
 pub mod debian;
 pub mod digest;
 pub mod elf;
