@@ -295,7 +295,10 @@ mod tests {
             text.contains("time    1.75 s: fetch 0.25, site-packages zip 1.50"),
             "{text}"
         );
-        assert!(!text.contains("cpu "), "not every step has CPU seconds: {text}");
+        assert!(
+            !text.contains("cpu "),
+            "not every step has CPU seconds: {text}"
+        );
         report.timings[0].cpu_seconds = Some(0.5);
         let text = report.to_text();
         assert!(

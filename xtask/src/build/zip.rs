@@ -12,6 +12,8 @@ use zip::write::SimpleFileOptions;
 use crate::build::cache::StageCache;
 use crate::util::zipinfo::{read_stats, ZipStats};
 
+pub mod chunked;
+
 /// Zips the tree under `root` into `out`. Two calls on the same tree give the same bytes.
 pub fn write_zip(root: &Utf8Path, out: &Utf8Path, level: i64) -> Result<ZipStats> {
     write_zip_cached(root, out, level, None)
@@ -60,7 +62,9 @@ enum Deflated {
 /// them in order: the same compressor at the same level gives the same bytes as deflating
 /// them one after another.
 /// With a stage cache, the deflated bytes of each file come from there when it has them
-/// (files of 4 GiB and more are deflated as they are).
+/// (files of 4 GiB and more are deflated as they are). A file of [`chunked::MIN_BYTES`] or
+/// more is deflated in parts on every core (`chunked`), with or without the cache, so one
+/// large file does not leave the other cores idle at the end.
 ///
 /// Long: the workers and the in-order writer share the channel and the stop flag.
 pub fn write_in_order(
@@ -104,7 +108,7 @@ pub fn write_in_order(
                         crate::build::cache::zipentry::deflate(cache, path, options, level, *mode)
                             .map(Deflated::Cached)
                     }
-                    _ => deflate(name, path, options).map(Deflated::Prepared),
+                    _ => deflate_one(name, path, options, level, *mode, *large),
                 };
                 if send.send((n, deflated)).is_err() {
                     break;
@@ -156,6 +160,33 @@ pub fn write_in_order(
         drop(receive);
         written
     })
+}
+
+/// Without the cache: a large file (not one of 4 GiB and more) deflated in parts as a
+/// one-entry zip, as the cache holds it; the others as a prepared entry of the zip library.
+fn deflate_one(
+    name: &str,
+    path: &Utf8Path,
+    options: SimpleFileOptions,
+    level: i64,
+    mode: u32,
+    large: bool,
+) -> Result<Deflated> {
+    if large || fs_err::metadata(path)?.len() < chunked::MIN_BYTES {
+        return deflate(name, path, options).map(Deflated::Prepared);
+    }
+    let bytes = fs_err::read(path)?;
+    chunked::one_entry(&bytes, deflate_level(level)?, mode)
+        .with_context(|| format!("compressing {path}"))
+        .map(Deflated::Cached)
+}
+
+/// The zip library's level as flate2's.
+pub fn deflate_level(level: i64) -> Result<u32> {
+    u32::try_from(level)
+        .ok()
+        .filter(|l| *l <= 9)
+        .with_context(|| format!("{level} is not a deflate level (0 to 9)"))
 }
 
 /// Reads and deflates one file as the zip entry `name`.
@@ -542,6 +573,60 @@ mod tests {
             .find(|c| c.stage == "zip")
             .unwrap();
         assert!(zip.hits >= 300 && zip.misses > 0, "{zip:?}");
+    }
+
+    #[test]
+    fn a_large_file_deflated_in_parts_is_the_same_with_or_without_the_cache_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(tmp.path()).unwrap();
+        let root = dir.join("t");
+        fs_err::create_dir_all(root.join("lib")).unwrap();
+        // Over the threshold, not a multiple of a part: code-like text with some noise.
+        let mut big = Vec::new();
+        let mut noise = 0x9e37_79b9_u32;
+        while (big.len() as u64) < chunked::MIN_BYTES + 300_001 {
+            noise ^= noise << 13;
+            noise ^= noise >> 17;
+            noise ^= noise << 5;
+            big.extend_from_slice(format!("x{} = {}\n", noise % 5000, noise % 97).as_bytes());
+        }
+        fs_err::write(root.join("lib/_native.so"), &big).unwrap();
+        fs_err::set_permissions(
+            root.join("lib/_native.so"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        fs_err::write(root.join("lib/small.py"), b"x = 1\n").unwrap();
+        let plain = dir.join("plain.zip");
+        write_zip(&root, &plain, 9).unwrap();
+        let cache = StageCache::new(&dir.join("cache"));
+        for round in ["cold", "warm"] {
+            let out = dir.join(format!("{round}.zip"));
+            write_zip_cached(&root, &out, 9, Some(&cache)).unwrap();
+            assert!(
+                fs_err::read(&out).unwrap() == fs_err::read(&plain).unwrap(),
+                "{round} stage cache: the bytes differ from those written without it"
+            );
+        }
+        // An independent reader: every entry's CRC checks, the bytes and the mode survive.
+        let check = r#"
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+assert z.testzip() is None
+i = z.getinfo("lib/_native.so")
+assert i.compress_type == zipfile.ZIP_DEFLATED and (i.external_attr >> 16) & 0o777 == 0o755
+sys.stdout.buffer.write(z.read("lib/_native.so"))
+"#;
+        let out = std::process::Command::new("python3")
+            .args(["-c", check, plain.as_str()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == big, "python's zipfile reads other bytes");
     }
 
     fn write_entries(

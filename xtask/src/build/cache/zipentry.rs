@@ -10,17 +10,19 @@ use camino::Utf8Path;
 use zip::write::SimpleFileOptions;
 
 use super::{key, Stage, StageCache};
+use crate::build::zip::chunked;
 
-/// The key of a file's entry: its content, the compression level and its zip mode.
-pub fn entry_key(content_sha256: &str, level: i64, mode: u32) -> String {
-    key(
-        Stage::Zip,
-        &[
-            content_sha256.as_bytes(),
-            &level.to_le_bytes(),
-            &mode.to_le_bytes(),
-        ],
-    )
+/// The key of a file's entry: its content, the compression level, its zip mode, and for a
+/// file deflated in parts (`chunked`), the part size.
+pub fn entry_key(content_sha256: &str, level: i64, mode: u32, size: u64) -> String {
+    let (level, mode) = (level.to_le_bytes(), mode.to_le_bytes());
+    let mut parts: Vec<&[u8]> = vec![content_sha256.as_bytes(), &level, &mode];
+    let chunk = (chunked::CHUNK as u64).to_le_bytes();
+    if size >= chunked::MIN_BYTES {
+        parts.push(b"parts");
+        parts.push(&chunk);
+    }
+    key(Stage::Zip, &parts)
 }
 
 /// The one-entry zip holding the file at `path` deflated with `options` (which carry the
@@ -34,7 +36,11 @@ pub fn deflate(
 ) -> Result<Vec<u8>> {
     // A file linked from the stage cache is not read: its tag gives the hash.
     let (sha256, bytes) = crate::util::digest::sha256_and_bytes(path)?;
-    let key = entry_key(&sha256, level, mode);
+    let size = match &bytes {
+        Some(b) => b.len() as u64,
+        None => fs_err::metadata(path)?.len(),
+    };
+    let key = entry_key(&sha256, level, mode, size);
     if let Some(one) = cache.get_file(Stage::Zip, &key) {
         // A damaged entry is made again rather than copied into a layer.
         if zip::ZipArchive::new(Cursor::new(&one)).is_ok_and(|z| z.len() == 1) {
@@ -46,19 +52,28 @@ pub fn deflate(
         // Stored under the hash of the bytes compressed, whatever the tag said.
         None => {
             let bytes = fs_err::read(path)?;
-            let key = entry_key(&crate::util::sha256_hex(&bytes), level, mode);
+            let key = entry_key(
+                &crate::util::sha256_hex(&bytes),
+                level,
+                mode,
+                bytes.len() as u64,
+            );
             (bytes, key)
         }
     };
-    let prepared = zip::PreparedZipFile::from_data("entry", options, &bytes)
-        .with_context(|| format!("compressing {path}"))?;
-    let mut one = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    one.add_prepared_file(prepared)
-        .with_context(|| format!("compressing {path}"))?;
-    let one = one
-        .finish()
-        .with_context(|| format!("compressing {path}"))?
-        .into_inner();
+    let one = if bytes.len() as u64 >= chunked::MIN_BYTES {
+        chunked::one_entry(&bytes, crate::build::zip::deflate_level(level)?, mode)
+            .with_context(|| format!("compressing {path}"))?
+    } else {
+        let prepared = zip::PreparedZipFile::from_data("entry", options, &bytes)
+            .with_context(|| format!("compressing {path}"))?;
+        let mut one = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        one.add_prepared_file(prepared)
+            .with_context(|| format!("compressing {path}"))?;
+        one.finish()
+            .with_context(|| format!("compressing {path}"))?
+            .into_inner()
+    };
     cache.put_file(Stage::Zip, &key, &one)?;
     Ok(one)
 }
@@ -83,12 +98,27 @@ mod tests {
     #[test]
     fn the_key_follows_content_level_and_mode() {
         let a = "a".repeat(64);
-        assert_eq!(entry_key(&a, 9, 0o644), entry_key(&a, 9, 0o644));
-        assert_ne!(
-            entry_key(&a, 9, 0o644),
-            entry_key(&"b".repeat(64), 9, 0o644)
+        let small = 1000;
+        assert_eq!(
+            entry_key(&a, 9, 0o644, small),
+            entry_key(&a, 9, 0o644, 2000)
         );
-        assert_ne!(entry_key(&a, 9, 0o644), entry_key(&a, 6, 0o644));
-        assert_ne!(entry_key(&a, 9, 0o644), entry_key(&a, 9, 0o755));
+        assert_ne!(
+            entry_key(&a, 9, 0o644, small),
+            entry_key(&"b".repeat(64), 9, 0o644, small)
+        );
+        assert_ne!(
+            entry_key(&a, 9, 0o644, small),
+            entry_key(&a, 6, 0o644, small)
+        );
+        assert_ne!(
+            entry_key(&a, 9, 0o644, small),
+            entry_key(&a, 9, 0o755, small)
+        );
+        // An entry deflated in parts is never one deflated whole (a cache of older builds).
+        assert_ne!(
+            entry_key(&a, 9, 0o644, small),
+            entry_key(&a, 9, 0o644, chunked::MIN_BYTES)
+        );
     }
 }
