@@ -4,14 +4,15 @@
 //! another, are a single deflate stream that any inflater reads. The chunk size is fixed, so the
 //! bytes depend on the file and the level only, not on the number of cores.
 //!
-//! Without it, a file such as litellm's 44.8 MB Rust extension is deflated by one thread for
-//! about 6 s at level 9 while the other cores wait at the end of the zip step.
+//! Without it, a file such as litellm's 44.8 MB Rust extension is deflated by one thread (2.7 s
+//! at level 9 here) while the other cores may have nothing left to do.
 
 use anyhow::{bail, Context, Result};
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-/// The bytes each part of the file has. 1 MiB: the dictionary carried from the part before
-/// keeps the stream within about 0.01 % of a whole-file deflate.
+/// The bytes each part of the file has. 1 MiB: with the dictionary carried from the part
+/// before, the stream is as small as a whole-file deflate (on litellm's extension at level 9,
+/// 1,354 bytes smaller of 17 MB; the unit test allows 0.1 % more).
 pub const CHUNK: usize = 1 << 20;
 
 /// Files from this size on are deflated in parts; smaller ones gain nothing from it that the
