@@ -70,7 +70,8 @@ pub struct StepTime {
     /// Wall-clock seconds.
     pub seconds: f64,
     /// CPU seconds (user plus system) of the build and of the processes it ran and waited
-    /// for during the step: above `seconds` when the step used several cores.
+    /// for during the step, the sandbox's included: above `seconds` when the step used
+    /// several cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,
 }

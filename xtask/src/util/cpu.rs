@@ -1,13 +1,30 @@
 //! CPU time used by this process: its threads, and the child processes it has waited for.
 //! Read from `/proc/self/stat`, so a step's CPU seconds beside its wall seconds show how well
 //! it used the cores (and that a compile step's interpreters are counted once they exit).
+//!
+//! bubblewrap does not pass the CPU time of what ran inside it on to its parent, so the
+//! sandboxed supervisor reports its own, and [`add_unseen`] adds it here.
 
-/// User plus system seconds of this process and its waited-for children, or `None` where
-/// `/proc/self/stat` cannot be read or parsed.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Microseconds reported by sandboxes, which `/proc/self/stat` does not show.
+static UNSEEN_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// User plus system seconds of this process, its waited-for children and the sandboxes'
+/// reports, or `None` where `/proc/self/stat` cannot be read or parsed.
 pub fn seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let ticks = parse_ticks(&stat)?;
-    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+    let unseen = UNSEEN_MICROS.load(Ordering::Relaxed) as f64 / 1e6;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64 + unseen)
+}
+
+/// Counts `seconds` of CPU time that processes this one waited for used out of its sight (a
+/// sandbox's supervisor and everything it ran).
+pub fn add_unseen(seconds: f64) {
+    if seconds.is_finite() && seconds > 0.0 {
+        UNSEEN_MICROS.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
 }
 
 /// The sum of utime, stime, cutime and cstime (fields 14 to 17 of proc(5)), counted after the
@@ -48,5 +65,10 @@ mod tests {
         std::hint::black_box(x);
         let after = seconds().unwrap();
         assert!(after >= before && after > 0.0, "{before} then {after}");
+        add_unseen(2.5);
+        add_unseen(f64::NAN);
+        add_unseen(-1.0);
+        let reported = seconds().unwrap();
+        assert!(reported >= after + 2.5, "{after} then {reported}");
     }
 }

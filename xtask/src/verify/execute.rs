@@ -232,10 +232,15 @@ fn run_in_bwrap(
         );
     }
     let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line).with_context(|| {
+    let outcome: Outcome = serde_json::from_str(line).with_context(|| {
         format!(
             "the sandboxed supervisor printed no outcome; stderr: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )
-    })
+    })?;
+    // What ran inside is not in this process's count of its children (bwrap keeps it).
+    if let Some(seconds) = outcome.cpu_seconds {
+        crate::util::cpu::add_unseen(seconds);
+    }
+    Ok(outcome)
 }

@@ -82,6 +82,11 @@ pub struct Outcome {
     /// Workload mode: what each workload touched (`py/trace.py`'s result), in order.
     #[serde(default)]
     pub traces: Vec<serde_json::Value>,
+    /// CPU seconds of the supervisor and of every process it waited for. bubblewrap does not
+    /// pass its children's CPU time on to its parent, so the build adds this to its own count
+    /// (`util::cpu`).
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 /// `cargo xtask verify-inside`: reads a plan on stdin, prints an outcome on stdout.
@@ -91,7 +96,8 @@ pub fn main() -> Result<ExitCode> {
         .read_to_string(&mut text)
         .context("reading the verify plan from stdin")?;
     let plan: Plan = serde_json::from_str(&text).context("parsing the verify plan")?;
-    let outcome = run(&plan)?;
+    let mut outcome = run(&plan)?;
+    outcome.cpu_seconds = crate::util::cpu::seconds();
     println!("{}", serde_json::to_string(&outcome)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -144,5 +150,6 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
         checks: all,
         timings,
         traces: Vec::new(),
+        cpu_seconds: None,
     })
 }
