@@ -62,6 +62,11 @@ pub fn tag_tree(root: &Utf8Path) -> Result<()> {
 
 /// The sha256 (hex) of the file at `path` from its tag, when it has a current one.
 pub fn tagged(path: &Utf8Path) -> Option<String> {
+    tagged_with_size(path).map(|(sha256, _)| sha256)
+}
+
+/// [`tagged`], with the file's size from the same `stat`.
+fn tagged_with_size(path: &Utf8Path) -> Option<(String, u64)> {
     let mut buf = [0u8; LEN + 1];
     let n = rustix::fs::getxattr(path.as_std_path(), ATTR, &mut buf[..]).ok()?;
     if n != LEN || buf[0] != FORMAT {
@@ -70,17 +75,21 @@ pub fn tagged(path: &Utf8Path) -> Option<String> {
     let meta = std::fs::metadata(path).ok()?;
     let sha256: [u8; 32] = buf[17..LEN].try_into().ok()?;
     (value(crate::util::mtime_ns(&meta), meta.len(), &sha256)? == buf[..LEN])
-        .then(|| hex::encode(sha256))
+        .then(|| (hex::encode(sha256), meta.len()))
 }
 
-/// The sha256 of the file at `path`: from its tag when current, else read and hashed. The
-/// bytes come along when they had to be read.
-pub fn sha256_and_bytes(path: &Utf8Path) -> Result<(String, Option<Vec<u8>>)> {
-    if let Some(sha256) = tagged(path) {
-        return Ok((sha256, None));
+/// The sha256 and size of the file at `path`: from its tag when current, else read and
+/// hashed. The bytes come along when they had to be read.
+pub fn sha256_and_bytes(path: &Utf8Path) -> Result<(String, u64, Option<Vec<u8>>)> {
+    if let Some((sha256, size)) = tagged_with_size(path) {
+        return Ok((sha256, size, None));
     }
     let bytes = fs_err::read(path)?;
-    Ok((crate::util::sha256_hex(&bytes), Some(bytes)))
+    Ok((
+        crate::util::sha256_hex(&bytes),
+        bytes.len() as u64,
+        Some(bytes),
+    ))
 }
 
 /// The sha256 of the file at `path`: from its tag when current, else read and hashed.
@@ -128,7 +137,7 @@ mod tests {
         let link = dir.join("link.py");
         std::fs::hard_link(&file, &link).unwrap();
         assert_eq!(sha256(&link).unwrap(), real, "a hard link carries the tag");
-        let (hash, bytes) = sha256_and_bytes(&link).unwrap();
+        let (hash, _, bytes) = sha256_and_bytes(&link).unwrap();
         assert_eq!(
             (hash.as_str(), bytes),
             (real.as_str(), None),
@@ -144,7 +153,7 @@ mod tests {
             crate::util::sha256_hex(b"x = 2\n"),
             "the edited bytes, not the tag"
         );
-        let (_, bytes) = sha256_and_bytes(&file).unwrap();
+        let (_, _, bytes) = sha256_and_bytes(&file).unwrap();
         assert_eq!(bytes.as_deref(), Some(&b"x = 2\n"[..]));
 
         // A replaced file (a new inode) has no tag.

@@ -35,11 +35,7 @@ pub fn deflate(
     mode: u32,
 ) -> Result<Vec<u8>> {
     // A file linked from the stage cache is not read: its tag gives the hash.
-    let (sha256, bytes) = crate::util::digest::sha256_and_bytes(path)?;
-    let size = match &bytes {
-        Some(b) => b.len() as u64,
-        None => fs_err::metadata(path)?.len(),
-    };
+    let (sha256, size, bytes) = crate::util::digest::sha256_and_bytes(path)?;
     let key = entry_key(&sha256, level, mode, size);
     if let Some(one) = cache.get_file(Stage::Zip, &key) {
         // A damaged entry is made again rather than copied into a layer.
@@ -61,19 +57,8 @@ pub fn deflate(
             (bytes, key)
         }
     };
-    let one = if bytes.len() as u64 >= chunked::MIN_BYTES {
-        chunked::one_entry(&bytes, crate::build::zip::deflate_level(level)?, mode)
-            .with_context(|| format!("compressing {path}"))?
-    } else {
-        let prepared = zip::PreparedZipFile::from_data("entry", options, &bytes)
-            .with_context(|| format!("compressing {path}"))?;
-        let mut one = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        one.add_prepared_file(prepared)
-            .with_context(|| format!("compressing {path}"))?;
-        one.finish()
-            .with_context(|| format!("compressing {path}"))?
-            .into_inner()
-    };
+    let one = crate::build::zip::one_entry(&bytes, options, level, mode)
+        .with_context(|| format!("compressing {path}"))?;
     cache.put_file(Stage::Zip, &key, &one)?;
     Ok(one)
 }
