@@ -83,7 +83,7 @@ pub fn write_in_order(
         .collect();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let workers = crate::util::worker_threads();
     std::thread::scope(|scope| {
         let (send, receive) = std::sync::mpsc::sync_channel(4 * workers);
         for _ in 0..workers {

@@ -25,6 +25,12 @@ pub fn plain_output() -> bool {
         || !io::stderr().is_terminal()
 }
 
+/// How many threads (or processes) a build step splits its CPU work across: the cores, at
+/// least two (a step also waits on the disk) and at most eight.
+pub fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
 /// Lower-case hex sha256 of a byte slice.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -230,9 +230,7 @@ fn compile_jobs(
     // Dealt out in turn, not in two halves: a package's modules sit together and vary in
     // size, and halves left one process compiling alone for seconds. Each process still
     // compiles its share in a fixed order.
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get().clamp(2, 8))
-        .min(jobs.len());
+    let workers = crate::util::worker_threads().min(jobs.len());
     let answers: Vec<Result<Answer>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {

@@ -151,7 +151,7 @@ pub fn one_entry_zip(deflated: &[u8], crc32: u32, size: u32, mode: u32) -> Resul
 
 /// The one-entry zip of `data` (see [`one_entry_zip`]), deflated in parts at `level`.
 pub fn one_entry(data: &[u8], level: u32, mode: u32) -> Result<Vec<u8>> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let threads = crate::util::worker_threads();
     let deflated = deflate(data, level, threads)?;
     let size = u32::try_from(data.len())
         .context("a file of 4 GiB or more needs zip64, which parts do not write")?;
